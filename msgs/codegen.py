@@ -22,9 +22,8 @@ def proto_files() -> list[Path]:
 
 def generate(out_dir: Path) -> list[Path]:
     """Compile every .proto into ``out_dir``; return the generated files."""
-    from grpc_tools import protoc  # build-time dependency only
-
     import grpc_tools
+    from grpc_tools import protoc  # build-time dependency only
 
     with tempfile.TemporaryDirectory() as tmp:
         # Protos import each other as "krabgraph/msgs/x.proto" so the generated code imports

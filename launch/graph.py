@@ -1,0 +1,266 @@
+"""Graph files: load, follow ``extends``, apply overlays and command-line overrides.
+
+The result (``GraphDecl``) is still unchecked against the node classes: ``validate.build_graph``
+does that. Every value keeps the file and line it came from, for error messages.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from krabgraph.launch.errors import GraphError
+from krabgraph.launch.yamlloc import Loc, LocDict, YamlError, load_yaml
+
+GRAPHS_DIR = Path(__file__).resolve().parent.parent / "graphs"
+ON_ERROR = ("restart", "stop_node", "stop_graph")
+CLI = Loc("command line")
+
+
+@dataclass
+class ClockSpec:
+    mode: str = "wall"  # wall | sim | topic
+    real_time_factor: float | None = None
+    topic: str = ""
+
+
+@dataclass
+class NodeDecl:
+    """A node as declared (after overlays), with where each part came from."""
+
+    name: str
+    class_ref: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    thread: bool = False
+    on_error: str = "restart"
+    locs: dict[str, Loc] = field(default_factory=dict)  # "node", "class", "params.x", "inputs.p", ...
+    replaced: str = ""  # class this node had in the base graph, if an overlay replaced it
+
+    def loc(self, key: str) -> Loc:
+        return self.locs.get(key) or self.locs.get(key.split(".")[0]) or self.locs["node"]
+
+
+@dataclass
+class TopicDecl:
+    name: str
+    type: str = ""
+    external: bool = False
+    loc: Loc = CLI
+
+
+@dataclass
+class GraphDecl:
+    name: str
+    path: Path
+    description: str = ""
+    clock: ClockSpec = field(default_factory=ClockSpec)
+    clock_loc: Loc = CLI
+    nodes: dict[str, NodeDecl] = field(default_factory=dict)
+    topics: dict[str, TopicDecl] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)  # base first
+
+
+@cache
+def graph_schema() -> dict:
+    return json.loads((GRAPHS_DIR / "graph.schema.json").read_text())
+
+
+def resolve_graph_path(ref: str | Path, relative_to: Path | None = None) -> Path:
+    """A graph name under graphs/ (``parkour``), or a path (absolute or relative)."""
+    p = Path(ref)
+    candidates = []
+    if relative_to is not None:
+        candidates.append(relative_to / p)
+    candidates.append(p)
+    if p.suffix not in (".yaml", ".yml"):
+        candidates.append(GRAPHS_DIR / f"{p}.yaml")
+    candidates.append(GRAPHS_DIR / p)
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    names = ", ".join(sorted(x.stem for x in GRAPHS_DIR.glob("*.yaml")))
+    raise GraphError([f"graph {str(ref)!r} not found (looked for a file and under graphs/: {names})"])
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _schema_errors(data: Any, display: str) -> list[str]:
+    validator = jsonschema.Draft202012Validator(graph_schema())
+    errors = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        # Find the deepest mapping on the error's path that knows a line.
+        loc, node = Loc(display, 1), data
+        for key in err.absolute_path:
+            if isinstance(node, LocDict) and key in node:
+                loc = node.where(key)
+                node = node[key]
+            else:
+                break
+        where = "/".join(map(str, err.absolute_path)) or "top level"
+        what = err.message
+        if err.validator == "additionalProperties":
+            what = f"{err.message}; see graphs/graph.schema.json for the allowed keys"
+        elif err.validator == "oneOf" and err.absolute_path and err.absolute_path[0] == "clock":
+            what = "clock must be 'wall', 'sim' or {mode: wall|sim|topic, real_time_factor: N, topic: T}"
+        elif err.validator == "oneOf":
+            what = "must be a mapping with class/params/inputs/outputs/thread/on_error (or null to remove)"
+        errors.append(f"{loc}: {where}: {what}")
+    return errors
+
+
+def _read(path: Path, chain: tuple[Path, ...]) -> LocDict:
+    display = _display(path)
+    if path in chain:
+        raise GraphError([f"{display}: 'extends' loop: {' -> '.join(map(_display, (*chain, path)))}"])
+    try:
+        data = load_yaml(path, display)
+    except YamlError as exc:
+        raise GraphError([str(exc)]) from None
+    if data is None:
+        raise GraphError([f"{display}:1: graph file is empty; it needs at least 'nodes:'"])
+    if not isinstance(data, LocDict):
+        raise GraphError([f"{display}:1: a graph file is a mapping with 'nodes:', got {type(data).__name__}"])
+    errors = _schema_errors(data, display)
+    if errors:
+        raise GraphError(errors)
+    return data
+
+
+def _node_from(name: str, raw: LocDict, key_loc: Loc) -> NodeDecl:
+    decl = NodeDecl(name=name, class_ref=raw.get("class", ""), locs={"node": key_loc})
+    _overlay_node(decl, raw)
+    return decl
+
+
+def _overlay_node(decl: NodeDecl, raw: LocDict) -> None:
+    for key in ("class", "thread", "on_error"):
+        if key in raw:
+            decl.locs[key] = raw.where(key)
+    if "class" in raw:
+        decl.class_ref = raw["class"]
+    if "thread" in raw:
+        decl.thread = raw["thread"]
+    if "on_error" in raw:
+        decl.on_error = raw["on_error"]
+    for section in ("params", "inputs", "outputs"):
+        values = raw.get(section)
+        if values is None:
+            continue
+        decl.locs[section] = raw.where(section)
+        target = getattr(decl, section)
+        for key, value in values.items():
+            target[key] = copy.deepcopy(value)
+            decl.locs[f"{section}.{key}"] = values.where(key) if isinstance(values, LocDict) else raw.where(section)
+
+
+def _load(path: Path, chain: tuple[Path, ...] = ()) -> GraphDecl:
+    data = _read(path, chain)
+    display = _display(path)
+    if "extends" in data:
+        base_path = _resolve_extends(data["extends"], path, data.where("extends"))
+        graph = _load(base_path, (*chain, path))
+    else:
+        graph = GraphDecl(name=path.stem, path=path)
+    graph.path = path
+    graph.files.append(path)
+    graph.name = data.get("name", path.stem)
+    graph.description = data.get("description", graph.description)
+    if "clock" in data:
+        graph.clock, graph.clock_loc = _clock(data["clock"]), data.where("clock")
+    nodes = data.get("nodes") or {}
+    for name, raw in nodes.items():
+        key_loc = nodes.where(name) if isinstance(nodes, LocDict) else Loc(display)
+        if raw is None:
+            if name not in graph.nodes:
+                raise GraphError([f"{key_loc}: cannot remove node {name!r}: the base graph has no such node"])
+            del graph.nodes[name]
+            continue
+        base = graph.nodes.get(name)
+        if base is None:
+            if "class" not in raw:
+                raise GraphError([f"{key_loc}: node {name!r} has no 'class'; add e.g. `class: fake_robot`"])
+            graph.nodes[name] = _node_from(name, raw, key_loc)
+        elif "class" in raw and raw["class"] != base.class_ref:
+            # Replacing a node's class (sim-to-real): keep its wiring, start its params afresh.
+            new = _node_from(name, raw, key_loc)
+            new.inputs = {**base.inputs, **new.inputs}
+            new.outputs = {**base.outputs, **new.outputs}
+            new.locs = {**{k: v for k, v in base.locs.items() if k.startswith(("inputs", "outputs"))}, **new.locs}
+            new.replaced = base.replaced or base.class_ref
+            graph.nodes[name] = new
+        else:
+            _overlay_node(base, raw)
+    for name, raw in (data.get("topics") or {}).items():
+        graph.topics[name] = TopicDecl(name, raw.get("type", ""), raw.get("external", False), data["topics"].where(name))
+    return graph
+
+
+def _resolve_extends(ref: str, path: Path, loc: Loc) -> Path:
+    try:
+        return resolve_graph_path(ref, relative_to=path.parent)
+    except GraphError as exc:
+        raise GraphError([f"{loc}: extends: {exc.errors[0]}"]) from None
+
+
+def _clock(raw: Any) -> ClockSpec:
+    if isinstance(raw, str):
+        return ClockSpec(mode=raw)
+    return ClockSpec(mode=raw["mode"], real_time_factor=raw.get("real_time_factor"), topic=raw.get("topic", ""))
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value, read as YAML (``1.5`` → float, ``[1, 2]`` → list, ``abc`` → str)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(graph: GraphDecl, sets: list[str], replaces: list[str]) -> None:
+    """``--replace node=Class`` (like an overlay replacing a class) then ``--set node.param=value``."""
+    errors = []
+    for item in replaces:
+        name, sep, cls = item.partition("=")
+        if not sep or not name or not cls:
+            errors.append(f"{CLI}: --replace {item!r}: expected NODE=CLASS, e.g. --replace hal=go2_real_hal")
+        elif name not in graph.nodes:
+            errors.append(f"{CLI}: --replace {item!r}: no node {name!r} (nodes: {', '.join(graph.nodes)})")
+        else:
+            base = graph.nodes[name]
+            base.replaced = base.replaced or base.class_ref
+            base.class_ref, base.params = cls, {}
+            base.locs = {k: v for k, v in base.locs.items() if not k.startswith("params")}
+            base.locs["class"] = CLI
+    for item in sets:
+        target, sep, value = item.partition("=")
+        node, dot, param = target.partition(".")
+        if not sep or not dot or not node or not param:
+            errors.append(f"{CLI}: --set {item!r}: expected NODE.PARAM=VALUE, e.g. --set hal.terrain=flat")
+        elif node not in graph.nodes:
+            errors.append(f"{CLI}: --set {item!r}: no node {node!r} (nodes: {', '.join(graph.nodes)})")
+        else:
+            graph.nodes[node].params[param] = parse_value(value)
+            graph.nodes[node].locs[f"params.{param}"] = CLI
+    if errors:
+        raise GraphError(errors)
+
+
+def load_graph(ref: str | Path, *, sets: list[str] = (), replaces: list[str] = ()) -> GraphDecl:
+    """Load a graph by name or path, with its ``extends`` chain and command-line overrides."""
+    graph = _load(resolve_graph_path(ref))
+    apply_overrides(graph, list(sets), list(replaces))
+    return graph

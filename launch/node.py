@@ -1,0 +1,236 @@
+"""The node base class: typed ports and parameters, timers and lifecycle hooks.
+
+A node is a plain class; it never touches sockets, serialization or threads::
+
+    class Doubler(Node):
+        '''Publishes twice the input.'''
+        gain = Param(float, 2.0, "output/input ratio")
+        x = Input(ArrayStamped)
+        y = Output(ArrayStamped)
+
+        def on_x(self, msg):
+            self.y.publish(...)
+
+Lifecycle (as in ROS 2 managed nodes): unconfigured → configure() → inactive → activate() →
+active → deactivate() → inactive → shutdown() → finalized. Callbacks and timers run only while
+active. Create timers in ``on_activate``; deactivation cancels them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from krabgraph.launch.errors import ParamError
+from krabgraph.launch.params import Param
+from krabgraph.launch.ports import Input, InputPort, Output, OutputPort
+
+NODE_KINDS = ("hal", "sensor", "policy", "safety", "teleop", "source", "recorder", "bridge", "other")
+
+
+class Timer:
+    """A periodic callback on the graph clock, owned by a node."""
+
+    __slots__ = ("callback", "cancelled", "count", "due_ns", "name", "node", "order", "period_ns")
+
+    def __init__(self, node: Node, period_ns: int, callback: Callable[[], Any], due_ns: int, name: str, order: int):
+        self.node = node
+        self.period_ns = period_ns
+        self.callback = callback
+        self.due_ns = due_ns
+        self.name = name
+        self.order = order  # creation order: ties at one deadline fire in this order
+        self.cancelled = False
+        self.count = 0
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: Timer) -> bool:
+        return (self.due_ns, self.order) < (other.due_ns, other.order)
+
+
+class _ManualClock:
+    """Graph clock of a node outside any executor (unit tests): time moves only when told."""
+
+    def __init__(self) -> None:
+        self.t_ns = 0
+
+    def now_ns(self) -> int:
+        return self.t_ns
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Node:
+    """Base class of every krabgraph node. Subclasses declare ``Param``, ``Input`` and ``Output``."""
+
+    kind: ClassVar[str] = "other"
+    _param_specs: ClassVar[dict[str, Param]] = {}
+    _input_specs: ClassVar[dict[str, Input]] = {}
+    _output_specs: ClassVar[dict[str, Output]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        params, inputs, outputs = {}, {}, {}
+        for klass in reversed(cls.__mro__):
+            for key, value in vars(klass).items():
+                for table in (params, inputs, outputs):
+                    table.pop(key, None)
+                if isinstance(value, Param):
+                    params[key] = value
+                elif isinstance(value, Input):
+                    inputs[key] = value
+                elif isinstance(value, Output):
+                    outputs[key] = value
+        reserved = set(dir(Node))
+        for key in (*params, *inputs, *outputs):
+            if key in reserved or key.startswith("_"):
+                raise TypeError(f"{cls.__name__}: {key!r} is reserved by Node; choose another port/param name")
+        dup = set(inputs) & set(outputs)
+        if dup:
+            raise TypeError(f"{cls.__name__}: {sorted(dup)} declared as both input and output")
+        if cls.kind not in NODE_KINDS:
+            raise TypeError(f"{cls.__name__}.kind must be one of {NODE_KINDS}, got {cls.kind!r}")
+        cls._param_specs, cls._input_specs, cls._output_specs = params, inputs, outputs
+
+    def __init__(self, name: str | None = None, **params: Any):
+        cls = type(self)
+        self.name = name or _snake(cls.__name__)
+        self.log = logging.getLogger(f"krabgraph.{self.name}")
+        self._params = self.validate_params(params)
+        self._clock: Any = _ManualClock()
+        self._timers: list[Timer] = []
+        self._timer_sink: Callable[[Timer], None] | None = None
+        self._timer_order = 0
+        self._lifecycle = "unconfigured"
+        self._inputs = {k: InputPort(self, spec) for k, spec in cls._input_specs.items()}
+        self._outputs = {k: OutputPort(self, spec) for k, spec in cls._output_specs.items()}
+
+    # -- class introspection ------------------------------------------------------------------
+    @classmethod
+    def params(cls) -> dict[str, Param]:
+        return dict(cls._param_specs)
+
+    @classmethod
+    def inputs(cls) -> dict[str, Input]:
+        return dict(cls._input_specs)
+
+    @classmethod
+    def outputs(cls) -> dict[str, Output]:
+        return dict(cls._output_specs)
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def validate_params(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Defaults filled in and every value checked; raises ``ParamError`` on the first problem."""
+        specs = cls._param_specs
+        unknown = sorted(set(values) - set(specs))
+        if unknown:
+            known = ", ".join(specs) or "none"
+            raise ParamError(f"unknown parameter {unknown[0]!r} for {cls.__name__} (known: {known})")
+        out = {}
+        for key, spec in specs.items():
+            if key in values:
+                out[key] = spec.validate(values[key])
+            elif spec.required:
+                raise ParamError(f"missing required parameter {key!r} for {cls.__name__}")
+            else:
+                out[key] = spec.default
+        return out
+
+    # -- runtime API for node authors -------------------------------------------------------
+    def now_ns(self) -> int:
+        """Graph clock in nanoseconds (sim time in lockstep graphs)."""
+        return self._clock.now_ns()
+
+    def now(self) -> float:
+        """Graph clock in seconds."""
+        return self._clock.now_ns() * 1e-9
+
+    def create_timer(self, period_s: float, callback: Callable[[], Any], name: str = "") -> Timer:
+        """Call ``callback`` every ``period_s`` seconds of graph time, first one period from now."""
+        if self._lifecycle != "activating":
+            raise RuntimeError(f"{self.name}: create timers in on_activate (lifecycle is {self._lifecycle})")
+        if not period_s > 0:
+            raise ValueError(f"{self.name}: timer period must be > 0 s, got {period_s}")
+        period_ns = round(period_s * 1e9)
+        self._timer_order += 1
+        timer = Timer(self, period_ns, callback, self.now_ns() + period_ns, name or callback.__name__, self._timer_order)
+        self._timers.append(timer)
+        if self._timer_sink is not None:
+            self._timer_sink(timer)
+        return timer
+
+    @property
+    def lifecycle(self) -> str:
+        return self._lifecycle
+
+    # -- lifecycle hooks (override) ---------------------------------------------------------
+    def on_configure(self) -> None:
+        """Load resources; parameters are available."""
+
+    def on_activate(self) -> None:
+        """Start working: create timers, reset per-run state."""
+
+    def on_deactivate(self) -> None:
+        """Stop working; outputs may still publish here (e.g. a last safe command)."""
+
+    def on_shutdown(self) -> None:
+        """Release resources."""
+
+    # -- lifecycle transitions (called by the executor or a test) ----------------------------
+    def configure(self) -> None:
+        self._expect("unconfigured", "configure")
+        self.on_configure()
+        self._lifecycle = "inactive"
+
+    def activate(self) -> None:
+        self._expect("inactive", "activate")
+        self._lifecycle = "activating"
+        try:
+            self.on_activate()
+        except BaseException:
+            self._cancel_timers()
+            self._lifecycle = "inactive"
+            raise
+        self._lifecycle = "active"
+
+    def deactivate(self) -> None:
+        self._expect("active", "deactivate")
+        self._lifecycle = "deactivating"
+        try:
+            self.on_deactivate()
+        finally:
+            self._cancel_timers()
+            self._lifecycle = "inactive"
+
+    def shutdown(self) -> None:
+        if self._lifecycle == "finalized":
+            return
+        if self._lifecycle == "active":
+            self.deactivate()
+        try:
+            self.on_shutdown()
+        finally:
+            self._lifecycle = "finalized"
+
+    def _expect(self, state: str, transition: str) -> None:
+        if self._lifecycle != state:
+            raise RuntimeError(f"{self.name}: cannot {transition} from {self._lifecycle!r} (needs {state!r})")
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self._lifecycle}>"

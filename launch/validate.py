@@ -1,0 +1,194 @@
+"""Check a declared graph against its node classes, before anything starts.
+
+Rejected, each with file:line and a fix: unknown node class; unknown, mistyped or invalid
+parameter; unknown port; port type mismatch; required input unconnected; a topic nobody publishes;
+several publishers on a topic that allows one; a bad clock or error policy.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from google.protobuf.message import Message
+
+from krabgraph.launch.errors import GraphError, ParamError
+from krabgraph.launch.graph import ON_ERROR, ClockSpec, GraphDecl, NodeDecl
+from krabgraph.launch.node import Node
+from krabgraph.launch.registry import resolve_class
+from krabgraph.msgs.schema import message_class
+
+
+@dataclass
+class NodeSpec:
+    """A checked node: class resolved, parameters validated, every port on a topic."""
+
+    name: str
+    cls: type[Node]
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    thread: bool
+    on_error: str
+    decl: NodeDecl
+
+
+@dataclass
+class TopicInfo:
+    name: str
+    msg_type: type[Message] | None
+    publishers: list[tuple[str, str]] = field(default_factory=list)  # (node, port)
+    subscribers: list[tuple[str, str]] = field(default_factory=list)
+    external: bool = False
+
+
+@dataclass
+class Graph:
+    """A validated graph, ready for the executor (immutable by convention)."""
+
+    name: str
+    description: str
+    clock: ClockSpec
+    nodes: dict[str, NodeSpec]
+    topics: dict[str, TopicInfo]
+    nx: nx.MultiDiGraph
+    decl: GraphDecl
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def default_topic(node: str, port: str) -> str:
+    return f"{node}/{port}"
+
+
+def build_graph(decl: GraphDecl) -> Graph:
+    """Validate ``decl``; raise ``GraphError`` listing every problem, or return the ``Graph``."""
+    errors: list[str] = []
+    specs: dict[str, NodeSpec] = {}
+
+    clock = decl.clock
+    if clock.mode == "topic" and not clock.topic:
+        errors.append(f"{decl.clock_loc}: clock mode 'topic' needs `topic:` naming the Clock topic, e.g. hal/clock")
+
+    for name, nd in decl.nodes.items():
+        if not nd.class_ref:
+            errors.append(f"{nd.loc('class')}: node {name!r} has no class; add `class: <name>` (see `krabgraph nodes`)")
+            continue
+        try:
+            cls = resolve_class(nd.class_ref)
+        except LookupError as exc:
+            errors.append(f"{nd.loc('class')}: node {name!r}: {exc}")
+            continue
+        params = {}
+        param_specs = cls.params()
+        for key, value in nd.params.items():
+            spec = param_specs.get(key)
+            if spec is None:
+                hint = _suggest(key, list(param_specs))
+                known = ", ".join(param_specs) or "none"
+                errors.append(f"{nd.loc('params.' + key)}: node {name!r}: unknown parameter {key!r} for "
+                              f"{cls.__name__}; {hint}known: {known}")
+                continue
+            try:
+                params[key] = spec.validate(value)
+            except ParamError as exc:
+                errors.append(f"{nd.loc('params.' + key)}: node {name!r}: {exc}")
+        for key, spec in param_specs.items():
+            if key not in nd.params and spec.required:
+                errors.append(f"{nd.loc('node')}: node {name!r}: missing required parameter {key!r} "
+                              f"({spec.describe()}); add it under params:")
+        if nd.on_error not in ON_ERROR:
+            errors.append(f"{nd.loc('on_error')}: node {name!r}: on_error must be one of {list(ON_ERROR)}")
+        inputs, outputs = cls.inputs(), cls.outputs()
+        for section, ports in (("inputs", inputs), ("outputs", outputs)):
+            for port in getattr(nd, section):
+                if port not in ports:
+                    hint = _suggest(port, list(ports))
+                    known = ", ".join(ports) or "none"
+                    errors.append(f"{nd.loc(f'{section}.{port}')}: node {name!r}: {cls.__name__} has no "
+                                  f"{section[:-1]} port {port!r}; {hint}{section[:-1]} ports: {known}")
+        resolved_outputs = {p: nd.outputs.get(p, default_topic(name, p)) for p in outputs}
+        resolved_inputs = {p: t for p, t in nd.inputs.items() if p in inputs}
+        for port, spec in inputs.items():
+            if port not in nd.inputs and spec.required:
+                errors.append(f"{nd.loc('node')}: node {name!r}: required input {port!r} "
+                              f"({spec.msg_type.__name__}) is not connected; add `inputs: {{{port}: <topic>}}`")
+        specs[name] = NodeSpec(name, cls, params, resolved_inputs, resolved_outputs, nd.thread, nd.on_error, nd)
+
+    topics: dict[str, TopicInfo] = {}
+    for tname, td in decl.topics.items():
+        msg_type = None
+        if td.type:
+            try:
+                msg_type = message_class(td.type)
+            except (KeyError, ImportError, AttributeError):
+                errors.append(f"{td.loc}: topic {tname!r}: unknown message type {td.type!r}")
+        topics[tname] = TopicInfo(tname, msg_type, external=td.external)
+    for name, spec in specs.items():
+        for port, topic in spec.outputs.items():
+            info = topics.setdefault(topic, TopicInfo(topic, None))
+            info.publishers.append((name, port))
+    for name, spec in specs.items():
+        for port, topic in spec.inputs.items():
+            topics.setdefault(topic, TopicInfo(topic, None)).subscribers.append((name, port))
+
+    g = nx.MultiDiGraph(name=decl.name)
+    for name, spec in specs.items():
+        g.add_node(name, kind="node", cls=spec.cls, node_kind=spec.cls.kind, replaced=spec.decl.replaced)
+    for tname, info in topics.items():
+        publishers = [(n, p, specs[n].cls.outputs()[p]) for n, p in info.publishers]
+        types = {o.msg_type for _, _, o in publishers}
+        if info.msg_type is not None:
+            types.add(info.msg_type)
+        if len(types) > 1:
+            where = ", ".join(f"{n}.{p} ({o.msg_type.__name__})" for n, p, o in publishers)
+            errors.append(f"{specs[publishers[0][0]].decl.loc('outputs.' + publishers[0][1])}: topic {tname!r} "
+                          f"has publishers of different types: {where}; give each its own topic")
+        if info.msg_type is None and types:
+            info.msg_type = next(iter(types))
+        if len(publishers) > 1 and not all(o.shared for _, _, o in publishers):
+            where = ", ".join(f"{n}.{p} ({specs[n].decl.loc('outputs.' + p)})" for n, p, _ in publishers)
+            errors.append(f"{specs[publishers[1][0]].decl.loc('outputs.' + publishers[1][1])}: topic {tname!r} "
+                          f"has {len(publishers)} publishers ({where}) but allows one; remap one output to "
+                          f"another topic, or declare the outputs shared=True")
+        g.add_node(tname, kind="topic", msg_type=info.msg_type, external=info.external)
+        for n, p, o in publishers:
+            g.add_edge(n, tname, port=p, msg_type=o.msg_type)
+        for n, p in info.subscribers:
+            spec_in = specs[n].cls.inputs()[p]
+            loc = specs[n].decl.loc(f"inputs.{p}")
+            if not publishers and not info.external:
+                candidates = [t for t, i in topics.items() if i.publishers]
+                hint = _suggest(tname, candidates)
+                errors.append(f"{loc}: node {n!r}: input {p!r} is wired to topic {tname!r}, which nothing "
+                              f"publishes; {hint}published topics: {', '.join(sorted(candidates)) or 'none'}")
+            elif info.msg_type is not None and spec_in.msg_type is not info.msg_type:
+                errors.append(f"{loc}: node {n!r}: input {p!r} expects {spec_in.msg_type.__name__} but topic "
+                              f"{tname!r} carries {info.msg_type.__name__}; wire it to a "
+                              f"{spec_in.msg_type.__name__} topic")
+            g.add_edge(tname, n, port=p, msg_type=spec_in.msg_type, policy=spec_in.policy)
+    if clock.mode == "topic" and clock.topic and clock.topic in topics:
+        t = topics[clock.topic].msg_type
+        if t is not None and t.DESCRIPTOR.full_name != "krabgraph.msgs.Clock":
+            errors.append(f"{decl.clock_loc}: clock topic {clock.topic!r} carries {t.__name__}, not Clock")
+    if clock.mode == "sim":
+        for name, spec in specs.items():
+            if spec.thread:
+                errors.append(f"{spec.decl.loc('thread')}: node {name!r}: `thread: true` is not allowed with "
+                              f"clock 'sim' (lockstep runs single-threaded); remove it or use clock 'wall'")
+    if not specs and not errors:
+        errors.append(f"{decl.files[-1] if decl.files else decl.name}: the graph has no nodes")
+    if errors:
+        raise GraphError(errors)
+    return Graph(decl.name, decl.description, clock, specs, topics, g, decl)
+
+
+def load_and_build(ref: Any, *, sets: list[str] = (), replaces: list[str] = ()) -> Graph:
+    from krabgraph.launch.graph import load_graph
+
+    return build_graph(load_graph(ref, sets=sets, replaces=replaces))

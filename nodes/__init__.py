@@ -1,0 +1,11 @@
+"""krabgraph's node classes. ``REGISTRY`` maps the short names used in graph files to classes.
+
+Entries are ``module:Class`` strings so that listing or validating a graph imports only the nodes
+it uses (a graph without MuJoCo never imports mujoco).
+"""
+
+REGISTRY: dict[str, str] = {
+    "fake_robot": "krabgraph.nodes.demo:FakeRobot",
+    "hold_pose": "krabgraph.nodes.demo:HoldPose",
+    "scripted_velocity": "krabgraph.nodes.command:ScriptedVelocity",
+}
