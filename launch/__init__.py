@@ -2,7 +2,7 @@
 
 from krabgraph.launch.errors import GraphError, KrabgraphError, ParamError, WireError
 from krabgraph.launch.executor import Executor
-from krabgraph.launch.graph import GraphDecl, load_graph
+from krabgraph.launch.graph import GraphDecl, graph_from_dict, load_graph
 from krabgraph.launch.node import Node, Timer
 from krabgraph.launch.params import Param
 from krabgraph.launch.ports import Input, Output
@@ -23,5 +23,6 @@ __all__ = [
     "WireError",
     "build_graph",
     "load_and_build",
+    "graph_from_dict",
     "load_graph",
 ]

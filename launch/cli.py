@@ -11,8 +11,12 @@ from krabgraph.launch.errors import GraphError, KrabgraphError
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s.%(msecs)03d %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d %(levelname)-5s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 def _build(args: argparse.Namespace):
@@ -35,8 +39,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     graph = _build(args)
     log = logging.getLogger("krabgraph")
-    log.info("launching %s: %d nodes, clock %s%s", graph.name, len(graph.nodes), graph.clock.mode,
-             f", for {args.duration} s" if args.duration else "")
+    log.info(
+        "launching %s: %d nodes, clock %s%s",
+        graph.name,
+        len(graph.nodes),
+        graph.clock.mode,
+        f", for {args.duration} s" if args.duration else "",
+    )
     executor = Executor(graph)
     code = executor.run(duration_s=args.duration)
     log.info("%s stopped (exit code %d)", graph.name, code)

@@ -40,7 +40,8 @@ MAX_RESTARTS = 3
 HWM = 10_000
 
 
-def endpoint(topic: str, worker: int) -> str:
+def endpoint(topic: str, worker: int | str) -> str:
+    """The inproc address of a topic's publisher socket on one worker (``"ext"``: from outside)."""
     return f"inproc://krabgraph{topic if topic.startswith('/') else '/' + topic}#{worker}"
 
 
@@ -54,6 +55,7 @@ class Subscription:
     socket: zmq.Socket
     decoder: Decoder
     polled: bool  # fed from another thread: watched by the poller, not the ready queue
+    pending: int = 0  # same-thread messages sent but not yet read (exact, so no failing recv)
     last_seq: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -90,13 +92,19 @@ class Worker:
 
     # -- dispatch ----------------------------------------------------------------------------
     def dispatch(self, sub: Subscription) -> None:
+        recv = sub.socket.recv
         frames_list = []
-        recv = sub.socket.recv_multipart
-        while True:
-            try:
-                frames_list.append(recv(zmq.NOBLOCK))
-            except zmq.Again:
-                break
+        if sub.polled:  # other threads or processes: frame counts are not ours to trust
+            recv_multipart = sub.socket.recv_multipart
+            while True:
+                try:
+                    frames_list.append(recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+        else:
+            n, sub.pending = sub.pending, 0
+            for _ in range(n):
+                frames_list.append([recv(zmq.NOBLOCK), recv(zmq.NOBLOCK)])
         if not frames_list:
             return
         node, port = sub.node, sub.port
@@ -315,6 +323,8 @@ class Executor:
         local_subs: dict[tuple[str, int], list[Subscription]] = {}
         for topic, subs in subscribers.items():
             pub_workers = {self.worker_of[n].index for n, _ in publishers.get(topic, [])}
+            info = graph.topics.get(topic)
+            external = info is not None and info.external
             for name, port in subs:
                 if name == "":  # the executor's own Clock subscription (topic clock)
                     worker, node, inport = self.workers[0], None, None
@@ -326,7 +336,9 @@ class Executor:
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
                 for w in sorted(pub_workers):
                     sock.connect(endpoint(topic, w))
-                polled = pub_workers != {worker.index} or node is None
+                if external:
+                    sock.connect(endpoint(topic, "ext"))
+                polled = pub_workers != {worker.index} or node is None or external
                 msg_type = Clock if node is None else inport.spec.msg_type
                 sub = Subscription(node, inport, topic, sock, Decoder(msg_type), polled)
                 if node is None:
@@ -369,10 +381,21 @@ class Executor:
             policy = "stop_node"
             note = f"restarted {count} times already; stopping the node"
         else:
-            note = {"restart": f"restarting it ({count + 1}/{MAX_RESTARTS})", "stop_node": "stopping the node",
-                    "stop_graph": "stopping the graph"}[policy]
-        log.error("node %r (%s) raised in %s: %s; on_error=%s: %s\n%s", node.name, type(node).__name__, where,
-                  exc, spec.on_error, note, tb.rstrip())
+            note = {
+                "restart": f"restarting it ({count + 1}/{MAX_RESTARTS})",
+                "stop_node": "stopping the node",
+                "stop_graph": "stopping the graph",
+            }[policy]
+        log.error(
+            "node %r (%s) raised in %s: %s; on_error=%s: %s\n%s",
+            node.name,
+            type(node).__name__,
+            where,
+            exc,
+            spec.on_error,
+            note,
+            tb.rstrip(),
+        )
         if policy == "stop_graph":
             self.stop(1)
             return
@@ -415,12 +438,19 @@ class Executor:
                 return 1
             if duration_s is not None:
                 self.workers[0].add_timer(
-                    Timer(_StopOwner(self), round(duration_s * 1e9), lambda: self.stop(0), round(duration_s * 1e9)
-                          + self.clock.now_ns(), "duration", 0)
+                    Timer(
+                        _StopOwner(self),
+                        round(duration_s * 1e9),
+                        lambda: self.stop(0),
+                        round(duration_s * 1e9) + self.clock.now_ns(),
+                        "duration",
+                        0,
+                    )
                 )
             for worker in self.workers[1:]:
-                worker.thread = threading.Thread(target=self._thread_main, args=(worker,),
-                                                 name=f"krabgraph-{worker.nodes[0].name}", daemon=True)
+                worker.thread = threading.Thread(
+                    target=self._thread_main, args=(worker,), name=f"krabgraph-{worker.nodes[0].name}", daemon=True
+                )
                 worker.thread.start()
             self._thread_main(self.workers[0])
             return self.exit_code
@@ -488,8 +518,10 @@ def _sender(sock: zmq.Socket, tag: bytes, ready: deque, local: list[Subscription
     def send_msg(msg: Message) -> None:
         send(tag, zmq.SNDMORE)
         send(msg.SerializeToString())
-        if local:
-            ready.extend(local)
+        for sub in local:
+            if not sub.pending:
+                ready.append(sub)
+            sub.pending += 1
 
     return send_msg
 

@@ -102,6 +102,9 @@ def _schema_errors(data: Any, display: str) -> list[str]:
     validator = jsonschema.Draft202012Validator(graph_schema())
     errors = []
     for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        if err.validator == "oneOf" and err.context and not (err.absolute_path and err.absolute_path[0] == "clock"):
+            # Report the branch that came closest (e.g. the mapping form of a node), not "none matched".
+            err = next((e for e in err.context if e.validator != "type"), err.context[0])
         # Find the deepest mapping on the error's path that knows a line.
         loc, node = Loc(display, 1), data
         for key in err.absolute_path:
@@ -112,6 +115,10 @@ def _schema_errors(data: Any, display: str) -> list[str]:
                 break
         where = "/".join(map(str, err.absolute_path)) or "top level"
         what = err.message
+        if err.validator == "additionalProperties" and isinstance(node, LocDict):
+            extra = [k for k in node if k not in err.schema.get("properties", {})]
+            if extra:
+                loc = node.where(extra[0])
         if err.validator == "additionalProperties":
             what = f"{err.message}; see graphs/graph.schema.json for the allowed keys"
         elif err.validator == "oneOf" and err.absolute_path and err.absolute_path[0] == "clock":
@@ -168,8 +175,44 @@ def _overlay_node(decl: NodeDecl, raw: LocDict) -> None:
 
 
 def _load(path: Path, chain: tuple[Path, ...] = ()) -> GraphDecl:
-    data = _read(path, chain)
-    display = _display(path)
+    return _from_data(_read(path, chain), path, chain)
+
+
+def _to_locdict(value: Any, display: str) -> Any:
+    if isinstance(value, dict):
+        out = LocDict({k: _to_locdict(v, display) for k, v in value.items()})
+        out.loc, out.key_locs = Loc(display), {}
+        return out
+    if isinstance(value, list):
+        return [_to_locdict(v, display) for v in value]
+    return value
+
+
+def graph_from_dict(data: dict, name: str = "inline", *, base_dir: Path | None = None) -> GraphDecl:
+    """A graph from a dict shaped like a graph file; ``class`` may also be a Node subclass."""
+    display = f"<{name}>"
+    checked = copy.deepcopy({k: v for k, v in data.items() if k != "nodes"})
+    checked["nodes"] = {
+        n: None
+        if d is None
+        else {
+            k: (f"{v.__module__}:{v.__qualname__}" if k == "class" and isinstance(v, type) else v) for k, v in d.items()
+        }
+        for n, d in (data.get("nodes") or {}).items()
+    }
+    errors = _schema_errors(_to_locdict(checked, display), display)
+    if errors:
+        raise GraphError(errors)
+    located = _to_locdict({k: v for k, v in data.items() if k != "nodes"}, display)
+    located["nodes"] = _to_locdict({}, display)
+    for n, d in (data.get("nodes") or {}).items():
+        located["nodes"][n] = None if d is None else _to_locdict(d, display)
+    path = (base_dir or Path.cwd()) / f"{name}.yaml"
+    return _from_data(located, path, ())
+
+
+def _from_data(data: LocDict, path: Path, chain: tuple[Path, ...]) -> GraphDecl:
+    display = _display(path) if path.exists() else f"<{path.stem}>"
     if "extends" in data:
         base_path = _resolve_extends(data["extends"], path, data.where("extends"))
         graph = _load(base_path, (*chain, path))
@@ -205,7 +248,9 @@ def _load(path: Path, chain: tuple[Path, ...] = ()) -> GraphDecl:
         else:
             _overlay_node(base, raw)
     for name, raw in (data.get("topics") or {}).items():
-        graph.topics[name] = TopicDecl(name, raw.get("type", ""), raw.get("external", False), data["topics"].where(name))
+        graph.topics[name] = TopicDecl(
+            name, raw.get("type", ""), raw.get("external", False), data["topics"].where(name)
+        )
     return graph
 
 

@@ -87,7 +87,7 @@ class Node:
                     inputs[key] = value
                 elif isinstance(value, Output):
                     outputs[key] = value
-        reserved = set(dir(Node))
+        reserved = set(dir(Node)) | {"name", "log"}
         for key in (*params, *inputs, *outputs):
             if key in reserved or key.startswith("_"):
                 raise TypeError(f"{cls.__name__}: {key!r} is reserved by Node; choose another port/param name")
@@ -164,7 +164,9 @@ class Node:
             raise ValueError(f"{self.name}: timer period must be > 0 s, got {period_s}")
         period_ns = round(period_s * 1e9)
         self._timer_order += 1
-        timer = Timer(self, period_ns, callback, self.now_ns() + period_ns, name or callback.__name__, self._timer_order)
+        timer = Timer(
+            self, period_ns, callback, self.now_ns() + period_ns, name or callback.__name__, self._timer_order
+        )
         self._timers.append(timer)
         if self._timer_sink is not None:
             self._timer_sink(timer)

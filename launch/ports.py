@@ -131,8 +131,7 @@ class OutputPort:
         """Publish ``msg``; fills ``header.seq`` and, if unset, ``header.stamp_ns`` (graph clock)."""
         if type(msg) is not self.spec.msg_type:
             raise TypeError(
-                f"{self.node.name}.{self.spec.name} publishes {self.spec.msg_type.__name__}, "
-                f"got {type(msg).__name__}"
+                f"{self.node.name}.{self.spec.name} publishes {self.spec.msg_type.__name__}, got {type(msg).__name__}"
             )
         self.seq += 1
         self.count += 1

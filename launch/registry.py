@@ -20,8 +20,12 @@ def node_registry() -> dict[str, str]:
     return names
 
 
-def resolve_class(ref: str) -> type[Node]:
+def resolve_class(ref: str | type) -> type[Node]:
     """The Node subclass for a short name or ``module:Class``; ``LookupError`` says what to do."""
+    if isinstance(ref, type):
+        if not issubclass(ref, Node):
+            raise LookupError(f"{ref.__name__} is not a krabgraph Node subclass")
+        return ref
     registry = node_registry()
     target = registry.get(ref, ref)
     module_name, sep, attr = target.partition(":")

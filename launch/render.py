@@ -15,11 +15,28 @@ import networkx as nx
 
 from krabgraph.launch.validate import Graph
 
-KIND_COLUMN = {"source": 0, "teleop": 0, "hal": 1, "sensor": 1, "bridge": 1, "policy": 2, "safety": 3,
-               "recorder": 4, "other": 4}
-KIND_COLOR = {"hal": "#f4a261", "sensor": "#e9c46a", "policy": "#8ab17d", "safety": "#e76f51",
-              "teleop": "#90caf9", "source": "#90caf9", "recorder": "#b39ddb", "bridge": "#bdbdbd",
-              "other": "#e0e0e0"}
+KIND_COLUMN = {
+    "source": 0,
+    "teleop": 0,
+    "hal": 1,
+    "sensor": 1,
+    "bridge": 1,
+    "policy": 2,
+    "safety": 3,
+    "recorder": 4,
+    "other": 4,
+}
+KIND_COLOR = {
+    "hal": "#f4a261",
+    "sensor": "#e9c46a",
+    "policy": "#8ab17d",
+    "safety": "#e76f51",
+    "teleop": "#90caf9",
+    "source": "#90caf9",
+    "recorder": "#b39ddb",
+    "bridge": "#bdbdbd",
+    "other": "#e0e0e0",
+}
 FORMATS = ("dot", "mermaid", "html", "svg", "png")
 
 
@@ -68,8 +85,12 @@ def _label(graph: Graph, name: str) -> tuple[str, str]:
 
 
 def to_dot(graph: Graph) -> str:
-    lines = [f'digraph "{graph.name}" {{', "  rankdir=LR;", '  node [shape=box, style="rounded,filled", '
-             'fontname="Helvetica"];', '  edge [fontname="Helvetica", fontsize=10];']
+    lines = [
+        f'digraph "{graph.name}" {{',
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+    ]
     names = list(graph.nodes) + sorted({e.dst for e in edges(graph) if e.dst.startswith("topic:")})
     for name in names:
         label, kind = _label(graph, name)
@@ -114,10 +135,12 @@ def to_svg_inline(graph: Graph, width: int = 1100, height: int = 560) -> str:
         x, y = pos[name]
         return pad_x + (x + 1) / 2 * (width - 2 * pad_x), pad_y + (1 - (y + 1) / 2) * (height - 2 * pad_y)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
+    ]
     for i, e in enumerate(edges(graph)):
         (x1, y1), (x2, y2) = xy(e.src), xy(e.dst)
         back = x2 <= x1
@@ -125,47 +148,62 @@ def to_svg_inline(graph: Graph, width: int = 1100, height: int = 560) -> str:
         x2 += box_w / 2 if back else -box_w / 2
         bend = (70 + 12 * (i % 3)) * (1 if back else 0)
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + bend + (0 if back else -15 * ((i % 2) * 2 - 1) * (y1 == y2))
-        parts.append(f'<path d="M {x1:.0f} {y1:.0f} Q {cx:.0f} {cy:.0f} {x2:.0f} {y2:.0f}" fill="none" '
-                     f'stroke="#555" stroke-width="1.4" marker-end="url(#arrow)"><title>{html.escape(e.topic)} '
-                     f'({html.escape(e.msg_type)})</title></path>')
+        parts.append(
+            f'<path d="M {x1:.0f} {y1:.0f} Q {cx:.0f} {cy:.0f} {x2:.0f} {y2:.0f}" fill="none" '
+            f'stroke="#555" stroke-width="1.4" marker-end="url(#arrow)"><title>{html.escape(e.topic)} '
+            f"({html.escape(e.msg_type)})</title></path>"
+        )
         lx, ly = (x1 + 2 * cx + x2) / 4, (y1 + 2 * cy + y2) / 4
-        parts.append(f'<text x="{lx:.0f}" y="{ly - 4:.0f}" font-size="10" text-anchor="middle" fill="#333">'
-                     f'{html.escape(e.topic)}</text><text x="{lx:.0f}" y="{ly + 8:.0f}" font-size="9" '
-                     f'text-anchor="middle" fill="#777">{html.escape(e.msg_type)}</text>')
+        parts.append(
+            f'<text x="{lx:.0f}" y="{ly - 4:.0f}" font-size="10" text-anchor="middle" fill="#333">'
+            f'{html.escape(e.topic)}</text><text x="{lx:.0f}" y="{ly + 8:.0f}" font-size="9" '
+            f'text-anchor="middle" fill="#777">{html.escape(e.msg_type)}</text>'
+        )
     for name in pos:
         x, y = xy(name)
         label, kind = _label(graph, name)
-        dashed = ' stroke-dasharray="5,3"' if kind == "topic" or (
-            name in graph.nodes and graph.nodes[name].decl.replaced) else ""
+        dashed = (
+            ' stroke-dasharray="5,3"'
+            if kind == "topic" or (name in graph.nodes and graph.nodes[name].decl.replaced)
+            else ""
+        )
         rx = 23 if kind == "topic" else 8
-        parts.append(f'<g class="node" data-kind="{kind}"><rect x="{x - box_w / 2:.0f}" y="{y - box_h / 2:.0f}" '
-                     f'width="{box_w}" height="{box_h}" rx="{rx}" fill="{KIND_COLOR.get(kind, "#fff")}" '
-                     f'stroke="#333"{dashed}/>')
+        parts.append(
+            f'<g class="node" data-kind="{kind}"><rect x="{x - box_w / 2:.0f}" y="{y - box_h / 2:.0f}" '
+            f'width="{box_w}" height="{box_h}" rx="{rx}" fill="{KIND_COLOR.get(kind, "#fff")}" '
+            f'stroke="#333"{dashed}/>'
+        )
         for j, text in enumerate(label.split("\n")):
             weight = "bold" if j == 0 else "normal"
-            parts.append(f'<text x="{x:.0f}" y="{y - 4 + 14 * j:.0f}" font-size="{12 - j}" font-weight="{weight}" '
-                         f'text-anchor="middle">{html.escape(text)}</text>')
-        parts.append(f'<text x="{x - box_w / 2 + 4:.0f}" y="{y - box_h / 2 - 3:.0f}" font-size="9" '
-                     f'fill="#666">{kind}</text></g>')
+            parts.append(
+                f'<text x="{x:.0f}" y="{y - 4 + 14 * j:.0f}" font-size="{12 - j}" font-weight="{weight}" '
+                f'text-anchor="middle">{html.escape(text)}</text>'
+            )
+        parts.append(
+            f'<text x="{x - box_w / 2 + 4:.0f}" y="{y - box_h / 2 - 3:.0f}" font-size="9" fill="#666">{kind}</text></g>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
 
 def to_html(graph: Graph) -> str:
     """One self-contained page (inline SVG, no scripts, no network)."""
-    legend = " ".join(f'<span style="background:{c};padding:2px 6px;border-radius:4px">{k}</span>'
-                      for k, c in KIND_COLOR.items())
+    legend = " ".join(
+        f'<span style="background:{c};padding:2px 6px;border-radius:4px">{k}</span>' for k, c in KIND_COLOR.items()
+    )
     clock = graph.clock.mode + (f" ×{graph.clock.real_time_factor}" if graph.clock.real_time_factor else "")
-    rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{html.escape(i.msg_type.__name__ if i.msg_type else '?')}"
-                   f"</td><td>{html.escape(', '.join(f'{n}.{p}' for n, p in i.publishers))}</td><td>"
-                   f"{html.escape(', '.join(f'{n}.{p}' for n, p in i.subscribers))}</td></tr>"
-                   for t, i in graph.topics.items())
+    rows = "".join(
+        f"<tr><td>{html.escape(t)}</td><td>{html.escape(i.msg_type.__name__ if i.msg_type else '?')}"
+        f"</td><td>{html.escape(', '.join(f'{n}.{p}' for n, p in i.publishers))}</td><td>"
+        f"{html.escape(', '.join(f'{n}.{p}' for n, p in i.subscribers))}</td></tr>"
+        for t, i in graph.topics.items()
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>krabgraph: {html.escape(graph.name)}</title>
 <style>body{{font-family:Helvetica,Arial,sans-serif;margin:24px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}</style></head>
 <body><h1>{html.escape(graph.name)}</h1><p>{html.escape(graph.description)}</p>
-<p>clock: {html.escape(clock)} · files: {html.escape(' → '.join(p.name for p in graph.decl.files))}</p>
+<p>clock: {html.escape(clock)} · files: {html.escape(" → ".join(p.name for p in graph.decl.files))}</p>
 <p>{legend}</p>
 {to_svg_inline(graph)}
 <h2>Topics</h2><table><tr><th>topic</th><th>type</th><th>publishers</th><th>subscribers</th></tr>{rows}</table>
@@ -187,8 +225,10 @@ def render(graph: Graph, fmt: str) -> str | bytes:
     if fmt in ("svg", "png"):
         dot = shutil.which("dot")
         if dot is None:
-            raise RenderError(f"--format {fmt} needs Graphviz's `dot` (apt-get install graphviz); "
-                              "--format html, mermaid and dot need nothing extra")
+            raise RenderError(
+                f"--format {fmt} needs Graphviz's `dot` (apt-get install graphviz); "
+                "--format html, mermaid and dot need nothing extra"
+            )
         proc = subprocess.run([dot, f"-T{fmt}"], input=to_dot(graph).encode(), capture_output=True, check=False)
         if proc.returncode != 0:
             raise RenderError(f"Graphviz failed: {proc.stderr.decode(errors='replace').strip()}")

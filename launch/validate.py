@@ -75,6 +75,7 @@ def build_graph(decl: GraphDecl) -> Graph:
     if clock.mode == "topic" and not clock.topic:
         errors.append(f"{decl.clock_loc}: clock mode 'topic' needs `topic:` naming the Clock topic, e.g. hal/clock")
 
+    unresolved: set[str] = set()  # topics an unresolvable node would publish: no follow-on errors
     for name, nd in decl.nodes.items():
         if not nd.class_ref:
             errors.append(f"{nd.loc('class')}: node {name!r} has no class; add `class: <name>` (see `krabgraph nodes`)")
@@ -83,6 +84,8 @@ def build_graph(decl: GraphDecl) -> Graph:
             cls = resolve_class(nd.class_ref)
         except LookupError as exc:
             errors.append(f"{nd.loc('class')}: node {name!r}: {exc}")
+            unresolved.update(nd.outputs.values())
+            unresolved.add(f"{name}/")
             continue
         params = {}
         param_specs = cls.params()
@@ -91,8 +94,10 @@ def build_graph(decl: GraphDecl) -> Graph:
             if spec is None:
                 hint = _suggest(key, list(param_specs))
                 known = ", ".join(param_specs) or "none"
-                errors.append(f"{nd.loc('params.' + key)}: node {name!r}: unknown parameter {key!r} for "
-                              f"{cls.__name__}; {hint}known: {known}")
+                errors.append(
+                    f"{nd.loc('params.' + key)}: node {name!r}: unknown parameter {key!r} for "
+                    f"{cls.__name__}; {hint}known: {known}"
+                )
                 continue
             try:
                 params[key] = spec.validate(value)
@@ -100,8 +105,10 @@ def build_graph(decl: GraphDecl) -> Graph:
                 errors.append(f"{nd.loc('params.' + key)}: node {name!r}: {exc}")
         for key, spec in param_specs.items():
             if key not in nd.params and spec.required:
-                errors.append(f"{nd.loc('node')}: node {name!r}: missing required parameter {key!r} "
-                              f"({spec.describe()}); add it under params:")
+                errors.append(
+                    f"{nd.loc('node')}: node {name!r}: missing required parameter {key!r} "
+                    f"({spec.describe()}); add it under params:"
+                )
         if nd.on_error not in ON_ERROR:
             errors.append(f"{nd.loc('on_error')}: node {name!r}: on_error must be one of {list(ON_ERROR)}")
         inputs, outputs = cls.inputs(), cls.outputs()
@@ -110,14 +117,18 @@ def build_graph(decl: GraphDecl) -> Graph:
                 if port not in ports:
                     hint = _suggest(port, list(ports))
                     known = ", ".join(ports) or "none"
-                    errors.append(f"{nd.loc(f'{section}.{port}')}: node {name!r}: {cls.__name__} has no "
-                                  f"{section[:-1]} port {port!r}; {hint}{section[:-1]} ports: {known}")
+                    errors.append(
+                        f"{nd.loc(f'{section}.{port}')}: node {name!r}: {cls.__name__} has no "
+                        f"{section[:-1]} port {port!r}; {hint}{section[:-1]} ports: {known}"
+                    )
         resolved_outputs = {p: nd.outputs.get(p, default_topic(name, p)) for p in outputs}
         resolved_inputs = {p: t for p, t in nd.inputs.items() if p in inputs}
         for port, spec in inputs.items():
             if port not in nd.inputs and spec.required:
-                errors.append(f"{nd.loc('node')}: node {name!r}: required input {port!r} "
-                              f"({spec.msg_type.__name__}) is not connected; add `inputs: {{{port}: <topic>}}`")
+                errors.append(
+                    f"{nd.loc('node')}: node {name!r}: required input {port!r} "
+                    f"({spec.msg_type.__name__}) is not connected; add `inputs: {{{port}: <topic>}}`"
+                )
         specs[name] = NodeSpec(name, cls, params, resolved_inputs, resolved_outputs, nd.thread, nd.on_error, nd)
 
     topics: dict[str, TopicInfo] = {}
@@ -147,30 +158,41 @@ def build_graph(decl: GraphDecl) -> Graph:
             types.add(info.msg_type)
         if len(types) > 1:
             where = ", ".join(f"{n}.{p} ({o.msg_type.__name__})" for n, p, o in publishers)
-            errors.append(f"{specs[publishers[0][0]].decl.loc('outputs.' + publishers[0][1])}: topic {tname!r} "
-                          f"has publishers of different types: {where}; give each its own topic")
+            errors.append(
+                f"{specs[publishers[0][0]].decl.loc('outputs.' + publishers[0][1])}: topic {tname!r} "
+                f"has publishers of different types: {where}; give each its own topic"
+            )
         if info.msg_type is None and types:
             info.msg_type = next(iter(types))
         if len(publishers) > 1 and not all(o.shared for _, _, o in publishers):
             where = ", ".join(f"{n}.{p} ({specs[n].decl.loc('outputs.' + p)})" for n, p, _ in publishers)
-            errors.append(f"{specs[publishers[1][0]].decl.loc('outputs.' + publishers[1][1])}: topic {tname!r} "
-                          f"has {len(publishers)} publishers ({where}) but allows one; remap one output to "
-                          f"another topic, or declare the outputs shared=True")
+            errors.append(
+                f"{specs[publishers[1][0]].decl.loc('outputs.' + publishers[1][1])}: topic {tname!r} "
+                f"has {len(publishers)} publishers ({where}) but allows one; remap one output to "
+                f"another topic, or declare the outputs shared=True"
+            )
         g.add_node(tname, kind="topic", msg_type=info.msg_type, external=info.external)
         for n, p, o in publishers:
             g.add_edge(n, tname, port=p, msg_type=o.msg_type)
         for n, p in info.subscribers:
             spec_in = specs[n].cls.inputs()[p]
             loc = specs[n].decl.loc(f"inputs.{p}")
-            if not publishers and not info.external:
+            follow_on = tname in unresolved or tname.split("/")[0] + "/" in unresolved
+            if not publishers and not info.external and follow_on:
+                pass
+            elif not publishers and not info.external:
                 candidates = [t for t, i in topics.items() if i.publishers]
                 hint = _suggest(tname, candidates)
-                errors.append(f"{loc}: node {n!r}: input {p!r} is wired to topic {tname!r}, which nothing "
-                              f"publishes; {hint}published topics: {', '.join(sorted(candidates)) or 'none'}")
+                errors.append(
+                    f"{loc}: node {n!r}: input {p!r} is wired to topic {tname!r}, which nothing "
+                    f"publishes; {hint}published topics: {', '.join(sorted(candidates)) or 'none'}"
+                )
             elif info.msg_type is not None and spec_in.msg_type is not info.msg_type:
-                errors.append(f"{loc}: node {n!r}: input {p!r} expects {spec_in.msg_type.__name__} but topic "
-                              f"{tname!r} carries {info.msg_type.__name__}; wire it to a "
-                              f"{spec_in.msg_type.__name__} topic")
+                errors.append(
+                    f"{loc}: node {n!r}: input {p!r} expects {spec_in.msg_type.__name__} but topic "
+                    f"{tname!r} carries {info.msg_type.__name__}; wire it to a "
+                    f"{spec_in.msg_type.__name__} topic"
+                )
             g.add_edge(tname, n, port=p, msg_type=spec_in.msg_type, policy=spec_in.policy)
     if clock.mode == "topic" and clock.topic and clock.topic in topics:
         t = topics[clock.topic].msg_type
@@ -179,8 +201,10 @@ def build_graph(decl: GraphDecl) -> Graph:
     if clock.mode == "sim":
         for name, spec in specs.items():
             if spec.thread:
-                errors.append(f"{spec.decl.loc('thread')}: node {name!r}: `thread: true` is not allowed with "
-                              f"clock 'sim' (lockstep runs single-threaded); remove it or use clock 'wall'")
+                errors.append(
+                    f"{spec.decl.loc('thread')}: node {name!r}: `thread: true` is not allowed with "
+                    f"clock 'sim' (lockstep runs single-threaded); remove it or use clock 'wall'"
+                )
     if not specs and not errors:
         errors.append(f"{decl.files[-1] if decl.files else decl.name}: the graph has no nodes")
     if errors:

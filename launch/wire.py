@@ -37,7 +37,8 @@ class Decoder:
                     f"schema version mismatch for {name}: got v{version}, this node reads "
                     f"v{self.expected.decode().partition('@')[2]}; rebuild the publisher against the same msgs/"
                 )
-            raise WireError(f"type mismatch: expected {self.name}, got {name or tag!r}")
+            got = name or repr(bytes(tag))
+            raise WireError(f"type mismatch: expected {self.name}, got {got}")
         try:
             return self.cls.FromString(payload)
         except DecodeError as exc:
