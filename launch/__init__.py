@@ -22,7 +22,7 @@ __all__ = [
     "Timer",
     "WireError",
     "build_graph",
-    "load_and_build",
     "graph_from_dict",
+    "load_and_build",
     "load_graph",
 ]

@@ -63,8 +63,9 @@ class HoldPose(Node):
     """Answers every robot state with a constant joint-position target (a stand-in policy)."""
 
     kind = "policy"
-    target = Param(list, [0.0, 0.8, -1.5] * 4, "position target per joint, in the state's joint order",
-                   unit="rad", item=float)
+    target = Param(
+        list, [0.0, 0.8, -1.5] * 4, "position target per joint, in the state's joint order", unit="rad", item=float
+    )
     kp = Param(float, 20.0, "position gain", unit="N·m/rad", ge=0)
     kd = Param(float, 0.5, "velocity gain", unit="N·m·s/rad", ge=0)
 

@@ -144,7 +144,6 @@ def test_restart_policy_restarts_then_stops_node(caplog):
     assert ex.restarts["f"] == 3 and f.activations == 4 and f.lifecycle == "finalized"
     assert len(ex.failures) == 4 and "RuntimeError: boom at 10.0" in ex.failures[0][2]
     assert len(ex.nodes["rec"].got_queued) == 4 * 9  # 9 good messages per activation, then stopped
-    assert "node 'f' (Faulty) raised in on_inp" not in caplog.text or True
     messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(
         "node 'f' (Faulty) raised in inp: boom at 10.0; on_error=restart: restarting it (1/3)" in m for m in messages
