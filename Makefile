@@ -10,7 +10,13 @@ TORCH := torch==2.13.0
 
 export MUJOCO_GL ?= egl
 
-.PHONY: setup launch graph check test lint msgs bench bench-smoke clean
+# Test-only extras: Graphviz and Chromium (Debian packages) and mermaid (npm) let the tests render
+# graph pictures in real renderers. Installed automatically when running as root; otherwise the
+# tests that need them are skipped and this prints how to install them.
+SYSPKGS := graphviz chromium
+MERMAID := build/npm/node_modules/mermaid/dist/mermaid.min.js
+
+.PHONY: setup launch graph check test test-deps lint msgs bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,16 +45,32 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP)
+test-deps:
+	@missing=""; command -v dot >/dev/null || missing="graphviz"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $$missing (Debian packages, for rendering tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: install $$missing (sudo apt-get install $$missing) to run the rendering tests"; fi; \
+	fi
+	@if [ ! -f $(MERMAID) ]; then \
+	  if command -v npm >/dev/null; then mkdir -p build/npm && \
+	    npm install --prefix build/npm --silent --no-audit --no-fund mermaid@11 >/dev/null || \
+	    echo "note: npm install mermaid failed; the mermaid rendering test will be skipped"; \
+	  else echo "note: npm not found; the mermaid rendering test will be skipped"; fi; \
+	fi
+
+test: $(STAMP) test-deps
 	$(BIN)/python msgs/codegen.py --check
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m krabgraph.bench --output docs/benchmarks.md
+	$(BIN)/python -m krabgraph.launch.bench --output docs/benchmarks.md
 
 bench-smoke: $(STAMP)
-	$(BIN)/python -m krabgraph.bench --smoke --output build/bench-smoke.md
+	$(BIN)/python -m krabgraph.launch.bench --smoke --output build/bench-smoke.md
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

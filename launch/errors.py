@@ -20,4 +20,12 @@ class GraphError(KrabgraphError):
 
 
 class WireError(KrabgraphError):
-    """Bytes on a topic that are not the expected message (wrong type, version or malformed)."""
+    """Bytes on a topic that are not the expected message.
+
+    ``kind`` is one of ``version``, ``type``, ``payload``, ``no_tag``, ``frames``: each kind is
+    logged once per topic, later ones only counted.
+    """
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(message)

@@ -26,8 +26,8 @@ from krabgraph.launch.errors import WireError
 from krabgraph.launch.node import Node, Timer
 from krabgraph.launch.ports import InputPort
 from krabgraph.launch.wire import Decoder
+from krabgraph.launch.wire import prefix as wire_prefix
 from krabgraph.msgs import Clock
-from krabgraph.msgs.schema import type_tag
 
 if TYPE_CHECKING:
     from krabgraph.launch.graph import Graph
@@ -57,6 +57,7 @@ class Subscription:
     polled: bool  # fed from another thread: watched by the poller, not the ready queue
     pending: int = 0  # same-thread messages sent but not yet read (exact, so no failing recv)
     last_seq: int = 0
+    fast: bool = False  # same-thread and latest-only: dispatched by the short path
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -92,36 +93,80 @@ class Worker:
 
     # -- dispatch ----------------------------------------------------------------------------
     def dispatch(self, sub: Subscription) -> None:
-        recv = sub.socket.recv
-        frames_list = []
-        if sub.polled:  # other threads or processes: frame counts are not ours to trust
-            recv_multipart = sub.socket.recv_multipart
-            while True:
-                try:
-                    frames_list.append(recv_multipart(zmq.NOBLOCK))
-                except zmq.Again:
+        """Read what is pending on ``sub`` and deliver it by the port's policy (latest or queue)."""
+        port = sub.port
+        if sub.fast and sub.pending == 1 and sub.node._lifecycle == "active":
+            # The hot path: one same-thread message for a latest-only input. Nothing can be lost
+            # between a same-thread send and this read, so no sequence-gap check is needed here.
+            sub.pending = 0
+            try:
+                msg = sub.decoder.decode(sub.socket.recv(zmq.NOBLOCK))
+            except WireError as exc:
+                port.dropped += 1
+                self.executor.report_wire_error(sub, exc)
+                return
+            try:
+                port.deliver(msg)
+            except Exception as exc:
+                self.executor.node_failed(sub.node, port.spec.name, exc)
+            return
+        frames = self._read(sub)
+        if not frames:
+            return
+        if sub.node._lifecycle != "active":
+            port.dropped += len(frames)
+            return
+        msgs = []  # newest last
+        if port.spec.queue == 0:
+            for i in range(len(frames) - 1, -1, -1):  # newest first: decode only what is delivered
+                msg = self._decode(sub, frames[i])
+                if msg is not None:
+                    port.dropped += i
+                    self._track_seq(sub, msg, i)
+                    msgs = [msg]
                     break
         else:
-            n, sub.pending = sub.pending, 0
-            for _ in range(n):
-                frames_list.append([recv(zmq.NOBLOCK), recv(zmq.NOBLOCK)])
-        if not frames_list:
-            return
-        node, port = sub.node, sub.port
-        if node._lifecycle != "active":
-            port.dropped += len(frames_list)
-            return
-        if sub.port.spec.queue == 0:
-            self._deliver_latest(sub, frames_list)
-        else:
-            self._deliver_queue(sub, frames_list)
+            for frame in frames:
+                msg = self._decode(sub, frame)
+                if msg is not None:
+                    self._track_seq(sub, msg, 0)
+                    msgs.append(msg)
+            overflow = len(msgs) - port.spec.queue
+            if overflow > 0:
+                port.dropped += overflow
+                msgs = msgs[overflow:]
+        for msg in msgs:
+            if sub.node._lifecycle != "active":
+                port.dropped += 1
+                continue
+            self._call(sub.node, port.deliver, msg, port.spec.name)
 
-    def _decode(self, sub: Subscription, frames: list[bytes]) -> Message | None:
+    def _read(self, sub: Subscription) -> list[bytes]:
+        recv = sub.socket.recv
+        if not sub.polled:
+            n, sub.pending = sub.pending, 0
+            return [recv(zmq.NOBLOCK) for _ in range(n)]
+        # Other threads or processes: read until empty; refuse multi-frame messages whole.
+        frames = []
+        recv_multipart = sub.socket.recv_multipart
+        while True:
+            try:
+                parts = recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return frames
+            if len(parts) == 1:
+                frames.append(parts[0])
+            else:
+                sub.port.dropped += 1
+                err = WireError("frames", f"malformed message: {len(parts)} frames, expected 1")
+                self.executor.report_wire_error(sub, err)
+
+    def _decode(self, sub: Subscription, frame: bytes) -> Message | None:
         try:
-            return sub.decoder.decode(frames)
+            return sub.decoder.decode(frame)
         except WireError as exc:
             sub.port.dropped += 1
-            self.executor.report_wire_error(sub, str(exc))
+            self.executor.report_wire_error(sub, exc)
             return None
 
     def _track_seq(self, sub: Subscription, msg: Message, skipped: int) -> None:
@@ -129,29 +174,6 @@ class Worker:
         if sub.last_seq and seq > sub.last_seq + 1 + skipped:
             sub.port.lost += seq - sub.last_seq - 1 - skipped
         sub.last_seq = seq
-
-    def _deliver_latest(self, sub: Subscription, frames_list: list[list[bytes]]) -> None:
-        for i in range(len(frames_list) - 1, -1, -1):
-            msg = self._decode(sub, frames_list[i])
-            if msg is not None:
-                sub.port.dropped += i  # older messages superseded by this one
-                self._track_seq(sub, msg, i)
-                self._call(sub.node, sub.port.deliver, msg, sub.port.spec.name)
-                return
-
-    def _deliver_queue(self, sub: Subscription, frames_list: list[list[bytes]]) -> None:
-        msgs = [m for m in (self._decode(sub, f) for f in frames_list) if m is not None]
-        for m in msgs:
-            self._track_seq(sub, m, 0)
-        overflow = len(msgs) - sub.port.spec.queue
-        if overflow > 0:
-            sub.port.dropped += overflow
-            msgs = msgs[overflow:]
-        for m in msgs:
-            if sub.node._lifecycle != "active":
-                sub.port.dropped += 1
-                continue
-            self._call(sub.node, sub.port.deliver, m, sub.port.spec.name)
 
     def _call(self, node: Node, fn: Callable[..., Any], arg: Any, what: str) -> None:
         try:
@@ -262,7 +284,7 @@ class Executor:
         self.exit_code = 0
         self.restarts: dict[str, int] = {}
         self.failures: list[tuple[str, str, str]] = []  # (node, where, traceback)
-        self._wire_logged: set[tuple[str, str]] = set()
+        self._wire_logged: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -341,6 +363,7 @@ class Executor:
                 polled = pub_workers != {worker.index} or node is None or external
                 msg_type = Clock if node is None else inport.spec.msg_type
                 sub = Subscription(node, inport, topic, sock, Decoder(msg_type), polled)
+                sub.fast = not polled and inport is not None and inport.spec.queue == 0
                 if node is None:
                     sub.node, sub.port = _clock_sink(self.clock)
                 self.subscriptions.append(sub)
@@ -354,21 +377,22 @@ class Executor:
             node._timer_sink = worker.add_timer
             for port, topic in spec.outputs.items():
                 sock = pub_sockets[(topic, worker.index)]
-                tag = type_tag(node._outputs[port].spec.msg_type)
-                node._outputs[port].bind(_sender(sock, tag, worker.ready, local_subs.get((topic, worker.index), [])))
+                head = wire_prefix(node._outputs[port].spec.msg_type)
+                node._outputs[port].bind(_sender(sock, head, worker.ready, local_subs.get((topic, worker.index), [])))
 
         # Let every PUB process its pending subscriptions before the first publish.
         for sock in pub_sockets.values():
             sock.getsockopt(zmq.EVENTS)
 
     # -- failures ----------------------------------------------------------------------------
-    def report_wire_error(self, sub: Subscription, text: str) -> None:
-        key = (sub.topic, text.split(":")[0])
-        sub.errors[key[1]] = sub.errors.get(key[1], 0) + 1
+    def report_wire_error(self, sub: Subscription, exc: WireError) -> None:
+        """Log the first error of each kind per topic and subscriber; count the rest."""
+        sub.errors[exc.kind] = sub.errors.get(exc.kind, 0) + 1
+        key = (sub.topic, sub.node.name, exc.kind)
         if key not in self._wire_logged:
             self._wire_logged.add(key)
-            who = f"{sub.node.name}.{sub.port.spec.name}" if sub.port else "clock"
-            log.error("dropped a message on topic %s for %s: %s (further ones are counted)", sub.topic, who, text)
+            who = f"{sub.node.name}.{sub.port.spec.name}"
+            log.error("dropped a message on topic %s for %s: %s (further ones are counted)", sub.topic, who, exc)
 
     def node_failed(self, node: Node, where: str, exc: BaseException) -> None:
         spec = self.graph.nodes[node.name]
@@ -511,13 +535,12 @@ class Executor:
         self._closed = True
 
 
-def _sender(sock: zmq.Socket, tag: bytes, ready: deque, local: list[Subscription]) -> Callable[[Message], None]:
+def _sender(sock: zmq.Socket, prefix: bytes, ready: deque, local: list[Subscription]) -> Callable[[Message], None]:
     """The sink bound to an output port: serialize, send, and queue same-thread subscribers."""
     send = sock.send
 
     def send_msg(msg: Message) -> None:
-        send(tag, zmq.SNDMORE)
-        send(msg.SerializeToString())
+        send(prefix + msg.SerializeToString())
         for sub in local:
             if not sub.pending:
                 ready.append(sub)

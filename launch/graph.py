@@ -104,7 +104,7 @@ def _schema_errors(data: Any, display: str) -> list[str]:
     for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         if err.validator == "oneOf" and err.context and not (err.absolute_path and err.absolute_path[0] == "clock"):
             # Report the branch that came closest (e.g. the mapping form of a node), not "none matched".
-            err = next((e for e in err.context if e.validator != "type"), err.context[0])
+            err = max(err.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
         # Find the deepest mapping on the error's path that knows a line.
         loc, node = Loc(display, 1), data
         for key in err.absolute_path:

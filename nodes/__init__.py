@@ -8,4 +8,5 @@ REGISTRY: dict[str, str] = {
     "fake_robot": "krabgraph.nodes.demo:FakeRobot",
     "hold_pose": "krabgraph.nodes.demo:HoldPose",
     "scripted_velocity": "krabgraph.nodes.command:ScriptedVelocity",
+    "policy": "krabgraph.nodes.policy.node:PolicyNode",
 }

@@ -16,7 +16,8 @@ import zmq
 
 from krabgraph.launch import Executor, Input, Node, Output, Param, build_graph, graph_from_dict
 from krabgraph.launch.executor import endpoint
-from krabgraph.msgs import ArrayStamped, JointCommand, VelocityCommand, set_array, to_numpy, type_tag
+from krabgraph.launch.wire import encode, prefix
+from krabgraph.msgs import ArrayStamped, JointCommand, VelocityCommand, set_array, to_numpy
 from krabgraph.nodes.demo import FakeRobot, HoldPose
 
 
@@ -207,11 +208,12 @@ def test_bad_wire_data_is_dropped_with_one_error_and_graph_keeps_running(caplog)
             self.k += 1
             good = VelocityCommand(vx=float(self.k))
             good.header.seq = self.k
-            pub.send_multipart([b"krabgraph.msgs.VelocityCommand@2", good.SerializeToString()])
-            pub.send_multipart([type_tag(JointCommand), JointCommand().SerializeToString()])
-            pub.send_multipart([type_tag(VelocityCommand), b"\xff\xff\xff garbage"])
-            pub.send_multipart([b"only-one-frame"])
-            pub.send_multipart([type_tag(VelocityCommand), good.SerializeToString()])
+            pub.send(b"krabgraph.msgs.VelocityCommand@2\0" + good.SerializeToString())
+            pub.send(encode(JointCommand()))
+            pub.send(prefix(VelocityCommand) + b"\xff\xff\xff garbage")
+            pub.send(b"no tag at all")
+            pub.send_multipart([prefix(VelocityCommand), good.SerializeToString()])
+            pub.send(encode(good))
 
     graph = build_graph(
         graph_from_dict(
@@ -232,7 +234,7 @@ def test_bad_wire_data_is_dropped_with_one_error_and_graph_keeps_running(caplog)
     assert len(rec.got_queued) >= 10
     assert rec.got_queued == sorted(rec.got_queued) and all(v == int(v) for v in rec.got_queued)
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 4, errors  # one line per kind of problem, later ones counted
+    assert len(errors) == 5, errors  # one line per kind of problem, later ones counted
     assert any(
         "schema version mismatch for krabgraph.msgs.VelocityCommand: got v2, this node reads v1" in e for e in errors
     )
@@ -240,7 +242,8 @@ def test_bad_wire_data_is_dropped_with_one_error_and_graph_keeps_running(caplog)
         "type mismatch: expected krabgraph.msgs.VelocityCommand, got krabgraph.msgs.JointCommand" in e for e in errors
     )
     assert any("malformed krabgraph.msgs.VelocityCommand payload" in e for e in errors)
-    assert any("malformed message: 1 frames, expected 2" in e for e in errors)
+    assert any("malformed message: no type tag (expected krabgraph.msgs.VelocityCommand@1" in e for e in errors)
+    assert any("malformed message: 2 frames, expected 1" in e for e in errors)
     assert rec.queued.dropped >= 4 * len(rec.got_queued) - 8
 
 

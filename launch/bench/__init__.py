@@ -1,0 +1,1 @@
+"""Benchmarks behind ``make bench``: results tables (Markdown and JSON), not timed tests."""

@@ -1,0 +1,68 @@
+"""Percentiles over repeated runs and the machine facts printed with every table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Row:
+    """One benchmark row: percentiles (µs unless ``unit`` says otherwise) over ``repeats`` runs."""
+
+    group: str
+    name: str
+    samples: int
+    repeats: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    unit: str = "µs"
+    placement: str = ""
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(group: str, name: str, runs: list[np.ndarray], **kw) -> Row:
+    """Median over repeats of each run's p50/p90/p99; the worst max of any run."""
+    pct = np.array([np.percentile(r, [50, 90, 99]) for r in runs])
+    med = np.median(pct, axis=0)
+    return Row(group, name, int(min(len(r) for r in runs)), len(runs), float(med[0]), float(med[1]), float(med[2]),
+               float(max(r.max() for r in runs)), **kw)
+
+
+def machine_info() -> dict:
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+    }
+    try:
+        model = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        info["cpu"] = model[0] if model else platform.processor()
+    except OSError:
+        info["cpu"] = platform.processor()
+    try:
+        import google.protobuf
+        import zmq
+
+        info["pyzmq"] = zmq.__version__
+        info["libzmq"] = zmq.zmq_version()
+        info["protobuf"] = google.protobuf.__version__
+    except ImportError:
+        pass
+    try:
+        info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                     check=False).stdout.strip()
+    except OSError:
+        pass
+    return info

@@ -1,0 +1,138 @@
+"""The policy node: robot state in, joint position targets out, through a bundle's contract."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from krabgraph.launch import Input, Node, Output, Param
+from krabgraph.msgs import (
+    ArrayStamped,
+    CommandSource,
+    HeightScan,
+    JointCommand,
+    RobotState,
+    VelocityCommand,
+    set_array,
+)
+from krabgraph.nodes.policy.backends import load_backend
+from krabgraph.nodes.policy.contract import ActionError, load_contract
+from krabgraph.nodes.policy.observations import MissingInputError, ObservationBuilder, ObservationError
+
+RATE_CHECK_TICKS = 10  # state intervals averaged before comparing the state rate with control_dt
+RATE_TOLERANCE = 0.2  # relative deviation of the state period from control_dt that is reported
+
+
+class PolicyNode(Node):
+    """Runs a learned locomotion policy on each robot state and publishes joint position targets.
+
+    Every ``state`` builds the observation from the bundle's contract (joints mapped by name; the
+    latest ``command`` and ``height_scan``, zero command before the first), runs the network and
+    publishes ``joint_command``: position targets (rad) with the contract's kp (N·m/rad) and kd
+    (N·m·s/rad), joint names in the policy's order, stamped with the state it answers. The
+    observation vector and its labels go to ``observation`` for debugging. The policy runs once per
+    state: publish states at the contract's ``control_dt`` (a mismatch is logged once). If an input
+    the contract needs is missing or the inputs are invalid, one error is logged and nothing is
+    published for that state.
+    """
+
+    kind = "policy"
+    bundle = Param(str, "go2_walk", "policy bundle name or path to a contract.yaml")
+    device = Param(str, "cpu", "inference device: cpu or cuda (rsl_rl checkpoints run on the CPU)")
+    threads = Param(int, 1, "inference threads (1: lowest latency for small MLPs)", ge=1)
+
+    state = Input(RobotState, doc="joint states (by name), IMU and optional ground-truth base")
+    command = Input(VelocityCommand, required=False, doc="base velocity command; zero until one arrives")
+    height_scan = Input(HeightScan, required=False, doc="needed only by contracts with a height_scan term")
+
+    joint_command = Output(JointCommand, doc="position targets, kp, kd by joint name; source POLICY")
+    observation = Output(ArrayStamped, doc="observation vector (float32) with per-element labels")
+
+    def on_configure(self) -> None:
+        self.contract = load_contract(self.bundle)
+        self.backend = load_backend(self.contract, device=self.device, threads=self.threads)
+        self.builder = ObservationBuilder(self.contract)
+        n = self.contract.action_dim
+        # Constant fields are encoded once; each tick copies the template and fills the rest.
+        self._command_template = JointCommand(name=self.contract.joints, source=CommandSource.POLICY)
+        set_array(self._command_template.velocity, np.zeros(n))
+        set_array(self._command_template.effort, np.zeros(n))
+        set_array(self._command_template.kp, self.contract.kp)
+        set_array(self._command_template.kd, self.contract.kd)
+        self._observation_template = ArrayStamped(labels=self.builder.labels)
+        privileged = self.contract.privileged_terms
+        if privileged:
+            self.log.warning(
+                "policy %s reads privileged (simulator ground-truth) terms %s; on a real robot they need an estimator",
+                self.contract.name,
+                ", ".join(privileged),
+            )
+        self.log.info(
+            "policy %s: %s, %d observations, %d joints, control_dt %.4f s",
+            self.contract.name,
+            self.contract.format,
+            self.contract.obs_dim,
+            n,
+            self.contract.control_dt,
+        )
+
+    def on_activate(self) -> None:
+        self.builder.reset()
+        self.backend.reset()
+        self.last_action = np.zeros(self.contract.action_dim)
+        self._reported: set[str] = set()
+        self._first_stamp_ns: int | None = None
+        self._stamps_seen = 0
+
+    def on_state(self, msg: RobotState) -> None:
+        self._check_rate(msg.header.stamp_ns)
+        try:
+            inputs = self.builder.decode(msg, self.command.latest, self.height_scan.latest, self.last_action)
+            obs = self.builder.build(inputs)
+            action, targets = self.contract.actions.process(self.backend(obs))
+        except MissingInputError as exc:
+            self._report(f"waiting for {exc.input}: {exc}; publishing no command")
+            return
+        except (ObservationError, ActionError) as exc:
+            self._report(f"{exc}; publishing no command")
+            return
+        self.last_action = action
+        self._publish(msg, obs, targets)
+
+    def _publish(self, state: RobotState, obs: np.ndarray, targets: np.ndarray) -> None:
+        cmd = JointCommand()
+        cmd.CopyFrom(self._command_template)
+        cmd.observation_stamp_ns = state.header.stamp_ns
+        cmd.observation_seq = state.header.seq
+        set_array(cmd.position, targets)
+        self.joint_command.publish(cmd)
+        debug = ArrayStamped()
+        debug.CopyFrom(self._observation_template)
+        debug.header.stamp_ns = state.header.stamp_ns
+        set_array(debug.data, obs)
+        self.observation.publish(debug)
+
+    def _report(self, message: str) -> None:
+        """Log each distinct problem once (the state arrives at the control rate)."""
+        if message not in self._reported:
+            self._reported.add(message)
+            self.log.error(message)
+
+    def _check_rate(self, stamp_ns: int) -> None:
+        """Warn once if states arrive at a period other than the policy's control_dt."""
+        if self._stamps_seen > RATE_CHECK_TICKS or stamp_ns <= 0:
+            return
+        if self._first_stamp_ns is None:
+            self._first_stamp_ns = stamp_ns
+        self._stamps_seen += 1
+        if self._stamps_seen <= RATE_CHECK_TICKS:
+            return
+        period = (stamp_ns - self._first_stamp_ns) * 1e-9 / RATE_CHECK_TICKS
+        dt = self.contract.control_dt
+        if abs(period - dt) > RATE_TOLERANCE * dt:
+            self.log.warning(
+                "states arrive every %.4f s but policy %s was trained at control_dt %.4f s; "
+                "publish RobotState at the policy rate",
+                period,
+                self.contract.name,
+                dt,
+            )

@@ -1,0 +1,382 @@
+"""Observation terms and the one place a policy's observation vector is built.
+
+Each tick the inputs are decoded once (``ObservationBuilder.decode``) into a ``PolicyState``: NumPy
+arrays in the POLICY's joint order, mapped by name from ``RobotState.joints.name``. Each term is a
+small pure function of that state; ``ObservationBuilder.build`` applies Isaac Lab's per-term
+pipeline (compute → clip → scale → history, oldest step first, flattened per term), concatenates
+the terms in contract order and applies the global clip. The same code serves MuJoCo, Isaac Sim
+and the real robot.
+
+Frames and units: body-frame vectors (x forward, y left, z up), quaternions scalar first (w, x, y,
+z) giving the base orientation in the world frame; rad, rad/s, m, m/s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from krabgraph.launch.errors import KrabgraphError
+from krabgraph.msgs import HeightScan, RobotState, VelocityCommand, to_numpy
+
+if TYPE_CHECKING:
+    from krabgraph.nodes.policy.contract import Contract
+
+XYZ = ("x", "y", "z")
+COMMAND_LABELS = ("vx", "vy", "yaw_rate")
+
+
+class ObservationError(KrabgraphError):
+    """Inputs that cannot be turned into the policy's observation (missing joints, NaN, ...)."""
+
+
+class MissingInputError(ObservationError):
+    """An input some term needs has not arrived (``input``: ``"height_scan"`` or ``"base"``)."""
+
+    def __init__(self, input_name: str, message: str):
+        self.input = input_name
+        super().__init__(message)
+
+
+@dataclass(frozen=True, eq=False)
+class ScanData:
+    """A decoded ``HeightScan``: values flattened x-fastest (Isaac Lab's order), in m."""
+
+    values: np.ndarray  # [n_y * n_x]
+    shape: tuple[int, int]  # (n_y, n_x)
+    offset: float  # m, already subtracted from values by the publisher
+
+
+@dataclass(frozen=True, eq=False)
+class PolicyState:
+    """One tick's inputs, decoded once, per-joint arrays in the policy's joint order."""
+
+    joint_pos: np.ndarray  # rad
+    joint_vel: np.ndarray  # rad/s
+    default_joint_pos: np.ndarray  # rad, from the contract
+    orientation: np.ndarray  # (w, x, y, z), base in world, from the IMU
+    ang_vel: np.ndarray  # rad/s, body frame, from the IMU
+    lin_vel: np.ndarray | None  # m/s, body frame, ground truth; None when the state has no base
+    command: np.ndarray  # (vx m/s, vy m/s, yaw rate rad/s); zeros before the first command
+    height_scan: ScanData | None  # None before the first scan
+    last_action: np.ndarray  # the policy's previous (clipped, raw) action; zeros at start
+
+
+# -- term registry ---------------------------------------------------------------------------------
+
+Labels = Callable[[Sequence[str], Mapping[str, Any]], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class TermKind:
+    """A registered observation term: its function, element labels and what it needs."""
+
+    name: str
+    compute: Callable[[PolicyState, Mapping[str, Any]], np.ndarray]
+    labels: Labels  # (policy joints, options) -> one label per element of one step
+    parse_options: Callable[[Mapping[str, Any]], dict[str, Any]]
+    needs: str | None = None  # extra input: "base" or "height_scan"
+    privileged: bool = False  # reads ground truth a real robot only estimates
+
+
+TERMS: dict[str, TermKind] = {}
+
+
+def _no_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    if options:
+        raise ValueError(f"this term takes no options, got {sorted(options)}; remove them")
+    return {}
+
+
+def observation_term(
+    name: str,
+    labels: Labels | Sequence[str],
+    *,
+    options: Callable[[Mapping[str, Any]], dict[str, Any]] = _no_options,
+    needs: str | None = None,
+    privileged: bool = False,
+) -> Callable:
+    """Register ``fn(state, options) -> ndarray`` as observation term ``name``."""
+    label_fn = labels if callable(labels) else (lambda joints, opts, fixed=tuple(labels): fixed)
+
+    def register(fn: Callable[[PolicyState, Mapping[str, Any]], np.ndarray]) -> Callable:
+        if name in TERMS:
+            raise ValueError(f"observation term {name!r} is already registered")
+        TERMS[name] = TermKind(name, fn, label_fn, options, needs, privileged)
+        return fn
+
+    return register
+
+
+def _per_joint(joints: Sequence[str], options: Mapping[str, Any]) -> Sequence[str]:
+    return joints
+
+
+def projected_gravity_b(quat_wxyz: np.ndarray) -> np.ndarray:
+    """Unit gravity direction (0, 0, -1) of the world expressed in the body frame: ``-R[2, :]``."""
+    w, x, y, z = quat_wxyz
+    return -np.array([2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)])
+
+
+@observation_term("base_lin_vel", XYZ, needs="base", privileged=True)
+def base_lin_vel(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
+    """Base linear velocity, body frame (m/s), simulator ground truth ``RobotState.base``."""
+    if s.lin_vel is None:
+        raise MissingInputError(
+            "base",
+            "term base_lin_vel needs ground-truth base velocity but RobotState.has_base is false; "
+            "run in simulation or add a state estimator that fills RobotState.base",
+        )
+    return s.lin_vel
+
+
+@observation_term("base_ang_vel", XYZ)
+def base_ang_vel(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
+    """Base angular velocity, body frame (rad/s), from the IMU gyro."""
+    return s.ang_vel
+
+
+@observation_term("projected_gravity", XYZ)
+def projected_gravity(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
+    """Gravity unit vector in the body frame, from the IMU orientation; (0, 0, -1) when level."""
+    return projected_gravity_b(s.orientation)
+
+
+@observation_term("velocity_commands", COMMAND_LABELS)
+def velocity_commands(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
+    """Commanded base velocity (vx, vy, yaw rate) in m/s, m/s, rad/s; zeros before any command."""
+    return s.command
+
+
+@observation_term("joint_pos", _per_joint)
+def joint_pos(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
+    """Joint positions q (rad)."""
+    return s.joint_pos
+
+
+@observation_term("joint_pos_rel", _per_joint)
+def joint_pos_rel(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
+    """Joint positions relative to the default pose, q - q0 (rad)."""
+    return s.joint_pos - s.default_joint_pos
+
+
+@observation_term("joint_vel", _per_joint)
+def joint_vel(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
+    """Joint velocities (rad/s)."""
+    return s.joint_vel
+
+
+@observation_term("joint_vel_rel", _per_joint)
+def joint_vel_rel(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
+    """Joint velocities relative to the default (zero) velocity, q̇ - 0 (rad/s)."""
+    return s.joint_vel
+
+
+@observation_term("last_action", _per_joint)
+def last_action(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
+    """The policy's previous action: the network output after the action clip, before scaling."""
+    return s.last_action
+
+
+def _scan_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``shape: [n_y, n_x]`` or ``size: [x, y]`` (m) with ``resolution`` (m); optional ``offset`` (m)."""
+    unknown = sorted(set(options) - {"shape", "size", "resolution", "offset"})
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; height_scan takes shape, size, resolution, offset")
+    shape = None
+    if "size" in options or "resolution" in options:
+        size, res = options.get("size"), options.get("resolution")
+        if not (isinstance(size, list) and len(size) == 2 and isinstance(res, (int, float)) and res > 0):
+            raise ValueError("give size: [x_m, y_m] together with resolution: m > 0 (Isaac Lab's GridPatternCfg)")
+        # Isaac Lab's grid: arange(-size/2, size/2 + 1e-9, resolution) along each axis.
+        n_x, n_y = (math.floor(extent / res + 1e-6) + 1 for extent in size)
+        shape = (n_y, n_x)
+    if "shape" in options:
+        given = options["shape"]
+        if not (isinstance(given, list) and len(given) == 2 and all(isinstance(n, int) and n > 0 for n in given)):
+            raise ValueError(f"shape must be [n_y, n_x] (positive integers), got {given!r}")
+        if shape is not None and tuple(given) != shape:
+            raise ValueError(f"shape {given} disagrees with size/resolution, which give [{shape[0]}, {shape[1]}]")
+        shape = tuple(given)
+    if shape is None:
+        raise ValueError("height_scan needs shape: [n_y, n_x] or size: [x_m, y_m] with resolution: m")
+    parsed: dict[str, Any] = {"shape": shape}
+    if "offset" in options:
+        offset = options["offset"]
+        if isinstance(offset, bool) or not isinstance(offset, (int, float)):
+            raise ValueError(f"offset must be a number (m), got {offset!r}")
+        parsed["offset"] = float(offset)
+    return parsed
+
+
+def _scan_labels(joints: Sequence[str], options: Mapping[str, Any]) -> list[str]:
+    n_y, n_x = options["shape"]
+    return [f"{iy},{ix}" for iy in range(n_y) for ix in range(n_x)]
+
+
+@observation_term("height_scan", _scan_labels, options=_scan_options, needs="height_scan")
+def height_scan(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
+    """Base height minus hit height minus offset (m), x fastest, as the ``HeightScan`` carries it."""
+    scan = s.height_scan
+    if scan is None:
+        raise MissingInputError("height_scan", "term height_scan needs a HeightScan message and none has arrived")
+    if scan.shape != tuple(options["shape"]):
+        raise ObservationError(
+            f"height scan has shape {list(scan.shape)} but the contract expects {list(options['shape'])} "
+            "[n_y, n_x]; configure the scanner with the policy's grid"
+        )
+    if "offset" in options and abs(scan.offset - options["offset"]) > 1e-6:
+        raise ObservationError(
+            f"height scan offset is {scan.offset} m but the contract expects {options['offset']} m; "
+            "configure the scanner with the policy's offset"
+        )
+    return scan.values
+
+
+# -- decoding ------------------------------------------------------------------------------------
+
+
+class StateDecoder:
+    """Decodes messages into a ``PolicyState``; maps joints by name (mapping cached per name list)."""
+
+    def __init__(self, joints: Sequence[str], default_joint_pos: np.ndarray):
+        self.joints = tuple(joints)
+        self.default_joint_pos = default_joint_pos
+        self._names: tuple[str, ...] | None = None
+        self._index = np.empty(0, dtype=np.intp)
+
+    def index(self, names: Sequence[str]) -> np.ndarray:
+        """Positions of the policy's joints in a message's ``names`` (extra joints are ignored)."""
+        names = tuple(names)
+        if names != self._names:
+            where = {}
+            for i, name in enumerate(names):
+                if name in where:
+                    raise ObservationError(f"RobotState.joints.name lists {name!r} twice")
+                where[name] = i
+            missing = [j for j in self.joints if j not in where]
+            if missing:
+                raise ObservationError(
+                    f"RobotState.joints lacks joint(s) the policy needs: {', '.join(missing)} "
+                    f"(message has: {', '.join(names) or 'none'}); publish them under these names"
+                )
+            self._index = np.array([where[j] for j in self.joints], dtype=np.intp)
+            self._names = names
+        return self._index
+
+    def __call__(
+        self,
+        state: RobotState,
+        command: VelocityCommand | None = None,
+        height_scan: HeightScan | None = None,
+        last_action: np.ndarray | None = None,
+    ) -> PolicyState:
+        joints = state.joints
+        idx = self.index(joints.name)
+        n = len(joints.name)
+        q = _joint_array(joints.position, "position", n)[idx]
+        qd = _joint_array(joints.velocity, "velocity", n)[idx]
+        imu = state.imu
+        quat = np.array([imu.orientation.w, imu.orientation.x, imu.orientation.y, imu.orientation.z])
+        norm = float(np.linalg.norm(quat))
+        if not norm > 1e-6:
+            raise ObservationError("RobotState.imu.orientation is all zero; fill it (unit quaternion w, x, y, z)")
+        gyro = imu.angular_velocity
+        lin_vel = None
+        if state.has_base:
+            v = state.base.linear_velocity
+            lin_vel = np.array([v.x, v.y, v.z])
+        cmd = np.zeros(3) if command is None else np.array([command.vx, command.vy, command.yaw_rate])
+        if last_action is None:
+            last_action = np.zeros(len(self.joints))
+        return PolicyState(
+            joint_pos=q,
+            joint_vel=qd,
+            default_joint_pos=self.default_joint_pos,
+            orientation=quat / norm,
+            ang_vel=np.array([gyro.x, gyro.y, gyro.z]),
+            lin_vel=lin_vel,
+            command=cmd,
+            height_scan=None if height_scan is None else decode_height_scan(height_scan),
+            last_action=np.asarray(last_action, dtype=np.float64),
+        )
+
+
+def _joint_array(field: Any, what: str, n: int) -> np.ndarray:
+    values = to_numpy(field).reshape(-1)
+    if values.size != n:
+        raise ObservationError(f"RobotState.joints.{what} has {values.size} values for {n} joint names")
+    return values.astype(np.float64, copy=False)
+
+
+def decode_height_scan(msg: HeightScan) -> ScanData:
+    """A ``HeightScan`` as flat values (x fastest) with its grid shape and offset."""
+    heights = to_numpy(msg.heights)
+    if heights.ndim != 2:
+        raise ObservationError(f"HeightScan.heights must have shape [n_y, n_x], got {list(heights.shape)}")
+    shape = (int(heights.shape[0]), int(heights.shape[1]))
+    return ScanData(values=heights.reshape(-1).astype(np.float64), shape=shape, offset=msg.offset)
+
+
+# -- building ------------------------------------------------------------------------------------
+
+
+class ObservationBuilder:
+    """Builds a contract's float32 observation vector, keeping each term's history.
+
+    ``labels[i]`` names element ``i``, e.g. ``joint_pos_rel[FR_hip_joint]`` or, with history,
+    ``base_ang_vel[x]@t-2`` (oldest first). Call ``reset()`` when an episode (re)starts: the last
+    action is the caller's, histories refill from the next observation (as Isaac Lab does).
+    """
+
+    def __init__(self, contract: Contract):
+        self.contract = contract
+        self.labels: tuple[str, ...] = contract.observation_labels
+        self.dim = contract.obs_dim
+        self.decode = StateDecoder(contract.joints, contract.default_joint_pos)
+        self._terms = [(term, TERMS[term.name].compute) for term in contract.observations]
+        self._history: list[np.ndarray | None] = [None] * len(self._terms)
+        self._obs = np.empty(self.dim)
+
+    def reset(self) -> None:
+        """Forget every term's history."""
+        self._history = [None] * len(self._terms)
+
+    def build(self, state: PolicyState) -> np.ndarray:
+        """The observation vector (float32, ``[dim]``) for ``state``; advances the histories.
+
+        Raises ``ObservationError`` (histories untouched) if an input is missing or not finite.
+        """
+        steps = []
+        for term, compute in self._terms:
+            value = np.asarray(compute(state, term.options), dtype=np.float64)
+            if value.shape != (term.dim,):
+                raise ObservationError(f"term {term.name} produced shape {list(value.shape)}, expected [{term.dim}]")
+            if not np.all(np.isfinite(value)):
+                newest = term.labels[-term.dim :]
+                bad = [newest[i] for i in np.flatnonzero(~np.isfinite(value))[:6]]
+                raise ObservationError(f"observation is not finite at {', '.join(bad)}; check the inputs")
+            if term.clip is not None:
+                value = np.clip(value, term.clip[0], term.clip[1])
+            steps.append(value * term.scale)
+        offset = 0
+        for i, ((term, _), step) in enumerate(zip(self._terms, steps, strict=True)):
+            if term.history == 1:
+                self._obs[offset : offset + term.dim] = step
+            else:
+                buffer = self._history[i]
+                if buffer is None:
+                    buffer = self._history[i] = np.tile(step, (term.history, 1))
+                else:
+                    buffer[:-1] = buffer[1:]
+                    buffer[-1] = step
+                self._obs[offset : offset + term.size] = buffer.reshape(-1)
+            offset += term.size
+        obs = self._obs
+        if self.contract.obs_clip is not None:
+            obs = np.clip(obs, *self.contract.obs_clip)
+        return obs.astype(np.float32)

@@ -1,0 +1,262 @@
+"""Observation terms against hand-computed values; mapping by name, clip/scale order, history."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from krabgraph.msgs import HeightScan, RobotState, VelocityCommand, set_array
+from krabgraph.nodes.policy import (
+    MissingInputError,
+    ObservationBuilder,
+    ObservationError,
+    load_contract,
+)
+from krabgraph.nodes.policy.observations import projected_gravity_b
+
+MJCF_ORDER = [f"{leg}_{part}_joint" for leg in ("FL", "FR", "RL", "RR") for part in ("hip", "thigh", "calf")]
+POLICY_ORDER = [f"{leg}_{part}_joint" for leg in ("FR", "FL", "RR", "RL") for part in ("hip", "thigh", "calf")]
+Q0 = {"hip": 0.0, "thigh": 0.8, "calf": -1.5}
+
+
+def robot_state(
+    q: dict[str, float],
+    qd: dict[str, float] | None = None,
+    quat=(1.0, 0.0, 0.0, 0.0),
+    gyro=(0.0, 0.0, 0.0),
+    base_vel=None,
+    order=None,
+) -> RobotState:
+    """A RobotState listing joints in ``order`` (default: dict order)."""
+    names = list(order or q)
+    msg = RobotState()
+    msg.header.stamp_ns, msg.header.seq = 20_000_000, 1
+    msg.joints.name.extend(names)
+    set_array(msg.joints.position, [q[n] for n in names])
+    set_array(msg.joints.velocity, [(qd or {}).get(n, 0.0) for n in names])
+    o = msg.imu.orientation
+    o.w, o.x, o.y, o.z = quat
+    g = msg.imu.angular_velocity
+    g.x, g.y, g.z = gyro
+    if base_vel is not None:
+        msg.has_base = True
+        v = msg.base.linear_velocity
+        v.x, v.y, v.z = base_vel
+    return msg
+
+
+def axis_angle(axis: str, angle: float) -> tuple[float, float, float, float]:
+    s = math.sin(angle / 2)
+    return (math.cos(angle / 2), s if axis == "x" else 0.0, s if axis == "y" else 0.0, s if axis == "z" else 0.0)
+
+
+def quat_mul(a, b):
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b
+    return (
+        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+    )
+
+
+def small_contract(tmp_path: Path, terms: list, clip=None, joints=("j0", "j1", "j2")):
+    data = {
+        "name": "t",
+        "robot": "test",
+        "weights": "w.onnx",
+        "format": "onnx",
+        "control_dt": 0.02,
+        "joints": list(joints),
+        "default_joint_pos": {"j0": 0.1, "j1": 0.2, "j2": 0.3},
+        "observations": {"terms": terms, **({"clip": clip} if clip is not None else {})},
+        "actions": {"scale": 1.0},
+        "gains": {"kp": 1.0, "kd": 0.1},
+    }
+    path = tmp_path / "contract.yaml"
+    path.write_text(yaml.safe_dump(copy.deepcopy(data)))
+    return load_contract(path)
+
+
+# -- individual terms ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quat", "expected"),
+    [
+        ((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+        (axis_angle("x", math.radians(30)), (0.0, -0.5, -math.sqrt(3) / 2)),  # rolled 30° left side up
+        (axis_angle("y", math.radians(90)), (1.0, 0.0, 0.0)),  # pitched nose down: gravity along +x
+        (axis_angle("z", math.radians(70)), (0.0, 0.0, -1.0)),  # yaw does not change it
+        (quat_mul(axis_angle("z", 1.2), axis_angle("x", math.radians(30))), (0.0, -0.5, -math.sqrt(3) / 2)),
+    ],
+)
+def test_projected_gravity_for_known_tilts(quat, expected):
+    np.testing.assert_allclose(projected_gravity_b(np.array(quat)), expected, atol=1e-12)
+
+
+def test_projected_gravity_term_normalises_the_imu_quaternion(tmp_path):
+    c = small_contract(tmp_path, ["projected_gravity"])
+    b = ObservationBuilder(c)
+    q = 2.0 * np.array(axis_angle("x", math.radians(30)))  # not unit length
+    obs = b.build(b.decode(robot_state({"j0": 0, "j1": 0, "j2": 0}, quat=tuple(q))))
+    np.testing.assert_allclose(obs, [0.0, -0.5, -math.sqrt(3) / 2], atol=1e-6)
+    with pytest.raises(ObservationError, match=r"imu\.orientation is all zero"):
+        b.decode(robot_state({"j0": 0, "j1": 0, "j2": 0}, quat=(0, 0, 0, 0)))
+
+
+def test_joint_terms_map_a_shuffled_message_by_name():
+    c = load_contract("go2_walk")
+    b = ObservationBuilder(c)
+    q = {n: 0.01 * i + Q0[n.split("_")[1]] for i, n in enumerate(MJCF_ORDER)}  # q - q0 = 0.01 * MJCF index
+    qd = {n: float(i) for i, n in enumerate(MJCF_ORDER)}
+    shuffled = [*reversed(MJCF_ORDER), "head_joint"]  # extra joints are ignored
+    q["head_joint"] = 9.0
+    s = b.decode(robot_state(q, qd, order=shuffled))
+    mjcf_index = [MJCF_ORDER.index(n) for n in POLICY_ORDER]  # FR_hip is MJCF joint 3, ...
+    assert mjcf_index[:4] == [3, 4, 5, 0]
+    np.testing.assert_allclose(s.joint_pos - s.default_joint_pos, 0.01 * np.array(mjcf_index), atol=1e-12)
+    np.testing.assert_allclose(s.joint_vel, mjcf_index)
+    obs = b.build(s)
+    labels = b.labels
+    assert obs[labels.index("joint_pos_rel[FR_hip_joint]")] == pytest.approx(0.03)
+    assert obs[labels.index("joint_pos_rel[FL_calf_joint]")] == pytest.approx(0.02)
+    assert obs[labels.index("joint_vel_rel[RL_thigh_joint]")] == pytest.approx(0.05 * 7)  # scaled by 0.05
+
+
+def test_missing_or_duplicated_joints_are_named():
+    b = ObservationBuilder(load_contract("go2_walk"))
+    q = {n: 0.0 for n in MJCF_ORDER if n != "RR_calf_joint"}
+    with pytest.raises(ObservationError, match="lacks joint\\(s\\) the policy needs: RR_calf_joint"):
+        b.decode(robot_state(q))
+    q = {n: 0.0 for n in MJCF_ORDER}
+    with pytest.raises(ObservationError, match="lists 'FL_hip_joint' twice"):
+        b.decode(robot_state(q, order=[*MJCF_ORDER, "FL_hip_joint"]))
+
+
+def test_velocity_and_command_terms(tmp_path):
+    c = small_contract(tmp_path, ["base_lin_vel", "base_ang_vel", "velocity_commands", "last_action"])
+    b = ObservationBuilder(c)
+    q = {"j0": 0.0, "j1": 0.0, "j2": 0.0}
+    state = robot_state(q, gyro=(0.1, -0.2, 0.3), base_vel=(1.0, 2.0, 3.0))
+    obs = b.build(b.decode(state, None, None, np.array([0.5, -0.5, 2.0])))
+    np.testing.assert_allclose(obs, [1, 2, 3, 0.1, -0.2, 0.3, 0, 0, 0, 0.5, -0.5, 2.0], atol=1e-7)
+    cmd = VelocityCommand(vx=0.7, vy=-0.1, yaw_rate=0.4)
+    obs = b.build(b.decode(state, cmd))
+    np.testing.assert_allclose(obs[6:], [0.7, -0.1, 0.4, 0, 0, 0], atol=1e-7)
+
+
+def test_base_lin_vel_needs_ground_truth(tmp_path):
+    b = ObservationBuilder(small_contract(tmp_path, ["base_lin_vel"]))
+    with pytest.raises(MissingInputError, match=r"RobotState\.has_base is false") as info:
+        b.build(b.decode(robot_state({"j0": 0.0, "j1": 0.0, "j2": 0.0})))
+    assert info.value.input == "base"
+
+
+def height_scan(values: np.ndarray, offset: float = 0.5) -> HeightScan:
+    msg = HeightScan(resolution=0.1, offset=offset)
+    set_array(msg.heights, values.astype(np.float32))
+    return msg
+
+
+def test_height_scan_is_flattened_x_fastest_clipped_and_checked(tmp_path):
+    term = {"name": "height_scan", "clip": 1.0, "options": {"shape": [2, 3], "offset": 0.5}}
+    b = ObservationBuilder(small_contract(tmp_path, [term]))
+    state = robot_state({"j0": 0.0, "j1": 0.0, "j2": 0.0})
+    grid = np.array([[0.1, 0.2, 0.3], [0.4, 2.5, -3.0]])  # [n_y, n_x]
+    obs = b.build(b.decode(state, height_scan=height_scan(grid)))
+    np.testing.assert_allclose(obs, [0.1, 0.2, 0.3, 0.4, 1.0, -1.0], atol=1e-6)
+    assert b.labels[1] == "height_scan[0,1]" and b.labels[3] == "height_scan[1,0]"
+    with pytest.raises(MissingInputError, match="needs a HeightScan message") as info:
+        b.build(b.decode(state))
+    assert info.value.input == "height_scan"
+    with pytest.raises(ObservationError, match=r"shape \[3, 2\] but the contract expects \[2, 3\]"):
+        b.build(b.decode(state, height_scan=height_scan(grid.T)))
+    with pytest.raises(ObservationError, match=r"offset is 0\.0 m but the contract expects 0\.5 m"):
+        b.build(b.decode(state, height_scan=height_scan(grid, offset=0.0)))
+
+
+# -- pipeline: clip, scale, history, global clip --------------------------------------------
+
+
+def test_term_clip_applies_before_scale_and_global_clip_last(tmp_path):
+    terms = [{"name": "base_ang_vel", "clip": [-1.0, 1.0], "scale": 2.0}, {"name": "last_action", "scale": 10.0}]
+    b = ObservationBuilder(small_contract(tmp_path, terms, clip=100.0))
+    state = robot_state({"j0": 0.0, "j1": 0.0, "j2": 0.0}, gyro=(5.0, -0.25, -5.0))
+    obs = b.build(b.decode(state, last_action=np.array([3.0, 20.0, -50.0])))
+    # clip then scale: 5 -> 1 -> 2 (scale then clip would give 1); global clip ±100 after scale.
+    np.testing.assert_allclose(obs, [2.0, -0.5, -2.0, 30.0, 100.0, -100.0])
+    assert obs.dtype == np.float32
+
+
+def test_per_element_scale(tmp_path):
+    b = ObservationBuilder(small_contract(tmp_path, [{"name": "velocity_commands", "scale": [2.0, 2.0, 0.25]}]))
+    state = robot_state({"j0": 0.0, "j1": 0.0, "j2": 0.0})
+    obs = b.build(b.decode(state, VelocityCommand(vx=1.0, vy=0.5, yaw_rate=2.0)))
+    np.testing.assert_allclose(obs, [2.0, 1.0, 0.5])
+
+
+def test_history_is_oldest_first_per_term_and_refills_after_reset(tmp_path):
+    terms = [{"name": "joint_pos_rel", "history": 3, "scale": 10.0}, "velocity_commands"]
+    b = ObservationBuilder(small_contract(tmp_path, terms))
+    q0 = np.array([0.1, 0.2, 0.3])
+
+    def tick(k: float) -> np.ndarray:
+        q = dict(zip(("j0", "j1", "j2"), q0 + k * np.array([1.0, 2.0, 3.0]), strict=True))
+        return b.build(b.decode(robot_state(q), VelocityCommand(vx=k)))
+
+    first = tick(1.0)  # the first observation fills the whole history
+    np.testing.assert_allclose(first, [10, 20, 30] * 3 + [1, 0, 0], rtol=1e-6)
+    tick(2.0)
+    third = tick(3.0)
+    np.testing.assert_allclose(third, [10, 20, 30, 20, 40, 60, 30, 60, 90, 3, 0, 0], rtol=1e-6)
+    fourth = tick(4.0)
+    np.testing.assert_allclose(fourth[:9], [20, 40, 60, 30, 60, 90, 40, 80, 120], rtol=1e-6)
+    b.reset()
+    np.testing.assert_allclose(tick(5.0)[:9], [50, 100, 150] * 3, rtol=1e-6)
+
+
+def test_non_finite_input_is_refused_by_label_and_leaves_history_untouched(tmp_path):
+    b = ObservationBuilder(small_contract(tmp_path, [{"name": "joint_pos_rel", "history": 2}]))
+    ok = b.build(b.decode(robot_state({"j0": 0.1, "j1": 0.2, "j2": 0.3})))
+    np.testing.assert_allclose(ok, np.zeros(6), atol=1e-7)
+    with pytest.raises(ObservationError, match=r"not finite at joint_pos_rel\[j1\]@t"):
+        b.build(b.decode(robot_state({"j0": 0.1, "j1": float("nan"), "j2": 0.3})))
+    after = b.build(b.decode(robot_state({"j0": 1.1, "j1": 0.2, "j2": 0.3})))
+    np.testing.assert_allclose(after, [0, 0, 0, 1, 0, 0], atol=1e-6)
+
+
+# -- the go2 bundle, end to end --------------------------------------------------------------
+
+
+def test_go2_walk_observation_vector_by_hand():
+    c = load_contract("go2_walk")
+    b = ObservationBuilder(c)
+    rng = np.random.default_rng(7)
+    q = {n: Q0[n.split("_")[1]] + rng.uniform(-0.3, 0.3) for n in MJCF_ORDER}
+    qd = {n: rng.uniform(-5, 5) for n in MJCF_ORDER}
+    quat = quat_mul(axis_angle("z", 0.4), axis_angle("y", 0.2))
+    last = rng.uniform(-150, 150, size=12)  # the node passes the clipped action; the obs clip still holds
+    cmd = VelocityCommand(vx=0.8, vy=-0.2, yaw_rate=0.5)
+    obs = b.build(b.decode(robot_state(q, qd, quat, gyro=(0.4, -0.8, 1.2), order=MJCF_ORDER), cmd, None, last))
+    q_pol = np.array([q[n] for n in POLICY_ORDER])
+    qd_pol = np.array([qd[n] for n in POLICY_ORDER])
+    gravity = (math.sin(0.2), 0.0, -math.cos(0.2))  # pitch 0.2 rad; yaw irrelevant
+    expected = np.concatenate(
+        [
+            np.array([0.4, -0.8, 1.2]) * 0.25,
+            gravity,
+            [0.8, -0.2, 0.5],
+            q_pol - np.array([0.0, 0.8, -1.5] * 4),
+            qd_pol * 0.05,
+            np.clip(last, -100, 100),
+        ]
+    )
+    assert obs.shape == (45,) and obs.dtype == np.float32
+    np.testing.assert_allclose(obs, expected, rtol=1e-6, atol=1e-6)
