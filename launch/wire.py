@@ -41,17 +41,24 @@ class Decoder:
             try:
                 return self.parse(frame[self.n :])
             except DecodeError as exc:
-                raise WireError("payload", f"malformed {self.name} payload ({len(frame) - self.n} bytes): {exc}") from None
+                raise WireError(
+                    "payload", f"malformed {self.name} payload ({len(frame) - self.n} bytes): {exc}"
+                ) from None
         raise WireError(*self.explain(frame))
 
     def explain(self, frame: bytes) -> tuple[str, str]:
         """Kind and text of why ``frame`` is not one of ours."""
         tag, sep, _ = bytes(frame[:200]).partition(SEP)
         if not sep:
-            return "no_tag", f"malformed message: no type tag (expected {self.expected[:-1].decode()}, then NUL, then payload)"
+            return (
+                "no_tag",
+                f"malformed message: no type tag (expected {self.expected[:-1].decode()}, then NUL, then payload)",
+            )
         name, _, version = tag.decode(errors="replace").partition("@")
         if name == self.name:
             mine = self.expected[:-1].decode().partition("@")[2]
-            return "version", (f"schema version mismatch for {name}: got v{version}, this node reads v{mine}; "
-                    "rebuild the publisher against the same msgs/")
+            return "version", (
+                f"schema version mismatch for {name}: got v{version}, this node reads v{mine}; "
+                "rebuild the publisher against the same msgs/"
+            )
         return "type", f"type mismatch: expected {self.name}, got {name or repr(tag)}"

@@ -18,19 +18,33 @@ def to_markdown(rows: list[Row], info: dict, smoke: bool) -> str:
     lines = ["# krabgraph benchmarks", ""]
     if smoke:
         lines += ["**Smoke run** (few samples): checks that every benchmark runs; the figures mean little.", ""]
-    lines += [f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench`.", "",
-              "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), ""]
+    lines += [
+        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench`.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
+        "",
+    ]
     group = None
     for r in rows:
         if r.group != group:
             group = r.group
-            lines += ["", f"## {group}", "",
-                      "| row | samples × repeats | p50 | p90 | p99 | max | placement | note |",
-                      "|---|---|---|---|---|---|---|---|"]
-        lines.append(f"| {r.name} | {r.samples} × {r.repeats} | {r.p50:.2f} | {r.p90:.2f} | {r.p99:.2f} | "
-                     f"{r.max:.1f} | {r.placement} | {r.note} |")
-    lines += ["", "Units: µs unless a row says otherwise. p50/p90/p99: median over the repeats of each repeat's "
-              "percentile; max: worst sample of any repeat.", ""]
+            lines += [
+                "",
+                f"## {group}",
+                "",
+                "| row | samples × repeats | p50 | p90 | p99 | max | placement | note |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+        lines.append(
+            f"| {r.name} | {r.samples} × {r.repeats} | {r.p50:.2f} | {r.p90:.2f} | {r.p99:.2f} | "
+            f"{r.max:.1f} | {r.placement} | {r.note} |"
+        )
+    lines += [
+        "",
+        "Units: µs unless a row says otherwise. p50/p90/p99: median over the repeats of each repeat's "
+        "percentile; max: worst sample of any repeat.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -52,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(to_markdown(rows, info, args.smoke))
-    out.with_suffix(".json").write_text(json.dumps({"machine": info, "smoke": args.smoke,
-                                                    "rows": [r.as_dict() for r in rows]}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps({"machine": info, "smoke": args.smoke, "rows": [r.as_dict() for r in rows]}, indent=1)
+    )
     for r in rows:
         print(f"{r.group:6} {r.name:55} p50 {r.p50:8.2f} p99 {r.p99:8.2f} {r.unit} {r.note}")
     print(f"wrote {out} and {out.with_suffix('.json')}")

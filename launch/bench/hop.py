@@ -64,13 +64,18 @@ class _Sink(Node):
 
 def executor_hop(shape: tuple[int, ...], count: int) -> np.ndarray:
     """Latencies (µs) through one executor, both nodes on the main thread, wall clock."""
-    graph = build_graph(graph_from_dict({
-        "clock": "wall",
-        "nodes": {
-            "src": {"class": _Source, "params": {"shape": list(shape), "count": count, "period_s": 1e-4}},
-            "sink": {"class": _Sink, "inputs": {"inp": "src/out"}},
-        },
-    }, name="bench_hop"))
+    graph = build_graph(
+        graph_from_dict(
+            {
+                "clock": "wall",
+                "nodes": {
+                    "src": {"class": _Source, "params": {"shape": list(shape), "count": count, "period_s": 1e-4}},
+                    "sink": {"class": _Sink, "inputs": {"inp": "src/out"}},
+                },
+            },
+            name="bench_hop",
+        )
+    )
     ex = Executor(graph)
     ex.nodes["sink"].source = ex.nodes["src"]
     original = ex.nodes["sink"].on_inp
@@ -126,13 +131,16 @@ def run(count: int, repeats: int) -> list[Row]:
         floor_pb = [raw_zmq_hop(shape, count, True) for _ in range(repeats)]
         ours = [executor_hop(shape, count) for _ in range(repeats)]
         r_bytes = summarize("hop", f"raw pyzmq inproc, bytes only — {label}", floor_bytes, placement=placement)
-        r_pb = summarize("hop", f"raw pyzmq inproc + protobuf — {label}", floor_pb, placement=placement,
-                         note="floor for the target")
+        r_pb = summarize(
+            "hop", f"raw pyzmq inproc + protobuf — {label}", floor_pb, placement=placement, note="floor for the target"
+        )
         r_ours = summarize("hop", f"krabgraph executor — {label}", ours, placement=placement)
         ratio50, ratio99 = r_ours.p50 / r_pb.p50, r_ours.p99 / r_pb.p99
         met = ratio50 <= 2.0 and ratio99 <= 2.0
-        r_ours.note = (f"{ratio50:.2f}×/{ratio99:.2f}× the protobuf floor (p50/p99), "
-                       f"{r_ours.p50 / r_bytes.p50:.1f}× bytes-only p50; target ≤ 2×: {'met' if met else 'MISSED'}")
+        r_ours.note = (
+            f"{ratio50:.2f}×/{ratio99:.2f}× the protobuf floor (p50/p99), "
+            f"{r_ours.p50 / r_bytes.p50:.1f}× bytes-only p50; target ≤ 2×: {'met' if met else 'MISSED'}"
+        )
         r_ours.extra = {"ratio_p50": ratio50, "ratio_p99": ratio99, "target_met": met}
         rows += [r_bytes, r_pb, r_ours]
     return rows

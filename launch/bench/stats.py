@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -35,8 +37,17 @@ def summarize(group: str, name: str, runs: list[np.ndarray], **kw) -> Row:
     """Median over repeats of each run's p50/p90/p99; the worst max of any run."""
     pct = np.array([np.percentile(r, [50, 90, 99]) for r in runs])
     med = np.median(pct, axis=0)
-    return Row(group, name, int(min(len(r) for r in runs)), len(runs), float(med[0]), float(med[1]), float(med[2]),
-               float(max(r.max() for r in runs)), **kw)
+    return Row(
+        group,
+        name,
+        int(min(len(r) for r in runs)),
+        len(runs),
+        float(med[0]),
+        float(med[1]),
+        float(med[2]),
+        float(max(r.max() for r in runs)),
+        **kw,
+    )
 
 
 def machine_info() -> dict:
@@ -47,7 +58,8 @@ def machine_info() -> dict:
         "affinity": sorted(os.sched_getaffinity(0)),
     }
     try:
-        model = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
         info["cpu"] = model[0] if model else platform.processor()
     except OSError:
         info["cpu"] = platform.processor()
@@ -60,9 +72,8 @@ def machine_info() -> dict:
         info["protobuf"] = google.protobuf.__version__
     except ImportError:
         pass
-    try:
-        info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                     check=False).stdout.strip()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        info["git"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     return info
