@@ -6,8 +6,8 @@ import contextlib
 import os
 import platform
 import subprocess
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
