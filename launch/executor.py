@@ -300,6 +300,7 @@ class Executor:
         for name, spec in graph.nodes.items():
             node = spec.cls(name=name, **spec.params)
             node._clock = self.clock
+            node._stop = self.stop
             self.nodes[name] = node
 
         threaded = [n for n, s in graph.nodes.items() if s.thread and self.clock.mode != "sim"]

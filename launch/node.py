@@ -106,6 +106,7 @@ class Node:
         self._clock: Any = _ManualClock()
         self._timers: list[Timer] = []
         self._timer_sink: Callable[[Timer], None] | None = None
+        self._stop: Callable[[int], None] | None = None
         self._timer_order = 0
         self._lifecycle = "unconfigured"
         self._inputs = {k: InputPort(self, spec) for k, spec in cls._input_specs.items()}
@@ -171,6 +172,12 @@ class Node:
         if self._timer_sink is not None:
             self._timer_sink(timer)
         return timer
+
+    def request_stop(self, code: int = 0) -> None:
+        """Ask the executor running this node to stop the graph (e.g. a viewer window was closed)."""
+        if self._stop is None:
+            raise RuntimeError(f"{self.name}: request_stop() needs an executor")
+        self._stop(code)
 
     @property
     def lifecycle(self) -> str:

@@ -9,4 +9,6 @@ REGISTRY: dict[str, str] = {
     "hold_pose": "krabgraph.nodes.demo:HoldPose",
     "scripted_velocity": "krabgraph.nodes.command:ScriptedVelocity",
     "policy": "krabgraph.nodes.policy.node:PolicyNode",
+    "mujoco_hal": "krabgraph.nodes.mujoco.hal:MujocoHal",
+    "safety": "krabgraph.nodes.safety:Safety",
 }

@@ -1,0 +1,179 @@
+"""MuJoCo hardware abstraction layer: the simulated robot as a krabgraph node."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from krabgraph.launch import Input, Node, Output, Param
+from krabgraph.msgs import Clock, DepthImage, HeightScan, JointCommand, RobotState, to_numpy
+from krabgraph.nodes.mujoco.physics import CommandError, MujocoRobotSim, fill_robot_state
+from krabgraph.nodes.mujoco.sensors import DepthCamera, HeightScanner
+from krabgraph.nodes.mujoco.terrain import TERRAIN_KINDS, make_terrain
+
+
+class MujocoHal(Node):
+    """Simulated legged robot in MuJoCo: joint PD commands in, robot state and height scan out.
+
+    Every control period of the robot description (``control_dt``, 20 ms for the Go2) the node
+    steps physics (``sim_dt``, 2.5 ms) from the previous tick up to the graph clock, then
+    publishes ``state`` (RobotState: joints in rad, rad/s, N·m; IMU; foot contacts in N;
+    ground-truth base pose and twist), ``clock`` (Clock: simulated time) and ``height_scan``
+    (HeightScan, m, 1.6 x 1.0 m grid at 0.1 m around the base). A first state is published on
+    activation. Simulated time 0 is the graph time of activation, so in a sim-clock graph the
+    simulation runs in lockstep with the graph.
+
+    ``command`` (JointCommand, keyed by joint name, any order or subset) sets the targets of
+    ``tau = kp (q* - q) + kd (qd* - qd) + tau_ff`` applied at physics rate and limited by the
+    motor torque-speed line (see ``krabgraph.nodes.mujoco.physics``). Empty velocity, effort,
+    kp or kd arrays mean 0, 0 and the description's gains. Invalid commands (unknown joints,
+    wrong lengths, non-finite values, negative gains) are rejected, logged once per reason,
+    and the last valid targets stay. Until the first valid command the robot holds its default
+    pose with the description's gains. With ``depth_hz`` > 0 a forward depth image (58 x 87,
+    m along the optical axis, 0 = no return within 2 m) is published on ``depth_image``.
+    """
+
+    kind = "hal"
+    robot = Param(str, "go2", "robot description name or path")
+    terrain = Param(str, "flat", "flat | stairs | steps | parkour", choices=TERRAIN_KINDS)
+    seed = Param(int, 0, "random seed for terrain and resets")
+    actuator_delay_steps = Param(int, 0, "physics steps of actuator delay", ge=0)
+    depth_hz = Param(float, 0.0, "depth image rate; 0 = no depth image", unit="Hz", ge=0)
+    viewer = Param(bool, False, "open MuJoCo's interactive viewer (needs a display); closing it stops the graph")
+    video = Param(str, "", "write an MP4 of the run here (offscreen rendering, no display needed)")
+    video_fps = Param(float, 30.0, "video frame rate, in simulated time", unit="Hz", gt=0, le=120)
+    status_period_s = Param(
+        float, 1.0, "log a one-line status (pose, speed, real-time factor); 0 = off", unit="s", ge=0
+    )
+
+    command = Input(JointCommand, queue=0)
+    state = Output(RobotState)
+    clock = Output(Clock)
+    height_scan = Output(HeightScan)
+    depth_image = Output(DepthImage)
+
+    def on_configure(self) -> None:
+        self.sim = MujocoRobotSim(
+            self.robot, make_terrain(self.terrain, seed=self.seed), actuator_delay_steps=self.actuator_delay_steps
+        )
+        self.description = self.sim.robot
+        self.control_dt = self.description.control_dt
+        self.scanner = HeightScanner(self.sim.scene)
+        self.camera = DepthCamera(self.sim.scene) if self.depth_hz > 0 else None
+        self.sim_dt_ns = round(self.description.sim_dt * 1e9)
+        self.rejected = 0
+        self._reported: set[str] = set()
+        self.recorder = None
+        self.window = None
+        if self.viewer:
+            if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+                raise RuntimeError(
+                    "viewer: true needs a display (DISPLAY is not set); use `video: run.mp4` "
+                    "to record offscreen instead"
+                )
+            import mujoco.viewer
+
+            self.window = mujoco.viewer.launch_passive(self.sim.model, self.sim.data)
+        if self.video:
+            from krabgraph.nodes.mujoco.video import VideoRecorder
+
+            self.recorder = VideoRecorder(self.sim.model, self.video, self.description.base_body, fps=self.video_fps)
+
+    def on_activate(self) -> None:
+        self.sim.reset(seed=self.seed)
+        self._t0_ns = self.now_ns()
+        self._rtf_mark = (time.monotonic(), 0)  # (wall s, sim steps) where the RTF window starts
+        self._rtf = 0.0
+        self._publish_state()
+        self.create_timer(self.control_dt, self.tick)
+        if self.camera is not None:
+            self.create_timer(1.0 / self.depth_hz, self.publish_depth)
+        if self.recorder is not None:
+            self.create_timer(1.0 / self.video_fps, self.capture_frame)
+        if self.status_period_s > 0:
+            self.create_timer(self.status_period_s, self.log_status)
+
+    def _advance(self) -> None:
+        """Step physics up to the graph clock."""
+        target = (self.now_ns() - self._t0_ns) // self.sim_dt_ns
+        if target > self.sim.step_count:
+            self.sim.step(int(target - self.sim.step_count))
+
+    def tick(self) -> None:
+        self._advance()
+        self._publish_state()
+        if self.window is not None:
+            if not self.window.is_running():
+                self.log.info("viewer closed: stopping the graph")
+                self.request_stop()
+            else:
+                self.window.sync()
+
+    def capture_frame(self) -> None:
+        self._advance()
+        self.recorder.capture(self.sim.data)
+
+    def log_status(self) -> None:
+        """One line a person can follow in a headless run."""
+        st = self.sim.read_state()
+        self.log.info(
+            "t=%6.2fs  x=%6.2fm y=%5.2fm z=%4.2fm  vx=%5.2fm/s vy=%5.2fm/s yaw rate=%5.2frad/s  rtf=%.1f  rejected=%d",
+            self.sim.time,
+            *st.base_pos,
+            *st.base_lin_vel[:2],
+            st.base_ang_vel[2],
+            self._rtf,
+            self.rejected,
+        )
+
+    def _publish_state(self) -> None:
+        now = self.now_ns()
+        self.state.publish(fill_robot_state(RobotState(), self.sim.read_state(), stamp_ns=now))
+        self.height_scan.publish(self.scanner.message(self.sim.data, stamp_ns=now))
+        steps = self.sim.step_count
+        wall = time.monotonic()
+        wall0, steps0 = self._rtf_mark
+        if wall - wall0 >= 1.0:
+            self._rtf = (steps - steps0) * self.description.sim_dt / (wall - wall0)
+            self._rtf_mark = (wall, steps)
+        msg = Clock(sim_time_ns=steps * self.sim_dt_ns, real_time_factor=self._rtf)
+        msg.header.stamp_ns = now
+        self.clock.publish(msg)
+
+    def publish_depth(self) -> None:
+        self._advance()
+        self.depth_image.publish(self.camera.message(self.sim.data, stamp_ns=self.now_ns()))
+
+    def on_command(self, msg: JointCommand) -> None:
+        try:
+            names = list(msg.name)
+            n = len(names)
+            if n == 0:
+                raise CommandError("no joint names")
+            columns = {}
+            for key in ("position", "velocity", "effort", "kp", "kd"):
+                values = np.asarray(to_numpy(getattr(msg, key)), dtype=np.float64).reshape(-1)
+                if key == "position" or values.size:
+                    if values.size != n:
+                        raise CommandError(f"{key}: expected {n} values for {n} joints, got {values.size}")
+                    columns[key] = values
+            self.sim.set_command(names, **columns)
+        except (CommandError, ValueError) as exc:
+            self.rejected += 1
+            reason = str(exc)
+            if reason not in self._reported:
+                self._reported.add(reason)
+                self.log.error("rejected joint command (%s); keeping the last valid targets", reason)
+
+    def on_shutdown(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+            self.log.info("wrote %s (%d frames)", self.video, self.recorder.frames)
+        if self.window is not None:
+            self.window.close()
+        self.sim = None
+
+
+__all__ = ["MujocoHal"]

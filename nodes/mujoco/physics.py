@@ -1,0 +1,327 @@
+"""MuJoCo simulation of a legged robot driven by per-joint PD targets, keyed by joint name.
+
+``MujocoRobotSim`` owns ``MjModel``/``MjData``. Each physics step applies, per joint,
+
+    tau = kp * (q_des - q) + kd * (qd_des - qd) + tau_ff
+
+computed from the current state (PD at physics rate, like the motor drivers of a real robot),
+then limited by the motor's torque-speed line: the torque that would accelerate a joint further
+shrinks linearly from the effort limit at rest to zero at the velocity limit, while braking
+torque is always available up to the effort limit (Isaac Lab's DC-motor model with saturation
+effort = effort limit):
+
+    tau_max = clip(E * (1 - qd / V), 0, E),   tau_min = clip(E * (-1 - qd / V), -E, 0)
+
+``torque_speed_limit=False`` clips to ±E only. A command takes effect ``actuator_delay_steps``
+physics steps after ``set_command``. Units: SI, angles in rad, quaternions wxyz.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from krabgraph.msgs import RobotState, set_array
+from krabgraph.nodes.mujoco.scene import Scene, build_scene
+from krabgraph.nodes.mujoco.terrain import Terrain
+from krabgraph.nodes.robots import RobotDescription, load_robot
+
+SPAWN_CLEARANCE = 0.002  # m between the lowest foot and the ground at reset
+
+
+class CommandError(ValueError):
+    """A joint command with unknown names, wrong lengths or non-finite values."""
+
+
+@dataclass(frozen=True, eq=False)
+class SimState:
+    """One snapshot of the simulated robot. Per-joint arrays follow ``joint_names``."""
+
+    time: float  # s of simulated time
+    joint_names: tuple[str, ...]
+    q: np.ndarray  # rad
+    qd: np.ndarray  # rad/s
+    tau: np.ndarray  # N·m applied in the last physics step (after limits)
+    imu_quat: np.ndarray  # IMU orientation in the world, wxyz
+    imu_gyro: np.ndarray  # rad/s, IMU frame
+    imu_accel: np.ndarray  # m/s², IMU frame, includes the gravity reaction (+9.81 z at rest)
+    base_pos: np.ndarray  # m, world
+    base_quat: np.ndarray  # wxyz, world
+    base_lin_vel: np.ndarray  # m/s, body frame
+    base_ang_vel: np.ndarray  # rad/s, body frame
+    base_lin_vel_world: np.ndarray  # m/s, world frame
+    foot_names: tuple[str, ...]
+    foot_contact: np.ndarray  # bool per foot: normal force above the contact threshold
+    foot_force: np.ndarray  # N, [n_feet, 3], world frame, force of the ground on the foot
+
+    @property
+    def projected_gravity(self) -> np.ndarray:
+        """Unit gravity direction in the base frame ([0, 0, -1] when level)."""
+        rot = np.empty(9)
+        mujoco.mju_quat2Mat(rot, self.base_quat)
+        return rot.reshape(3, 3).T @ np.array([0.0, 0.0, -1.0])
+
+
+@dataclass
+class _Command:
+    q: np.ndarray
+    qd: np.ndarray
+    kp: np.ndarray
+    kd: np.ndarray
+    tau: np.ndarray
+
+
+class MujocoRobotSim:
+    """A robot on a terrain in MuJoCo, stepped at the robot description's ``sim_dt``.
+
+    Until the first ``set_command`` after ``reset``, the sim holds the default pose with the
+    description's gains, so the robot stands.
+    """
+
+    def __init__(
+        self,
+        robot: RobotDescription | str = "go2",
+        terrain: Terrain | None = None,
+        *,
+        actuator_delay_steps: int = 0,
+        torque_speed_limit: bool = True,
+        contact_threshold: float = 1.0,
+        reset_joint_noise: float = 0.0,
+        scene: Scene | None = None,
+    ):
+        if actuator_delay_steps < 0:
+            raise ValueError(f"actuator_delay_steps must be >= 0, got {actuator_delay_steps}")
+        self.robot = load_robot(robot) if isinstance(robot, str) else robot
+        self.scene = scene or build_scene(self.robot, terrain)
+        self.model = self.scene.model
+        self.data = mujoco.MjData(self.model)
+        self.actuator_delay_steps = actuator_delay_steps
+        self.torque_speed_limit = torque_speed_limit
+        self.contact_threshold = contact_threshold
+        self.reset_joint_noise = reset_joint_noise
+        self.step_count = 0
+        self._pending: deque[tuple[int, np.ndarray, _Command]] = deque()
+        self._cmd = self._hold_default()
+        self._tau = np.zeros(self.robot.num_joints)
+        self._force6 = np.zeros(6)
+        self.reset()
+
+    # -- time ---------------------------------------------------------------------------------
+    @property
+    def time(self) -> float:
+        """Simulated time in seconds since the last reset."""
+        return float(self.data.time)
+
+    @property
+    def dt(self) -> float:
+        return float(self.model.opt.timestep)
+
+    # -- reset --------------------------------------------------------------------------------
+    def reset(self, pose: Sequence[float] = (0.0, 0.0, 0.0), seed: int | None = None) -> None:
+        """Place the base at ``pose`` = (x, y, yaw) with the default joint pose (plus uniform noise
+        of ±``reset_joint_noise`` rad drawn from ``seed``), feet just on the ground, at rest."""
+        x, y, yaw = (float(v) for v in pose)
+        s, r = self.scene, self.robot
+        mujoco.mj_resetData(self.model, self.data)
+        q = r.default_pos.copy()
+        if self.reset_joint_noise > 0:
+            q += np.random.default_rng(seed).uniform(-self.reset_joint_noise, self.reset_joint_noise, q.shape)
+            q = np.clip(q, r.pos_lower, r.pos_upper)
+        self.data.qpos[s.qpos_adr] = q
+        b = s.base_qpos_adr
+        self.data.qpos[b : b + 7] = [x, y, 1.0, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        mujoco.mj_kinematics(self.model, self.data)
+        feet = self.data.geom_xpos[s.foot_geom]
+        ground = np.asarray(s.terrain.height_at(feet[:, 0], feet[:, 1]))
+        lift = np.max(ground - (feet[:, 2] - s.foot_radius))
+        self.data.qpos[b + 2] += lift + SPAWN_CLEARANCE
+        mujoco.mj_forward(self.model, self.data)
+        self.step_count = 0
+        self._pending.clear()
+        self._cmd = self._hold_default()
+        self._tau[:] = 0.0
+
+    def _hold_default(self) -> _Command:
+        r = self.robot
+        n = r.num_joints
+        return _Command(r.default_pos.copy(), np.zeros(n), r.kp.copy(), r.kd.copy(), np.zeros(n))
+
+    # -- commands -----------------------------------------------------------------------------
+    def set_command(
+        self,
+        names: Sequence[str],
+        position: Sequence[float] | np.ndarray,
+        velocity: Sequence[float] | np.ndarray | None = None,
+        kp: Sequence[float] | np.ndarray | None = None,
+        kd: Sequence[float] | np.ndarray | None = None,
+        effort: Sequence[float] | np.ndarray | None = None,
+    ) -> None:
+        """Set PD targets for the named joints (any order, any subset; others keep theirs).
+
+        ``velocity`` and ``effort`` default to 0, ``kp``/``kd`` to the description's gains.
+        Raises ``CommandError`` (and changes nothing) on unknown or repeated names, wrong lengths,
+        non-finite values or negative gains.
+        """
+        r = self.robot
+        names = list(names)
+        unknown = [n for n in names if n not in r._index]
+        if unknown:
+            raise CommandError(f"unknown joint(s) {unknown} for robot {r.name!r}")
+        if len(set(names)) != len(names):
+            raise CommandError("repeated joint names in command")
+        idx = r.indices(names)
+
+        def column(values: Sequence[float] | np.ndarray | None, default: np.ndarray, what: str) -> np.ndarray:
+            if values is None:
+                return default[idx].copy()
+            arr = np.asarray(values, dtype=np.float64).reshape(-1)
+            if arr.shape != (len(names),):
+                raise CommandError(f"{what}: expected {len(names)} values, got {arr.size}")
+            if not np.all(np.isfinite(arr)):
+                raise CommandError(f"{what}: non-finite values")
+            return arr
+
+        zeros = np.zeros(r.num_joints)
+        cmd = _Command(
+            column(position, r.default_pos, "position"),
+            column(velocity, zeros, "velocity"),
+            column(kp, r.kp, "kp"),
+            column(kd, r.kd, "kd"),
+            column(effort, zeros, "effort"),
+        )
+        if np.any(cmd.kp < 0) or np.any(cmd.kd < 0):
+            raise CommandError("kp and kd must be >= 0")
+        if self.actuator_delay_steps == 0:
+            self._apply(idx, cmd)
+        else:
+            self._pending.append((self.step_count + self.actuator_delay_steps, idx, cmd))
+
+    def _apply(self, idx: np.ndarray, cmd: _Command) -> None:
+        self._cmd.q[idx] = cmd.q
+        self._cmd.qd[idx] = cmd.qd
+        self._cmd.kp[idx] = cmd.kp
+        self._cmd.kd[idx] = cmd.kd
+        self._cmd.tau[idx] = cmd.tau
+
+    # -- stepping -----------------------------------------------------------------------------
+    def joint_torque(self, q: np.ndarray, qd: np.ndarray) -> np.ndarray:
+        """Motor torque for joint state (q, qd) under the current command, after limits."""
+        c, r = self._cmd, self.robot
+        tau = c.kp * (c.q - q) + c.kd * (c.qd - qd) + c.tau
+        effort = r.effort_limit
+        if not self.torque_speed_limit:
+            return np.clip(tau, -effort, effort)
+        ratio = qd / r.velocity_limit
+        upper = np.clip(effort * (1.0 - ratio), 0.0, effort)
+        lower = np.clip(effort * (-1.0 - ratio), -effort, 0.0)
+        return np.clip(tau, lower, upper)
+
+    def step(self, n: int = 1) -> None:
+        """Advance ``n`` physics steps."""
+        s, d = self.scene, self.data
+        for _ in range(n):
+            while self._pending and self._pending[0][0] <= self.step_count:
+                _, idx, cmd = self._pending.popleft()
+                self._apply(idx, cmd)
+            self._tau = self.joint_torque(d.qpos[s.qpos_adr], d.qvel[s.dof_adr])
+            d.ctrl[s.actuator_id] = self._tau
+            mujoco.mj_step(self.model, d)
+            self.step_count += 1
+
+    # -- state --------------------------------------------------------------------------------
+    def read_state(self) -> SimState:
+        """Snapshot of joints, IMU, base and foot contacts. The gyro and accelerometer readings come
+        from the sensor pass of the last physics step (one step, ``dt``, old); the rest is current."""
+        s, d, r = self.scene, self.data, self.robot
+        b, v = s.base_qpos_adr, s.base_dof_adr
+        quat = d.qpos[b + 3 : b + 7].copy()
+        quat /= np.linalg.norm(quat)
+        lin_world = d.qvel[v : v + 3].copy()
+        rot = d.xmat[s.base_body].reshape(3, 3)
+        imu_quat = np.empty(4)
+        mujoco.mju_mulQuat(imu_quat, quat, self.model.site_quat[s.imu_site])
+        contact, force = self.foot_contacts()
+        return SimState(
+            time=float(d.time),
+            joint_names=r.joint_names,
+            q=d.qpos[s.qpos_adr].copy(),
+            qd=d.qvel[s.dof_adr].copy(),
+            tau=self._tau.copy(),
+            imu_quat=imu_quat,
+            imu_gyro=d.sensordata[s.gyro_adr : s.gyro_adr + 3].copy(),
+            imu_accel=d.sensordata[s.accel_adr : s.accel_adr + 3].copy(),
+            base_pos=d.qpos[b : b + 3].copy(),
+            base_quat=quat,
+            base_lin_vel=rot.T @ lin_world,
+            base_ang_vel=d.qvel[v + 3 : v + 6].copy(),
+            base_lin_vel_world=lin_world,
+            foot_names=r.foot_geoms,
+            foot_contact=contact,
+            foot_force=force,
+        )
+
+    def foot_contacts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(in_contact [n] bool, force [n, 3] N world frame) of the ground on each foot."""
+        s, d, m = self.scene, self.data, self.model
+        feet = s.foot_geom
+        force = np.zeros((len(feet), 3))
+        for i in range(d.ncon):
+            con = d.contact[i]
+            g1, g2 = con.geom[0], con.geom[1]
+            hit1, hit2 = np.flatnonzero(feet == g1), np.flatnonzero(feet == g2)
+            if not (hit1.size or hit2.size) or con.efc_address < 0:
+                continue
+            mujoco.mj_contactForce(m, d, i, self._force6)
+            # contact frame rows: normal (geom1 -> geom2), tangents; the force acts on geom2
+            f_world = con.frame.reshape(3, 3).T @ self._force6[:3]
+            if hit2.size:
+                force[hit2[0]] += f_world
+            if hit1.size:
+                force[hit1[0]] -= f_world
+        normal = np.einsum("ij,j->i", force, [0.0, 0.0, 1.0])
+        return normal > self.contact_threshold, force
+
+
+def fill_robot_state(msg: RobotState, state: SimState, stamp_ns: int, frame_id: str = "base") -> RobotState:
+    """Fill ``msg`` (in place; returned) from ``state``: FLOAT64 arrays, ``stamp_ns`` in every header."""
+    for header in (msg.header, msg.joints.header, msg.imu.header, msg.contacts.header, msg.base.header):
+        header.stamp_ns = stamp_ns
+        header.frame_id = frame_id
+    j = msg.joints
+    del j.name[:]
+    j.name.extend(state.joint_names)
+    set_array(j.position, state.q, np.float64)
+    set_array(j.velocity, state.qd, np.float64)
+    set_array(j.effort, state.tau, np.float64)
+    _set_quat(msg.imu.orientation, state.imu_quat)
+    _set_vec(msg.imu.angular_velocity, state.imu_gyro)
+    _set_vec(msg.imu.linear_acceleration, state.imu_accel)
+    c = msg.contacts
+    del c.name[:], c.in_contact[:]
+    c.name.extend(state.foot_names)
+    c.in_contact.extend(bool(v) for v in state.foot_contact)
+    set_array(c.force, state.foot_force, np.float64)
+    base = msg.base
+    base.header.frame_id = "world"
+    _set_vec(base.position, state.base_pos)
+    _set_quat(base.orientation, state.base_quat)
+    _set_vec(base.linear_velocity, state.base_lin_vel)
+    _set_vec(base.angular_velocity, state.base_ang_vel)
+    _set_vec(base.linear_velocity_world, state.base_lin_vel_world)
+    msg.has_base = True
+    return msg
+
+
+def _set_vec(field, v: np.ndarray) -> None:
+    field.x, field.y, field.z = (float(x) for x in v)
+
+
+def _set_quat(field, q: np.ndarray) -> None:
+    field.w, field.x, field.y, field.z = (float(x) for x in q)
+
+
+__all__ = ["CommandError", "MujocoRobotSim", "SimState", "fill_robot_state"]
