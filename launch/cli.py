@@ -22,7 +22,12 @@ def _setup_logging(level: str) -> None:
 def _build(args: argparse.Namespace):
     from krabgraph.launch.validate import load_and_build
 
-    return load_and_build(args.graph, sets=getattr(args, "set", []) or [], replaces=getattr(args, "replace", []) or [])
+    return load_and_build(
+        args.graph,
+        sets=getattr(args, "set", None) or [],
+        replaces=getattr(args, "replace", None) or [],
+        clock=getattr(args, "clock", None),
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -102,6 +107,11 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("graph", metavar="GRAPH", help="a name under graphs/ (e.g. parkour) or a path")
         sp.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a parameter")
         sp.add_argument("--replace", action="append", metavar="NODE=CLASS", help="swap a node's class")
+        sp.add_argument(
+            "--clock",
+            metavar="SPEC",
+            help="override the graph's clock: wall, sim (lockstep, as fast as possible), sim:FACTOR, topic:TOPIC",
+        )
 
     sp = sub.add_parser("launch", help="validate and run a graph")
     with_graph(sp)

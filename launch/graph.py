@@ -304,8 +304,29 @@ def apply_overrides(graph: GraphDecl, sets: list[str], replaces: list[str]) -> N
         raise GraphError(errors)
 
 
-def load_graph(ref: str | Path, *, sets: list[str] = (), replaces: list[str] = ()) -> GraphDecl:
+def parse_clock(text: str) -> ClockSpec:
+    """``wall``, ``sim`` (lockstep, as fast as possible), ``sim:1.0`` (paced) or ``topic:hal/clock``."""
+    mode, _, arg = text.partition(":")
+    if mode == "wall" and not arg:
+        return ClockSpec("wall")
+    if mode == "sim":
+        try:
+            rtf = float(arg) if arg else None
+        except ValueError:
+            rtf = -1.0
+        if rtf is None or rtf > 0:
+            return ClockSpec("sim", rtf)
+    if mode == "topic" and arg:
+        return ClockSpec("topic", topic=arg)
+    raise GraphError([f"{CLI}: --clock {text!r}: expected wall, sim, sim:<real-time factor > 0> or topic:<topic>"])
+
+
+def load_graph(
+    ref: str | Path, *, sets: list[str] = (), replaces: list[str] = (), clock: str | None = None
+) -> GraphDecl:
     """Load a graph by name or path, with its ``extends`` chain and command-line overrides."""
     graph = _load(resolve_graph_path(ref))
     apply_overrides(graph, list(sets), list(replaces))
+    if clock is not None:
+        graph.clock, graph.clock_loc = parse_clock(clock), CLI
     return graph

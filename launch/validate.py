@@ -212,7 +212,8 @@ def build_graph(decl: GraphDecl) -> Graph:
     return Graph(decl.name, decl.description, clock, specs, topics, g, decl)
 
 
-def load_and_build(ref: Any, *, sets: list[str] = (), replaces: list[str] = ()) -> Graph:
+def load_and_build(ref: Any, *, sets: list[str] = (), replaces: list[str] = (), clock: str | None = None) -> Graph:
+    """Load a graph file (with overrides) and validate it."""
     from krabgraph.launch.graph import load_graph
 
-    return build_graph(load_graph(ref, sets=sets, replaces=replaces))
+    return build_graph(load_graph(ref, sets=sets, replaces=replaces, clock=clock))

@@ -8,10 +8,10 @@ import os
 import time
 from pathlib import Path
 
-from krabgraph.launch.bench import hop
+from krabgraph.launch.bench import hop, sim_speed
 from krabgraph.launch.bench.stats import Row, machine_info
 
-SUITES = {"hop": hop.run}
+SUITES = {"hop": hop.run, "sim": sim_speed.run}
 
 
 def to_markdown(rows: list[Row], info: dict, smoke: bool) -> str:

@@ -1,0 +1,92 @@
+"""Embedded-simulator speed: the walk graph in lockstep vs the same sim + policy loop, bare.
+
+Both run the Go2 on flat ground with the go2_walk ONNX policy at 50 Hz and 400 Hz physics, the
+height scan every tick, and the same message building (RobotState → observation). The graph adds
+ZeroMQ transport, dispatch, the scripted command node and the safety node. Reported per control
+tick (wall µs per 20 ms of simulated time) and as a real-time factor.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from krabgraph.launch import Executor, Input, Node, build_graph, load_graph
+from krabgraph.launch.bench.stats import Row, summarize
+from krabgraph.launch.graph import NodeDecl
+from krabgraph.launch.yamlloc import Loc
+from krabgraph.msgs import RobotState, VelocityCommand
+
+
+def bare_loop(seconds: float) -> np.ndarray:
+    """Wall time (µs) of each control tick of the loop without the graph."""
+    from krabgraph.nodes.mujoco.physics import MujocoRobotSim, fill_robot_state
+    from krabgraph.nodes.mujoco.sensors import HeightScanner
+    from krabgraph.nodes.mujoco.terrain import make_terrain
+    from krabgraph.nodes.policy import ObservationBuilder, load_backend, load_contract
+
+    sim = MujocoRobotSim("go2", make_terrain("flat", seed=0))
+    sim.reset(seed=0)
+    scanner = HeightScanner(sim.scene)
+    contract = load_contract("go2_walk")
+    backend, builder = load_backend(contract), ObservationBuilder(contract)
+    command, last = VelocityCommand(vx=0.5), np.zeros(contract.action_dim)
+    decimation, dt_ns = sim.robot.decimation, round(sim.robot.control_dt * 1e9)
+    ticks = round(seconds / sim.robot.control_dt)
+    out = np.empty(ticks)
+    clock = time.perf_counter_ns
+    for k in range(ticks):
+        t = clock()
+        state = fill_robot_state(RobotState(), sim.read_state(), stamp_ns=k * dt_ns)
+        scan = scanner.message(sim.data, stamp_ns=k * dt_ns)
+        obs = builder.build(builder.decode(state, command, scan, last))
+        last, targets = contract.actions.process(backend(obs))
+        sim.set_command(contract.joints, targets, kp=contract.kp, kd=contract.kd)
+        sim.step(decimation)
+        out[k] = clock() - t
+    return out / 1e3
+
+
+class _TickClock(Node):
+    """Wall time between consecutive robot states (one control tick of the whole graph)."""
+
+    kind = "recorder"
+    state = Input(RobotState)
+
+    def on_configure(self) -> None:
+        self.stamps: list[int] = []
+
+    def on_state(self, msg: RobotState) -> None:
+        self.stamps.append(time.perf_counter_ns())
+
+
+def graph_loop(seconds: float) -> np.ndarray:
+    """Wall time (µs) of each control tick of graphs/walk.yaml in lockstep, as fast as possible."""
+    decl = load_graph("walk", clock="sim", sets=["hal.status_period_s=0"])
+    decl.nodes["ticks"] = NodeDecl("ticks", _TickClock, inputs={"state": "hal/state"}, locs={"node": Loc("bench")})
+    ex = Executor(build_graph(decl))
+    ex.run(duration_s=seconds, handle_signals=False)
+    if ex.failures:
+        raise RuntimeError(f"graph run failed: {ex.failures[0][2]}")
+    return np.diff(np.array(ex.nodes["ticks"].stamps, dtype=np.float64)) / 1e3
+
+
+def run(count: int, repeats: int) -> list[Row]:
+    seconds = max(4.0, count * 0.02 / 20)  # 20 s of simulated time for the full suite
+    bare = [bare_loop(seconds) for _ in range(repeats)]
+    graph = [graph_loop(seconds) for _ in range(repeats)]
+    rb = summarize("sim", "bare loop: MuJoCo + height scan + obs + ONNX, per 20 ms tick", bare, placement="one core")
+    rg = summarize("sim", "walk graph, lockstep: hal → policy → safety, per 20 ms tick", graph, placement="one core")
+    rtf_bare = [20e3 / r.mean() for r in bare]
+    rtf_graph = [20e3 / r.mean() for r in graph]
+    ratio = float(np.median(rtf_graph) / np.median(rtf_bare))
+    rb.note = f"{np.median(rtf_bare):.1f}× real time"
+    met = ratio >= 0.75 and np.median(rtf_graph) >= 20
+    rg.note = (
+        f"{np.median(rtf_graph):.1f}× real time = {ratio:.2f}× the bare loop; "
+        f"target ≥ 0.75× and ≥ 20× real time: {'met' if met else 'MISSED'}"
+    )
+    rg.extra = {"rtf": float(np.median(rtf_graph)), "ratio_to_bare": ratio, "target_met": bool(met)}
+    rb.extra = {"rtf": float(np.median(rtf_bare))}
+    return [rb, rg]
