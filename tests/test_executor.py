@@ -49,12 +49,14 @@ class Recorder(Node):
     def on_configure(self) -> None:
         self.got_latest: list[float] = []
         self.got_queued: list[float] = []
+        self.pairs: list[tuple[float, float]] = []
 
     def on_latest(self, msg: VelocityCommand) -> None:
         self.got_latest.append(msg.vx)
 
     def on_queued(self, msg: VelocityCommand) -> None:
         self.got_queued.append(msg.vx)
+        self.pairs.append((msg.vx, msg.vy))
 
 
 class Mixer(Node):
@@ -114,8 +116,10 @@ def test_dispatch_is_deterministic(no_thread_leak):
     # c1: 99 ticks before the stop at t = 1 s; c2: 30 ticks of 2, of which the latest-only input `b` takes 1.
     assert len(seq1) == 99 + 30
     assert first.nodes["mix"].b.dropped == 30
-    assert seq1 == second.nodes["rec"].got_queued
-    assert [m.vy for m in first.nodes["mix"].out.sent] == [m.vy for m in second.nodes["mix"].out.sent]
+    # the full (input, other input's latest) pairs depend on dispatch order: identical across runs
+    pairs = first.nodes["rec"].pairs
+    assert pairs == second.nodes["rec"].pairs
+    assert len({vy for _, vy in pairs}) > 10  # the interleaving is non-trivial
 
 
 def test_latest_only_drops_superseded_and_queue_keeps_order():

@@ -67,6 +67,8 @@ def test_go2_tracks_velocity_commands_through_the_graph(terrain):
     assert turn[:, 6].mean() == pytest.approx(1.0, abs=0.1)
     assert np.hypot(turn[:, 4], turn[:, 5]).mean() < 0.2  # turning in place
     assert rows[:, 3].min() > 0.2  # never fell
-    assert rows[-1, 1] > 5.0  # it went somewhere: ≥ 5 m forward in 16 s of walking
+    # it went somewhere: the path (world frame; the policy's yaw drift bends it) of the 16 s of walking
+    walked = window(rows, 2.0, 18.0)
+    assert np.hypot(*np.diff(walked[:, 1:3], axis=0).T).sum() > 0.9 * (8 * 0.5 + 8 * 1.0) * 0.9
     # every command the HAL received came through the safety node
     assert len(probe.sources) >= 24 / 0.02 - 2

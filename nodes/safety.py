@@ -1,0 +1,489 @@
+"""The safety node: the only path from policies and operators to the HAL, identical in sim and on the robot."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from krabgraph.launch import Input, Node, Output, Param
+from krabgraph.launch.errors import ParamError
+from krabgraph.msgs import ArrayError, CommandSource, EStop, JointCommand, RobotState, SafetyStatus, set_array, to_numpy
+from krabgraph.nodes.robots import RobotError, load_robot
+
+Mode = SafetyStatus.Mode
+MODE_NAMES = {v: k for k, v in Mode.items()}
+SOURCE_NAMES = {CommandSource.POLICY: "policy", CommandSource.OPERATOR: "operator"}
+
+
+@dataclass
+class Target:
+    """One full joint command in the robot description's joint order (rad, rad/s, N·m, N·m/rad, N·m·s/rad)."""
+
+    position: np.ndarray
+    velocity: np.ndarray
+    effort: np.ndarray
+    kp: np.ndarray
+    kd: np.ndarray
+    source: int = CommandSource.SAFETY
+    observation_stamp_ns: int = 0
+    observation_seq: int = 0
+
+
+class _Rejected(Exception):
+    def __init__(self, kind: str, detail: str):
+        super().__init__(detail)
+        self.kind = kind
+
+
+def roll_pitch(w: float, x: float, y: float, z: float) -> tuple[float, float]:
+    """Roll and pitch (rad, ZYX Euler angles) of a unit quaternion, scalar first."""
+    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
+    pitch = math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
+    return roll, pitch
+
+
+class Safety(Node):
+    """Validates, limits and watchdogs joint commands on their way to the HAL; damps the robot on any fault.
+
+    All limits come from the robot description (``robot``). Modes (``SafetyStatus.Mode``):
+
+    - WAITING: no valid robot state yet; sends damping.
+    - SOFT_START: from the first state (and after every recovery) ramps from the measured joint
+      positions to the default pose over ``soft_start_s`` with the description's kp/kd, then holds
+      the pose until a fresh valid command exists, then ACTIVE.
+    - ACTIVE: forwards validated commands, clamped. A fresh operator command wins over the policy's.
+    - DAMPING: kp = 0, kd = ``damping_kd``, position = measured q, velocity = effort = 0.
+    - ESTOP: damping, latched.
+
+    Output timing: a valid command is forwarded the moment it arrives (no added latency). A timer at
+    the description's control rate checks the watchdogs and sends the mode's command: outside ACTIVE
+    (damping, the ramp) on every tick, so the HAL gets one per control period even from a silent
+    policy; in ACTIVE a repeat of the last output (source SAFETY) on a tick with nothing forwarded
+    since the previous one, so a late or rejected command leaves a gap of at most 2 periods.
+
+    Validation: a command must name every joint of the robot exactly once (any order, mapped by
+    name) with a finite ``position`` per joint; ``velocity``/``effort``/``kp``/``kd`` are either empty
+    (0, 0 and the description's gains, as the HALs read them) or one finite value per joint, gains
+    >= 0. Anything else is rejected (counted, one log line per kind of problem per
+    ``log_interval_s``) and the last output is held. On forwarding, kp/kd are capped at
+    ``max_kp_scale``/``max_kd_scale`` times the description's; positions are clamped to the soft
+    limits (hard limits shrunk by ``soft_limit_margin``) widened by ``s = stop_torque_fraction ·
+    effort_limit / kp`` (at most π), so a target beyond a limit presses the joint into its stop with at
+    most that fraction of its rated effort — trained policies do this on purpose (go2_walk at 1 m/s
+    commands calf targets up to 1.17 rad beyond the range on 60% of ticks; clamping them to the range
+    halves its speed) — then to ``max_step`` from the last output target (go2_walk's largest step
+    while walking: 1.37 rad, p99 0.82 rad); velocity and effort at the description's limits. Every
+    clamp is counted.
+
+    Faults and latching:
+
+    - Watchdogs (graph clock): no valid state for ``state_timeout_s``, or in ACTIVE no valid command
+      for ``command_timeout_s`` -> DAMPING. Rejected commands do not feed the watchdog. Not latched:
+      once the state is fresh and a valid command has arrived after the trip, SOFT_START again.
+      The default 0.05 s (2.5 periods at 50 Hz) damps 2 control periods after the first missing
+      command when the policy answers a state within half a period (always in lockstep), else 2.5.
+    - Attitude: |roll| or |pitch| of the IMU orientation above ``attitude_limit`` -> DAMPING, latched.
+    - E-stop: ``engage`` -> ESTOP, latched.
+    - Latches survive deactivation; only an ``EStop`` with ``reset`` (and not ``engage``) clears them,
+      and only while the state is fresh and the robot is within the attitude limit; it clears all of
+      them and restarts with SOFT_START.
+
+    Generated commands (damping, ramp, repeats) carry ``source = SAFETY`` and the stamp/seq of the
+    latest robot state; forwarded ones carry POLICY or OPERATOR (by input port) and the command's own
+    observation stamp/seq. ``status`` is published on every mode or reason change and at ``status_hz``.
+    Deactivation sends one last damping command.
+    """
+
+    kind = "safety"
+    robot = Param(str, "go2", "robot description name or path: joints, limits, gains, control period")
+    soft_limit_margin = Param(float, 0.05, "soft limits: this far inside the hard joint limits", unit="rad", ge=0)
+    stop_torque_fraction = Param(
+        float, 1.0, "a target beyond a soft limit may press the joint into it with at most this fraction of its "
+        "rated effort (kp·overshoot); 0 keeps targets within the soft limits", ge=0, le=1
+    )
+    max_step = Param(float, 2.0, "largest change of a joint target from the last output target", unit="rad", gt=0)
+    max_kp_scale = Param(float, 2.0, "kp cap, as a multiple of the description's kp", ge=0)
+    max_kd_scale = Param(float, 2.0, "kd cap, as a multiple of the description's kd", ge=0)
+    damping_kd = Param(float, 1.0, "velocity gain of damping (kp = 0)", unit="N·m·s/rad", gt=0)
+    command_timeout_s = Param(float, 0.05, "a command older than this is stale (ACTIVE -> DAMPING)", unit="s", gt=0)
+    state_timeout_s = Param(float, 0.05, "a robot state older than this is stale (-> DAMPING)", unit="s", gt=0)
+    attitude_limit = Param(float, 1.0, "|roll| or |pitch| above this -> DAMPING, latched", unit="rad", gt=0)
+    soft_start_s = Param(float, 2.0, "ramp duration from the measured pose to the default pose", unit="s", ge=0)
+    status_hz = Param(float, 2.0, "heartbeat rate of status (also sent on every change)", unit="Hz", gt=0)
+    log_interval_s = Param(float, 5.0, "at most one log line per kind of problem per interval", unit="s", gt=0)
+
+    state = Input(RobotState, doc="joint positions by name and IMU orientation")
+    command = Input(JointCommand, doc="the policy's joint command")
+    operator = Input(JointCommand, required=False, doc="operator joint command; wins over the policy while fresh")
+    estop = Input(EStop, required=False, doc="engage latches ESTOP; reset clears it")
+    joint_command = Output(JointCommand, doc="the command the HAL executes, every joint, description order")
+    status = Output(SafetyStatus, doc="mode, reason and counters")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def on_configure(self) -> None:
+        try:
+            r = self.description = load_robot(self.robot)
+        except RobotError as exc:
+            raise ParamError(f"{self.name}: {exc}") from None
+        self.n = r.num_joints
+        self.names = list(r.joint_names)
+        self.known = frozenset(self.names)
+        self.lower = r.pos_lower + self.soft_limit_margin
+        self.upper = r.pos_upper - self.soft_limit_margin
+        if np.any(self.lower >= self.upper):
+            j = int(np.argmax(self.lower >= self.upper))
+            raise ParamError(
+                f"{self.name}: soft_limit_margin {self.soft_limit_margin} rad closes {self.names[j]}'s range"
+            )
+        for key in ("command_timeout_s", "state_timeout_s"):
+            if getattr(self, key) <= r.control_dt:
+                raise ParamError(
+                    f"{self.name}: {key} = {getattr(self, key)} s must exceed the control period ({r.control_dt} s)"
+                )
+        self.default = np.clip(r.default_pos, self.lower, self.upper)
+        self.kp_max = r.kp * self.max_kp_scale
+        self.kd_max = r.kd * self.max_kd_scale
+        self.period_ns = round(r.control_dt * 1e9)
+        self.rejected = 0  # commands rejected since configure
+        self.clamped = 0  # forwarded commands changed by a limit
+        self.bad_states = 0
+        self.problems: dict[str, int] = {}  # count per kind of rejection or clamp
+        self.estop_reason = ""  # non-empty: e-stop latched
+        self.attitude_reason = ""  # non-empty: attitude trip latched
+        self._log_marks: dict[str, tuple[int, int]] = {}
+
+    def on_activate(self) -> None:
+        self.mode: int = Mode.MODE_UNSPECIFIED
+        self.reason = ""
+        self.q: np.ndarray | None = None  # measured joint positions (description order)
+        self.tilt = (0.0, 0.0)  # roll, pitch (rad) of the latest state
+        self.state_ns = 0  # graph time of the latest valid state
+        self.state_ref = (0, 0)  # header stamp and seq of the latest valid state
+        self.fresh: dict[int, int] = {}  # source -> graph time of its latest valid command
+        self.target: Target | None = None  # the last output
+        self.trip_ns = 0
+        self.ramp_t0_ns = 0
+        self.ramp_q0 = self.default
+        self._sent_since_tick = False
+        self._sent_ns = -1  # graph time of the last output
+        self._set_mode(Mode.WAITING, "no robot state yet")
+        self._update()
+        self.create_timer(self.description.control_dt, self.tick)
+        self.create_timer(1.0 / self.status_hz, self.publish_status)
+
+    def on_deactivate(self) -> None:
+        self.mode = Mode.ESTOP if self.estop_reason else Mode.DAMPING
+        self.reason = "safety node deactivated"
+        self.log.warning("deactivated: sending a last damping command")
+        self.publish_status()
+        self._send(self._damping())
+
+    # -- inputs -------------------------------------------------------------------------------
+    def on_state(self, msg: RobotState) -> None:
+        if not self._read_state(msg):
+            return
+        roll, pitch = self.tilt
+        if not self.attitude_reason and max(abs(roll), abs(pitch)) > self.attitude_limit:
+            self.attitude_reason = (
+                f"attitude trip: roll {roll:+.2f} rad, pitch {pitch:+.2f} rad (limit {self.attitude_limit} rad)"
+            )
+        self._update()
+
+    def on_command(self, msg: JointCommand) -> None:
+        self._on_joint_command(msg, CommandSource.POLICY)
+
+    def on_operator(self, msg: JointCommand) -> None:
+        self._on_joint_command(msg, CommandSource.OPERATOR)
+
+    def on_estop(self, msg: EStop) -> None:
+        if msg.engage:
+            if not self.estop_reason:
+                self.estop_reason = f"e-stop engaged: {msg.reason or 'no reason given'}"
+            self._update()
+        elif msg.reset:
+            self._reset(msg.reason)
+
+    def tick(self) -> None:
+        """Control-rate timer: watchdogs, then the mode's command (see the class doc for when)."""
+        self._update()
+        if self.mode == Mode.ACTIVE:
+            if not self._sent_since_tick and self.target is not None:
+                self._send(self._repeat(self.target))
+        elif self._sent_ns != self.now_ns():
+            self._send(self._ramp() if self.mode == Mode.SOFT_START else self._damping())
+        self._sent_since_tick = False
+
+    def publish_status(self) -> None:
+        self.status.publish(
+            SafetyStatus(mode=self.mode, reason=self.reason, rejected=self.rejected, clamped=self.clamped)
+        )
+
+    # -- mode logic ---------------------------------------------------------------------------
+    def _update(self) -> None:
+        """Re-evaluate the mode from latches, watchdogs and the ramp (graph clock)."""
+        now = self.now_ns()
+        commander = self._commander(now)
+        if self.estop_reason:
+            self._set_mode(Mode.ESTOP, self.estop_reason)
+        elif self.attitude_reason:
+            self._set_mode(Mode.DAMPING, self.attitude_reason)
+        elif self.q is None:
+            self._set_mode(Mode.WAITING, "no robot state yet")
+        elif now - self.state_ns > self.state_timeout_s * 1e9:
+            self._trip(f"robot state stale (none for more than {self.state_timeout_s * 1e3:.0f} ms)")
+        elif self.mode == Mode.ACTIVE and commander is None:
+            self._trip(f"commands stale (no valid command for more than {self.command_timeout_s * 1e3:.0f} ms)")
+        elif self.mode == Mode.WAITING:
+            self._start_ramp()
+        elif self.mode == Mode.DAMPING:
+            if commander is not None and self.fresh[commander] > self.trip_ns:
+                self._start_ramp()
+        elif self.mode == Mode.SOFT_START:
+            if commander is not None and now - self.ramp_t0_ns >= self.soft_start_s * 1e9:
+                self.target = self._hold(self.default)
+                self._set_mode(Mode.ACTIVE, f"forwarding {SOURCE_NAMES[commander]} commands")
+        elif self.mode == Mode.ACTIVE:
+            self._set_mode(Mode.ACTIVE, f"forwarding {SOURCE_NAMES[commander]} commands")
+
+    def _commander(self, now: int) -> int | None:
+        """The source whose commands are forwarded: a fresh operator, else a fresh policy, else None."""
+        for source in (CommandSource.OPERATOR, CommandSource.POLICY):
+            t = self.fresh.get(source)
+            if t is not None and now - t <= self.command_timeout_s * 1e9:
+                return source
+        return None
+
+    def _set_mode(self, mode: int, reason: str) -> None:
+        if (mode, reason) == (self.mode, self.reason):
+            return
+        entering = mode != self.mode
+        old, self.mode, self.reason = self.mode, mode, reason
+        level = logging.WARNING if mode in (Mode.DAMPING, Mode.ESTOP) else logging.INFO
+        self.log.log(level, "%s -> %s: %s", MODE_NAMES[old], MODE_NAMES[mode], reason)
+        self.publish_status()
+        if entering and mode in (Mode.DAMPING, Mode.ESTOP):
+            self._send(self._damping())
+
+    def _trip(self, reason: str) -> None:
+        if self.mode != Mode.DAMPING:
+            self.trip_ns = self.now_ns()
+            self._set_mode(Mode.DAMPING, reason)
+
+    def _start_ramp(self) -> None:
+        self.ramp_t0_ns = self.now_ns()
+        self.ramp_q0 = np.clip(self.q, self.lower, self.upper)
+        self._set_mode(Mode.SOFT_START, f"ramping to the default pose over {self.soft_start_s:g} s")
+        self._send(self._ramp())
+
+    def _reset(self, why: str) -> None:
+        if not (self.estop_reason or self.attitude_reason):
+            self.log.info("reset received with nothing latched (%s)", why or "no reason given")
+            return
+        blockers = []
+        if self.q is not None and self.now_ns() - self.state_ns > self.state_timeout_s * 1e9:
+            blockers.append("robot state stale")
+        roll, pitch = self.tilt
+        if max(abs(roll), abs(pitch)) > self.attitude_limit:
+            blockers.append(f"attitude still beyond the limit (roll {roll:+.2f} rad, pitch {pitch:+.2f} rad)")
+        if blockers:
+            self.log.error("reset refused: %s; still latched: %s", "; ".join(blockers), self.reason)
+            return
+        self.log.warning("reset (%s): clearing %s", why or "no reason given", self.reason)
+        self.estop_reason = self.attitude_reason = ""
+        if self.q is None:
+            self._set_mode(Mode.WAITING, "no robot state yet")
+        else:
+            self._start_ramp()
+
+    # -- commands in ----------------------------------------------------------------------------
+    def _on_joint_command(self, msg: JointCommand, source: int) -> None:
+        try:
+            target = self._validate(msg, source)
+        except _Rejected as exc:
+            self.rejected += 1
+            self._count_and_log(logging.ERROR, f"rejected {exc.kind}", f"{SOURCE_NAMES[source]}: {exc}")
+            return
+        self.fresh[source] = self.now_ns()
+        self._update()
+        if self.mode == Mode.ACTIVE and self._commander(self.now_ns()) == source:
+            self._send(self._limit(target))
+
+    def _validate(self, msg: JointCommand, source: int) -> Target:
+        """The command as a Target in description order; raises ``_Rejected`` naming the first problem."""
+        names = list(msg.name)
+        if len(set(names)) != len(names):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            raise _Rejected("joint names", f"repeated joint(s) {repeated}")
+        given = set(names)
+        unknown = [n for n in names if n not in self.known]
+        missing = [n for n in self.names if n not in given]
+        if unknown or missing:
+            raise _Rejected(
+                "joint names",
+                f"unknown joint(s) {unknown}, missing joint(s) {missing}; "
+                f"commands must name every joint of {self.description.name!r} exactly once",
+            )
+        idx = self.description.indices(names)
+        columns: dict[str, np.ndarray] = {}
+        for key, default in (
+            ("position", None),
+            ("velocity", 0.0),
+            ("effort", 0.0),
+            ("kp", self.description.kp),
+            ("kd", self.description.kd),
+        ):
+            try:
+                values = np.asarray(to_numpy(getattr(msg, key)), dtype=np.float64).reshape(-1)
+            except (ArrayError, ValueError, TypeError) as exc:
+                raise _Rejected("malformed array", f"{key}: {exc}") from None
+            if values.size == 0 and default is not None:
+                columns[key] = np.broadcast_to(default, (self.n,)).astype(np.float64)
+                continue
+            if values.size != len(names):
+                raise _Rejected("malformed array", f"{key}: expected {len(names)} values, got {values.size}")
+            if not np.all(np.isfinite(values)):
+                bad = names[int(np.argmin(np.isfinite(values)))]
+                raise _Rejected("non-finite value", f"{key} of {bad} is {values[~np.isfinite(values)][0]}")
+            column = np.empty(self.n)
+            column[idx] = values
+            columns[key] = column
+        if np.any(columns["kp"] < 0) or np.any(columns["kd"] < 0):
+            raise _Rejected("negative gain", "kp and kd must be >= 0")
+        return Target(
+            **columns,
+            source=source,
+            observation_stamp_ns=msg.observation_stamp_ns,
+            observation_seq=msg.observation_seq,
+        )
+
+    def _limit(self, t: Target) -> Target:
+        """``t`` clamped to the soft limits, the step limit, the gain caps and the velocity/effort limits."""
+        r = self.description
+        ref = self.target.position if self.target is not None else self.default
+        kp = np.minimum(t.kp, self.kp_max)
+        # Learned policies use PD targets beyond a joint's range as torque requests at the stop; allow
+        # that up to the torque budget, so the limit protects the joint without changing the gait.
+        reach = self.stop_torque_fraction * r.effort_limit / np.maximum(kp, 1e-9)
+        reach = np.where(kp > 0, np.minimum(reach, np.pi), 0.0)
+        position = np.clip(t.position, self.lower - reach, self.upper + reach)
+        stepped = np.clip(position, ref - self.max_step, ref + self.max_step)
+        out = Target(
+            stepped,
+            np.clip(t.velocity, -r.velocity_limit, r.velocity_limit),
+            np.clip(t.effort, -r.effort_limit, r.effort_limit),
+            kp,
+            np.minimum(t.kd, self.kd_max),
+            t.source,
+            t.observation_stamp_ns,
+            t.observation_seq,
+        )
+        changes = [
+            ("position beyond soft limit", t.position, position, "rad"),
+            ("target step beyond max_step", position, stepped, "rad"),
+            ("velocity beyond limit", t.velocity, out.velocity, "rad/s"),
+            ("effort beyond limit", t.effort, out.effort, "N·m"),
+            ("kp beyond cap", t.kp, out.kp, "N·m/rad"),
+            ("kd beyond cap", t.kd, out.kd, "N·m·s/rad"),
+        ]
+        clamped = False
+        for kind, before, after, unit in changes:
+            diff = before != after
+            if np.any(diff):
+                clamped = True
+                j = int(np.argmax(diff))
+                text = f"{SOURCE_NAMES[t.source]}: {self.names[j]} {before[j]:.3f} -> {after[j]:.3f} {unit}"
+                self._count_and_log(logging.WARNING, f"clamped {kind}", text)
+        self.clamped += int(clamped)
+        return out
+
+    # -- commands out ---------------------------------------------------------------------------
+    def _generated(self, position: np.ndarray, kp: np.ndarray | float, kd: np.ndarray | float) -> Target:
+        zeros = np.zeros(self.n)
+        return Target(
+            np.array(position, dtype=np.float64),
+            zeros,
+            zeros.copy(),
+            np.broadcast_to(kp, (self.n,)).astype(np.float64),
+            np.broadcast_to(kd, (self.n,)).astype(np.float64),
+            CommandSource.SAFETY,
+            *self.state_ref,
+        )
+
+    def _damping(self) -> Target:
+        return self._generated(self.q if self.q is not None else self.default, 0.0, self.damping_kd)
+
+    def _hold(self, position: np.ndarray) -> Target:
+        return self._generated(position, self.description.kp, self.description.kd)
+
+    def _ramp(self) -> Target:
+        """The soft-start target now: a smoothstep from ``ramp_q0`` to the default pose."""
+        s = 1.0
+        if self.soft_start_s > 0:
+            s = min(1.0, max(0.0, (self.now_ns() - self.ramp_t0_ns) / (self.soft_start_s * 1e9)))
+        s = s * s * (3.0 - 2.0 * s)
+        return self._hold(self.ramp_q0 + s * (self.default - self.ramp_q0))
+
+    def _repeat(self, t: Target) -> Target:
+        return Target(t.position, t.velocity, t.effort, t.kp, t.kd, CommandSource.SAFETY, *self.state_ref)
+
+    def _send(self, t: Target) -> None:
+        msg = JointCommand(
+            name=self.names,
+            source=t.source,
+            observation_stamp_ns=t.observation_stamp_ns,
+            observation_seq=t.observation_seq,
+        )
+        for key in ("position", "velocity", "effort", "kp", "kd"):
+            set_array(getattr(msg, key), np.asarray(getattr(t, key), dtype=np.float64))
+        self.target = t
+        self._sent_since_tick = True
+        self._sent_ns = self.now_ns()
+        self.joint_command.publish(msg)
+
+    # -- state in -------------------------------------------------------------------------------
+    def _read_state(self, msg: RobotState) -> bool:
+        """Store q, tilt and the state's time if ``msg`` is usable; log (rate-limited) and count if not."""
+        names = list(msg.joints.name)
+        try:
+            pos = np.asarray(to_numpy(msg.joints.position), dtype=np.float64).reshape(-1)
+        except (ArrayError, ValueError) as exc:
+            return self._bad_state("malformed", f"joint positions: {exc}")
+        if sorted(names) != sorted(self.names) or pos.size != len(names):
+            return self._bad_state("joints", f"joints {names} with {pos.size} positions; expected {self.names}")
+        if not np.all(np.isfinite(pos)):
+            return self._bad_state("non-finite", "non-finite joint position")
+        o = msg.imu.orientation
+        quat = np.array([o.w, o.x, o.y, o.z])
+        norm = float(np.linalg.norm(quat))
+        if not (math.isfinite(norm) and abs(norm - 1.0) < 0.1):
+            return self._bad_state("orientation", f"IMU orientation {quat.tolist()} is not a unit quaternion")
+        q = np.empty(self.n)
+        q[self.description.indices(names)] = pos
+        self.q = q
+        self.tilt = roll_pitch(*(quat / norm))
+        self.state_ns = self.now_ns()
+        self.state_ref = (msg.header.stamp_ns, msg.header.seq)
+        return True
+
+    def _bad_state(self, kind: str, text: str) -> bool:
+        self.bad_states += 1
+        self._count_and_log(logging.ERROR, f"ignored robot state: {kind}", text)
+        return False
+
+    def _count_and_log(self, level: int, kind: str, text: str) -> None:
+        """Count a problem; log it at most once per ``log_interval_s`` of graph time per kind."""
+        self.problems[kind] = self.problems.get(kind, 0) + 1
+        now = self.now_ns()
+        last, suppressed = self._log_marks.get(kind, (None, 0))
+        if last is not None and now - last < self.log_interval_s * 1e9:
+            self._log_marks[kind] = (last, suppressed + 1)
+            return
+        more = f" (+{suppressed} more since the last report)" if suppressed else ""
+        self.log.log(level, "%s: %s%s", kind, text, more)
+        self._log_marks[kind] = (now, 0)
+
+
+__all__ = ["Safety", "Target", "roll_pitch"]

@@ -1,0 +1,603 @@
+"""Safety node: validation, clamping, watchdogs, e-stop, attitude trip, soft start, precedence, shutdown.
+
+Unit behaviour runs the real node in a ``NodeHarness`` (one control period per ``Bench.step``); fault
+injection runs whole lockstep graphs and asserts on the commands the HAL actually received.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+
+from krabgraph.launch import Executor, Input, Node, Output, Param, ParamError, build_graph, graph_from_dict
+from krabgraph.launch.testing import NodeHarness
+from krabgraph.msgs import CommandSource, EStop, JointCommand, RobotState, SafetyStatus, set_array, to_numpy
+from krabgraph.nodes.demo import FakeRobot
+from krabgraph.nodes.robots import load_robot
+from krabgraph.nodes.safety import Safety
+
+R = load_robot("go2")
+NAMES = list(R.joint_names)
+N = R.num_joints
+DT = R.control_dt
+DT_NS = round(DT * 1e9)
+MARGIN = 0.05  # Safety's default soft_limit_margin
+LOWER, UPPER = R.pos_lower + MARGIN, R.pos_upper - MARGIN
+Mode = SafetyStatus.Mode
+POLICY, OPERATOR, SAFETY = CommandSource.POLICY, CommandSource.OPERATOR, CommandSource.SAFETY
+CROUCH = np.array([0.3, 1.3, -2.6, -0.3, 1.3, -2.6, 0.3, 1.3, -2.6, -0.3, 1.3, -2.6])  # inside the soft limits
+
+
+def state_msg(q: np.ndarray, roll: float = 0.0, pitch: float = 0.0, names: list[str] = NAMES) -> RobotState:
+    """A RobotState with joint positions ``q`` (in ``names`` order) and a base tilted by roll, pitch (rad)."""
+    msg = RobotState()
+    msg.joints.name.extend(names)
+    set_array(msg.joints.position, np.asarray(q, dtype=np.float64))
+    cr, sr, cp, sp = math.cos(roll / 2), math.sin(roll / 2), math.cos(pitch / 2), math.sin(pitch / 2)
+    o = msg.imu.orientation  # q = q_pitch * q_roll (ZYX with zero yaw)
+    o.w, o.x, o.y, o.z = cp * cr, cp * sr, sp * cr, -sp * sr
+    return msg
+
+
+def command_msg(position, names: list[str] = NAMES, seq: int = 0, **arrays) -> JointCommand:
+    """A JointCommand; ``arrays`` sets velocity, effort, kp or kd (omitted: left empty)."""
+    msg = JointCommand(name=names, observation_stamp_ns=seq * DT_NS, observation_seq=seq)
+    set_array(msg.position, np.asarray(position, dtype=np.float64))
+    for key, values in arrays.items():
+        set_array(getattr(msg, key), np.asarray(values, dtype=np.float64))
+    return msg
+
+
+def fields(msg: JointCommand) -> dict[str, np.ndarray]:
+    assert list(msg.name) == NAMES
+    return {k: to_numpy(getattr(msg, k)) for k in ("position", "velocity", "effort", "kp", "kd")}
+
+
+def is_damping(msg: JointCommand, kd: float = 1.0) -> bool:
+    f = fields(msg)
+    return (
+        msg.source == SAFETY
+        and np.all(f["kp"] == 0)
+        and np.all(f["kd"] == kd)
+        and np.all(f["velocity"] == 0)
+        and np.all(f["effort"] == 0)
+    )
+
+
+class Bench:
+    """The Safety node in a harness with a constant robot: ``step`` = one control period."""
+
+    def __init__(self, **params):
+        self.h = NodeHarness(Safety, **{"soft_start_s": 0.2, **params}).start()
+        self.node: Safety = self.h.node
+        self.seq = 0
+
+    @property
+    def sent(self) -> list[JointCommand]:
+        return self.h.outputs["joint_command"]
+
+    @property
+    def statuses(self) -> list[SafetyStatus]:
+        return self.h.outputs["status"]
+
+    @property
+    def modes(self) -> list[int]:
+        """Mode changes in order (heartbeats removed)."""
+        out: list[int] = []
+        for s in self.statuses:
+            if not out or out[-1] != s.mode:
+                out.append(s.mode)
+        return out
+
+    def step(self, n: int = 1, *, q=R.default_pos, cmd=None, operator=None, roll=0.0, pitch=0.0, state=True) -> None:
+        """For ``n`` periods: deliver the state and commands now (those given), then advance one period."""
+        for _ in range(n):
+            self.seq += 1
+            if state:
+                self.h.feed("state", state_msg(q, roll, pitch))
+            if cmd is not None:
+                self.h.feed("command", cmd if isinstance(cmd, JointCommand) else command_msg(cmd, seq=self.seq))
+            if operator is not None:
+                self.h.feed("operator", command_msg(operator, seq=self.seq))
+            self.h.advance(DT)
+
+    def activate(self, cmd=R.default_pos) -> Bench:
+        """Run through soft start into ACTIVE with the policy sending ``cmd``."""
+        self.step(round(0.2 / DT) + 1, cmd=cmd)
+        assert self.node.mode == Mode.ACTIVE, self.node.reason
+        return self
+
+
+# -- soft start and forwarding ---------------------------------------------------------------------
+
+
+def test_waiting_sends_damping_every_period_until_the_first_state():
+    b = Bench()
+    b.h.advance(3 * DT)
+    assert len(b.sent) == 3 and all(is_damping(m) for m in b.sent)
+    assert [m.header.stamp_ns for m in b.sent] == [DT_NS, 2 * DT_NS, 3 * DT_NS]
+    assert b.modes == [Mode.WAITING]
+    b.h.feed("state", state_msg(CROUCH))  # soft start begins at once, holding the measured pose
+    assert b.modes == [Mode.WAITING, Mode.SOFT_START] and len(b.sent) == 4
+    f = fields(b.sent[-1])
+    np.testing.assert_array_equal(f["position"], CROUCH)
+    np.testing.assert_array_equal(f["kp"], R.kp)
+    np.testing.assert_array_equal(f["kd"], R.kd)
+
+
+def test_soft_start_ramps_monotonically_to_the_default_pose_then_forwards():
+    b = Bench(soft_start_s=0.4)
+    target = R.default_pos + 0.2
+    b.step(40, q=CROUCH, cmd=target)  # the policy publishes from the start; it must wait for the ramp
+    times = np.array([m.header.stamp_ns for m in b.sent])
+    first_policy = next(i for i, m in enumerate(b.sent) if m.source == POLICY)
+    assert times[first_policy] == 400_000_000  # forwarded exactly when the 0.4 s ramp ends
+    ramp = b.sent[:first_policy]
+    assert all(m.source == SAFETY for m in ramp) and len(ramp) == round(0.4 / DT) + 1
+    pos = np.array([fields(m)["position"] for m in ramp])
+    np.testing.assert_array_equal(pos[0], CROUCH)
+    np.testing.assert_allclose(pos[-1], R.default_pos, atol=1e-12)
+    np.testing.assert_allclose(pos[times[:first_policy] == 200_000_000][0], (CROUCH + R.default_pos) / 2)
+    toward = np.sign(R.default_pos - CROUCH)
+    assert np.all(np.diff(pos, axis=0) * toward >= 0)  # every joint moves only toward its default
+    assert all(np.array_equal(fields(m)["kp"], R.kp) for m in ramp)
+    np.testing.assert_allclose(fields(b.sent[first_policy])["position"], target)
+    assert b.modes == [Mode.WAITING, Mode.SOFT_START, Mode.ACTIVE]
+
+
+def test_soft_start_holds_the_default_pose_until_a_command_arrives():
+    b = Bench(soft_start_s=0.1)
+    b.step(30, q=CROUCH)
+    assert b.node.mode == Mode.SOFT_START and len(b.sent) == 31  # one command per period, no gap
+    np.testing.assert_allclose(fields(b.sent[-1])["position"], R.default_pos)
+    assert np.all(fields(b.sent[-1])["kp"] == R.kp)
+    b.step(1, cmd=R.default_pos + 0.1)
+    assert b.node.mode == Mode.ACTIVE and b.sent[-1].source == POLICY
+
+
+def test_forwarding_maps_by_name_keeps_source_and_observation_stamp():
+    b = Bench().activate()
+    order = NAMES[::-1]
+    target = {n: R.default_pos[i] + 0.01 * i for i, n in enumerate(NAMES)}
+    msg = command_msg([target[n] for n in order], names=order, kp=np.arange(N) + 1.0, kd=np.full(N, 0.3))
+    msg.observation_stamp_ns, msg.observation_seq = 123_456, 789
+    b.h.feed("command", msg)
+    out = b.sent[-1]
+    assert out.source == POLICY and (out.observation_stamp_ns, out.observation_seq) == (123_456, 789)
+    f = fields(out)
+    np.testing.assert_allclose(f["position"], [target[n] for n in NAMES])
+    np.testing.assert_array_equal(f["kp"], [order.index(n) + 1.0 for n in NAMES])
+    np.testing.assert_array_equal(f["kd"], 0.3)
+    np.testing.assert_array_equal(f["velocity"], 0.0)
+    np.testing.assert_array_equal(f["effort"], 0.0)
+    b.h.feed("command", command_msg(R.default_pos))  # empty gains: the description's
+    np.testing.assert_array_equal(fields(b.sent[-1])["kp"], R.kp)
+    assert b.node.rejected == 0 and b.node.clamped == 0
+
+
+# -- validation and clamping -----------------------------------------------------------------------
+
+
+def _nan_at(key: str, j: int = 4, value: float = math.nan) -> dict:
+    values = np.array(R.default_pos if key == "position" else np.ones(N))
+    values[j] = value
+    return {"position": values} if key == "position" else {"position": R.default_pos, key: values}
+
+
+BAD_COMMANDS = {
+    "nan position": _nan_at("position"),
+    "inf position": _nan_at("position", value=math.inf),
+    "nan velocity": _nan_at("velocity"),
+    "-inf effort": _nan_at("effort", value=-math.inf),
+    "inf kp": _nan_at("kp", value=math.inf),
+    "nan kd": _nan_at("kd", j=11),
+    "unknown joint": {"position": R.default_pos, "names": [*NAMES[:-1], "tail_joint"]},
+    "missing joint": {"position": R.default_pos[:-1], "names": NAMES[:-1]},
+    "repeated joint": {"position": R.default_pos, "names": [*NAMES[:-1], NAMES[0]]},
+    "short kd": {"position": R.default_pos, "kd": [0.5, 0.5, 0.5]},
+    "no positions": {"position": []},
+    "negative kp": {"position": R.default_pos, "kp": np.full(N, -5.0)},
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_COMMANDS))
+def test_invalid_command_is_rejected_and_the_last_output_is_held(case):
+    b = Bench().activate()
+    good = R.default_pos + 0.1
+    b.step(1, cmd=good)
+    mark = len(b.sent)
+    spec = dict(BAD_COMMANDS[case])
+    b.h.feed("command", command_msg(spec.pop("position"), names=spec.pop("names", NAMES), **spec))
+    assert len(b.sent) == mark and b.node.rejected == 1  # nothing forwarded
+    b.h.advance(DT)  # the tick holds the last valid output
+    held = fields(b.sent[-1])
+    assert b.sent[-1].source == SAFETY
+    np.testing.assert_array_equal(held["position"], good)
+    np.testing.assert_array_equal(held["kp"], R.kp)
+    assert b.node.mode == Mode.ACTIVE
+    for m in b.sent:
+        f = fields(m)
+        assert all(np.all(np.isfinite(v)) for v in f.values())
+        assert np.all(f["kp"] >= 0) and np.all(f["kd"] >= 0)
+
+
+def test_a_policy_sending_only_garbage_is_damped_within_two_periods():
+    b = Bench().activate()
+    t_last = b.h.now_ns - DT_NS  # the last valid command was delivered one period ago
+    b.step(5, cmd=command_msg(BAD_COMMANDS["nan position"]["position"]))
+    first = next(m for m in b.sent if is_damping(m) and m.header.stamp_ns > t_last)
+    assert first.header.stamp_ns - (t_last + DT_NS) <= 2 * DT_NS
+    assert b.node.mode == Mode.DAMPING and "commands stale" in b.node.reason
+    assert b.node.rejected == 5
+
+
+def test_clamps_positions_to_soft_limits_and_gains_velocity_effort_to_caps():
+    b = Bench(max_step=10.0, stop_torque_fraction=0.0).activate()
+    pos = R.default_pos.copy()
+    pos[0], pos[2], pos[7] = 5.0, -10.0, -0.6  # hip above, calf below, RL thigh below (lower -0.5236)
+    b.h.feed(
+        "command",
+        command_msg(pos, kp=np.full(N, 100.0), kd=np.full(N, 10.0), velocity=np.full(N, -99.0), effort=np.full(N, 1e3)),
+    )
+    f = fields(b.sent[-1])
+    assert b.sent[-1].source == POLICY and b.node.clamped == 1 and b.node.rejected == 0
+    assert f["position"][0] == pytest.approx(1.0472 - MARGIN)
+    assert f["position"][2] == pytest.approx(-2.7227 + MARGIN)
+    assert f["position"][7] == pytest.approx(-0.5236 + MARGIN)
+    np.testing.assert_array_equal(np.delete(f["position"], [0, 2, 7]), np.delete(pos, [0, 2, 7]))
+    np.testing.assert_array_equal(f["kp"], 2 * R.kp)  # max_kp_scale 2
+    np.testing.assert_array_equal(f["kd"], 2 * R.kd)
+    np.testing.assert_array_equal(f["velocity"], -R.velocity_limit)
+    np.testing.assert_array_equal(f["effort"], R.effort_limit)
+    assert set(b.node.problems) >= {"clamped position beyond soft limit", "clamped kp beyond cap"}
+
+
+def test_targets_beyond_a_limit_press_the_stop_with_at_most_the_torque_budget():
+    """Default stop_torque_fraction 1: overshoot beyond a soft limit ≤ effort_limit / kp."""
+    b = Bench(max_step=10.0).activate()
+    pos = R.default_pos.copy()
+    pos[0], pos[2], pos[5] = 5.0, -10.0, -1.5  # FL hip far above, FL calf far below, FR calf inside
+    pos[8] = R.pos_upper[8] - MARGIN + 0.5  # RL calf 0.5 rad beyond its soft limit: within 45.43/20
+    b.h.feed("command", command_msg(pos, kp=np.full(N, 20.0)))
+    f = fields(b.sent[-1])
+    assert f["position"][0] == pytest.approx(1.0472 - MARGIN + 23.7 / 20.0)
+    assert f["position"][2] == pytest.approx(-2.7227 + MARGIN - 45.43 / 20.0)
+    assert f["position"][8] == pytest.approx(pos[8])  # a policy's ordinary overshoot passes unchanged
+    assert f["position"][5] == -1.5
+    # the torque with which each clamped target presses its joint into the soft limit is the rated effort
+    assert 20.0 * (f["position"][0] - (1.0472 - MARGIN)) == pytest.approx(R.effort_limit[0])
+    b.h.feed("command", command_msg(pos, kp=np.full(N, 40.0)))  # stiffer gains: less overshoot allowed
+    assert fields(b.sent[-1])["position"][0] == pytest.approx(1.0472 - MARGIN + 23.7 / 40.0)
+
+
+def test_max_step_limits_the_target_change_per_command():
+    b = Bench(max_step=0.1).activate()
+    target = R.default_pos + 0.35
+    for _ in range(5):
+        b.step(1, cmd=target)
+    forwarded = [fields(m)["position"] - R.default_pos for m in b.sent if m.source == POLICY][-5:]
+    np.testing.assert_allclose(forwarded, [[d] * N for d in (0.1, 0.2, 0.3, 0.35, 0.35)], atol=1e-12)
+    assert b.node.clamped == 3
+
+
+def test_rejections_log_one_line_per_kind_per_interval(caplog):
+    b = Bench(log_interval_s=1.0).activate()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="krabgraph"):
+        for _ in range(20):
+            b.h.feed("command", command_msg(BAD_COMMANDS["nan position"]["position"]))
+        b.h.feed("command", command_msg(R.default_pos, names=[*NAMES[:-1], "tail_joint"]))
+        b.h.advance(1.0)
+        b.h.feed("command", command_msg(BAD_COMMANDS["nan position"]["position"]))
+    lines = [r.getMessage() for r in caplog.records if r.name == "krabgraph.safety" and "rejected" in r.getMessage()]
+    assert lines == [
+        "rejected non-finite value: policy: position of FR_thigh_joint is nan",
+        "rejected joint names: policy: unknown joint(s) ['tail_joint'], missing joint(s) ['RR_calf_joint']; "
+        "commands must name every joint of 'go2' exactly once",
+        "rejected non-finite value: policy: position of FR_thigh_joint is nan (+19 more since the last report)",
+    ]
+    assert b.node.rejected == 22
+
+
+# -- watchdogs, e-stop, attitude -------------------------------------------------------------------
+
+
+def test_policy_silence_damps_within_two_control_periods_and_keeps_damping():
+    b = Bench().activate()
+    t_miss = b.h.now_ns  # the first period without a command
+    b.step(10)  # states keep coming, commands stop
+    damping = [m for m in b.sent if m.header.stamp_ns >= t_miss and is_damping(m)]
+    assert damping[0].header.stamp_ns - t_miss == 2 * DT_NS
+    assert [m.header.stamp_ns for m in damping] == [t_miss + k * DT_NS for k in range(2, 11)]  # every period
+    np.testing.assert_array_equal(fields(damping[-1])["position"], R.default_pos)  # the measured q
+    assert b.modes[-1] == Mode.DAMPING and "commands stale" in b.statuses[-1].reason
+
+
+def test_state_silence_damps_and_recovery_goes_through_soft_start():
+    b = Bench().activate(cmd=R.default_pos + 0.1)
+    t_miss = b.h.now_ns
+    b.step(6, cmd=R.default_pos + 0.1, state=False)  # the policy keeps publishing (e.g. on a stale state)
+    after = [m for m in b.sent if m.header.stamp_ns >= t_miss]
+    first = next(m for m in after if is_damping(m))
+    assert first.header.stamp_ns - t_miss == 2 * DT_NS
+    assert all(m.source == SAFETY for m in after if m.header.stamp_ns > first.header.stamp_ns)
+    assert "robot state stale" in b.node.reason
+    mark = len(b.sent)
+    b.step(1, q=CROUCH, cmd=R.default_pos + 0.1)  # the robot sagged while damped
+    assert b.node.mode == Mode.SOFT_START
+    np.testing.assert_array_equal(fields(b.sent[mark])["position"], CROUCH)  # the ramp starts where it is
+    b.step(round(0.2 / DT) + 1, cmd=R.default_pos + 0.1)
+    assert b.modes == [Mode.WAITING, Mode.SOFT_START, Mode.ACTIVE, Mode.DAMPING, Mode.SOFT_START, Mode.ACTIVE]
+
+
+def _bad_state(case: str) -> RobotState:
+    if case == "nan joint":
+        return state_msg(np.where(np.arange(N) == 3, math.nan, R.default_pos))
+    if case == "missing joint":
+        return state_msg(R.default_pos[:-1], names=NAMES[:-1])
+    msg = state_msg(R.default_pos)
+    msg.imu.orientation.w = 0.0  # e.g. an IMU that never filled it in
+    return msg
+
+
+@pytest.mark.parametrize("case", ["nan joint", "missing joint", "zero quaternion"])
+def test_unusable_states_are_ignored_and_do_not_feed_the_watchdog(case):
+    b = Bench().activate()
+    t_miss = b.h.now_ns
+    for _ in range(4):
+        b.h.feed("state", _bad_state(case))
+        b.h.feed("command", command_msg(R.default_pos))
+        b.h.advance(DT)
+    first = next(m for m in b.sent if m.header.stamp_ns >= t_miss and is_damping(m))
+    assert first.header.stamp_ns - t_miss == 2 * DT_NS and "robot state stale" in b.node.reason
+    np.testing.assert_array_equal(fields(first)["position"], R.default_pos)  # the last usable q
+    assert b.node.bad_states == 4
+
+
+def test_estop_latches_until_an_explicit_reset():
+    b = Bench().activate(cmd=R.default_pos + 0.1)
+    mark = len(b.sent)
+    b.h.feed("estop", EStop(engage=True, reason="button"))
+    assert len(b.sent) == mark + 1 and is_damping(b.sent[-1])  # at once, not at the next tick
+    assert b.statuses[-1].mode == Mode.ESTOP and b.statuses[-1].reason == "e-stop engaged: button"
+    b.step(50, cmd=R.default_pos + 0.1)  # fresh state and commands do not clear it
+    b.h.feed("estop", EStop())  # neither does a message without reset
+    b.node.deactivate()  # nor a restart of the node
+    b.node.activate()
+    b.step(5, cmd=R.default_pos + 0.1)
+    assert b.node.mode == Mode.ESTOP
+    assert all(is_damping(m) for m in b.sent[mark:])
+    b.step(3, state=False)
+    b.h.feed("estop", EStop(reset=True))  # refused: the robot state is stale
+    assert b.node.mode == Mode.ESTOP
+    b.h.feed("estop", EStop(engage=True, reset=True))  # engage wins
+    b.step(1, cmd=R.default_pos + 0.1)
+    assert b.node.mode == Mode.ESTOP
+    b.h.feed("estop", EStop(reset=True, reason="checked"))
+    assert b.node.mode == Mode.SOFT_START
+    b.step(round(0.2 / DT) + 1, cmd=R.default_pos + 0.1)
+    assert b.node.mode == Mode.ACTIVE and b.sent[-1].source == POLICY
+
+
+@pytest.mark.parametrize(("roll", "pitch"), [(1.2, 0.0), (0.0, -1.2), (-2.5, 0.3)])
+def test_attitude_trip_latches_until_reset_while_upright(roll, pitch):
+    b = Bench().activate()
+    b.step(5, roll=0.95, pitch=-0.95, cmd=R.default_pos)  # within the 1 rad limit
+    assert b.node.mode == Mode.ACTIVE
+    mark = len(b.sent)
+    b.h.feed("state", state_msg(R.default_pos, roll, pitch))
+    assert b.node.mode == Mode.DAMPING and "attitude trip" in b.node.reason
+    assert is_damping(b.sent[mark])
+    b.step(20, cmd=R.default_pos)  # upright again with commands: still latched
+    assert b.node.mode == Mode.DAMPING and all(is_damping(m) for m in b.sent[mark:])
+    b.step(1, roll=roll, pitch=pitch, cmd=R.default_pos)
+    b.h.feed("estop", EStop(reset=True))  # refused while tilted
+    assert b.node.mode == Mode.DAMPING
+    b.step(1, cmd=R.default_pos)
+    b.h.feed("estop", EStop(reset=True))
+    assert b.node.mode == Mode.SOFT_START
+    b.step(round(0.2 / DT) + 1, cmd=R.default_pos)
+    assert b.node.mode == Mode.ACTIVE
+
+
+def test_operator_wins_while_fresh_then_the_policy_resumes():
+    b = Bench().activate()
+    policy, operator = R.default_pos + 0.1, R.default_pos - 0.1
+    b.step(2, cmd=policy)
+    mark = len(b.sent)
+    b.step(10, cmd=policy, operator=operator)
+    during = b.sent[mark + 1 :]  # the first period's policy command went out before the operator's
+    assert during and all(m.source == OPERATOR for m in during)
+    assert all(np.allclose(fields(m)["position"], operator) for m in during)
+    assert b.statuses[-1].reason == "forwarding operator commands"
+    mark = len(b.sent)
+    b.step(5, cmd=policy)  # the operator goes quiet
+    resumed = next(i for i, m in enumerate(b.sent[mark:]) if m.source == POLICY)
+    assert resumed <= 3  # within the command timeout, holding the operator's last target meanwhile
+    assert all(np.allclose(fields(m)["position"], operator) for m in b.sent[mark : mark + resumed])
+    assert b.node.mode == Mode.ACTIVE and b.modes[-1] == Mode.ACTIVE
+    assert b.statuses[-1].reason == "forwarding policy commands"
+
+
+def test_deactivate_sends_damping_last():
+    b = Bench().activate(cmd=R.default_pos + 0.1)
+    b.step(1, q=CROUCH, cmd=R.default_pos + 0.1)
+    b.h.stop()
+    assert is_damping(b.sent[-1])
+    np.testing.assert_array_equal(fields(b.sent[-1])["position"], CROUCH)
+    assert b.statuses[-1].mode == Mode.DAMPING and "deactivated" in b.statuses[-1].reason
+
+
+def test_status_heartbeat_and_counters():
+    b = Bench(status_hz=2.0).activate()
+    before = len(b.statuses)
+    b.step(round(1.0 / DT), cmd=R.default_pos)
+    assert len(b.statuses) - before == 2  # nothing changed: two heartbeats in one second
+    b.h.feed("command", command_msg(BAD_COMMANDS["nan kd"]["position"], kd=BAD_COMMANDS["nan kd"]["kd"]))
+    b.step(round(0.5 / DT), cmd=R.default_pos + 5.0)
+    b.h.advance(0.5)  # commands stop: DAMPING, and its status carries the counters
+    assert b.statuses[-1].mode == Mode.DAMPING
+    assert (b.statuses[-1].rejected, b.statuses[-1].clamped) == (1, 25)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"soft_limit_margin": 1.0}, "closes FL_calf_joint's range"),
+        ({"command_timeout_s": 0.02}, "command_timeout_s = 0.02 s must exceed the control period"),
+        ({"robot": "spot"}, "unknown robot 'spot'"),
+    ],
+)
+def test_bad_configuration_is_refused(params, message):
+    with pytest.raises(ParamError, match=message):
+        NodeHarness(Safety, **params).start()
+
+
+# -- fault injection in whole graphs ---------------------------------------------------------------
+
+
+class RecordingRobot(FakeRobot):
+    """FakeRobot that records each command it receives (graph time, message); mute: no states after."""
+
+    mute_after_s = Param(float, 1e9, "stop publishing states from this time on", unit="s")
+
+    def on_configure(self) -> None:
+        super().on_configure()
+        self.received: list[tuple[int, JointCommand]] = []
+
+    def on_command(self, msg: JointCommand) -> None:
+        self.received.append((self.now_ns(), msg))
+        super().on_command(msg)
+
+    def tick(self) -> None:
+        if self.now_ns() < round(self.mute_after_s * 1e9):
+            super().tick()
+        else:
+            self.q += self.gain * (self.target - self.q)
+
+
+class ScriptedPolicy(Node):
+    """Answers each state with default pose + ``offset``; from ``fault_after_s`` on, misbehaves as told."""
+
+    kind = "policy"
+    fault = Param(str, "none", "what goes wrong", choices=("none", "nan", "silent", "raise"))
+    fault_after_s = Param(float, 1.0, "when it starts going wrong", unit="s")
+    offset = Param(float, 0.1, "added to every default joint position", unit="rad")
+    state = Input(RobotState)
+    joint_command = Output(JointCommand)
+
+    def on_state(self, msg: RobotState) -> None:
+        faulty = self.fault != "none" and self.now_ns() >= round(self.fault_after_s * 1e9)
+        if faulty and self.fault == "silent":
+            return
+        if faulty and self.fault == "raise":
+            raise RuntimeError("policy blew up")
+        names = list(msg.joints.name)
+        target = R.default_pos[R.indices(names)] + self.offset
+        if faulty:
+            target[4] = math.nan
+        self.joint_command.publish(command_msg(target, names=names, seq=msg.header.seq))
+
+
+class StatusLog(Node):
+    """Records every SafetyStatus (output ports bound to an executor keep no ``sent`` history)."""
+
+    kind = "recorder"
+    status = Input(SafetyStatus, queue=100)
+
+    def on_configure(self) -> None:
+        self.got: list[SafetyStatus] = []
+
+    def on_status(self, msg: SafetyStatus) -> None:
+        self.got.append(msg)
+
+
+def run_graph(duration: float = 2.0, policy: dict | None = None, robot: dict | None = None) -> Executor:
+    graph = graph_from_dict(
+        {
+            "clock": "sim",
+            "nodes": {  # the log first: shutdown deactivates in reverse order, so it sees safety's last status
+                "log": {"class": StatusLog, "inputs": {"status": "safety/status"}},
+                "robot": {
+                    "class": RecordingRobot,
+                    "params": robot or {},
+                    "inputs": {"command": "safety/joint_command"},
+                },
+                "policy": {"class": ScriptedPolicy, "params": policy or {}, "inputs": {"state": "robot/state"}},
+                "safety": {
+                    "class": Safety,
+                    "params": {"soft_start_s": 0.5},
+                    "inputs": {"state": "robot/state", "command": "policy/joint_command"},
+                },
+            },
+        }
+    )
+    ex = Executor(build_graph(graph))
+    assert ex.run(duration_s=duration, handle_signals=False) == 0
+    assert ex.clock.now_ns() == round(duration * 1e9)  # the graph ran to the end
+    return ex
+
+
+def check_hal_commands(received: list[tuple[int, JointCommand]], max_gap_ns: int = 2 * DT_NS) -> None:
+    """Every command the HAL saw: finite, within the soft limits if stiff, no gap over ``max_gap_ns``."""
+    times = [t for t, _ in received]
+    assert max(np.diff(times)) <= max_gap_ns
+    for _, m in received:
+        f = fields(m)
+        assert all(np.all(np.isfinite(v)) for v in f.values())
+        if np.any(f["kp"] > 0):
+            assert np.all((f["position"] >= LOWER) & (f["position"] <= UPPER))
+
+
+def test_graph_closed_loop_soft_starts_then_follows_the_policy():
+    ex = run_graph(1.5)
+    robot, safety = ex.nodes["robot"], ex.nodes["safety"]
+    check_hal_commands(robot.received, max_gap_ns=DT_NS)
+    np.testing.assert_allclose(robot.q, R.default_pos + 0.1, atol=1e-6)
+    assert robot.rejected == 0 and safety.rejected == 0
+    sources = [m.source for _, m in robot.received]
+    first_policy = sources.index(POLICY)
+    assert set(sources[:first_policy]) == {SAFETY} and robot.received[first_policy][0] >= 500_000_000
+    modes = [s.mode for s in ex.nodes["log"].got]
+    assert Mode.DAMPING not in modes[:-1] and modes[-1] == Mode.DAMPING  # damped only by the shutdown
+    t_last, last = robot.received[-1]
+    assert is_damping(last) and t_last == 1_500_000_000  # the HAL's last command: damping at shutdown
+
+
+@pytest.mark.parametrize("fault", ["nan", "silent", "raise"])
+def test_graph_policy_fault_damps_within_two_periods_and_the_graph_keeps_running(fault):
+    ex = run_graph(2.0, policy={"fault": fault, "fault_after_s": 1.0})
+    robot, safety = ex.nodes["robot"], ex.nodes["safety"]
+    check_hal_commands(robot.received)
+    after = [(t, m) for t, m in robot.received if t >= 1_000_000_000]
+    t_damp = next(t for t, m in after if is_damping(m))
+    assert t_damp - 1_000_000_000 <= 2 * DT_NS  # the first bad or missing command was due at 1.0 s
+    before_damp = [m for t, m in after if t < t_damp]
+    assert all(m.source == SAFETY and np.allclose(fields(m)["position"], R.default_pos + 0.1) for m in before_damp)
+    damped = [(t, m) for t, m in after if t >= t_damp]
+    assert all(is_damping(m) for _, m in damped)
+    assert [t for t, _ in damped] == list(range(t_damp, 2_000_000_001, DT_NS))  # one per period, to the end
+    np.testing.assert_allclose(robot.q, R.default_pos + 0.1, atol=1e-6)  # damped where it stood
+    assert robot.rejected == 0
+    trips = [s for s in ex.nodes["log"].got if s.mode == Mode.DAMPING]
+    assert "commands stale" in trips[0].reason and trips[-1].reason == "safety node deactivated"
+    assert safety.rejected == (50 if fault == "nan" else 0)  # a NaN every period from 1.0 s to 1.98 s
+    if fault == "raise":
+        assert len(ex.failures) == 4 and ex.restarts["policy"] == 3  # restarted 3 times, then stopped
+        assert "RuntimeError: policy blew up" in ex.failures[0][2]
+
+
+def test_graph_state_loss_damps_within_two_periods():
+    ex = run_graph(1.5, robot={"mute_after_s": 1.0})
+    robot, safety = ex.nodes["robot"], ex.nodes["safety"]
+    check_hal_commands(robot.received)
+    t_damp = next(t for t, m in robot.received if t >= 1_000_000_000 and is_damping(m))
+    assert t_damp - 1_000_000_000 <= 2 * DT_NS
+    damped = [(t, m) for t, m in robot.received if t >= t_damp]
+    assert all(is_damping(m) for _, m in damped)
+    assert [t for t, _ in damped] == list(range(t_damp, 1_500_000_001, DT_NS))
+    trips = [s for s in ex.nodes["log"].got if s.mode == Mode.DAMPING]
+    assert "robot state stale" in trips[0].reason and safety.rejected == 0
