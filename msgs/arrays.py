@@ -6,19 +6,23 @@
 
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 
 from krabgraph.msgs.common_pb2 import Array, DType
 
+# Plain ints: enum attribute lookups on the protobuf wrapper cost ~0.7 µs each on the hot path.
 _TO_NUMPY: dict[int, np.dtype] = {
-    DType.FLOAT32: np.dtype("<f4"),
-    DType.FLOAT64: np.dtype("<f8"),
-    DType.UINT8: np.dtype("u1"),
-    DType.UINT16: np.dtype("<u2"),
-    DType.INT32: np.dtype("<i4"),
-    DType.INT64: np.dtype("<i8"),
+    int(DType.FLOAT32): np.dtype("<f4"),
+    int(DType.FLOAT64): np.dtype("<f8"),
+    int(DType.UINT8): np.dtype("u1"),
+    int(DType.UINT16): np.dtype("<u2"),
+    int(DType.INT32): np.dtype("<i4"),
+    int(DType.INT64): np.dtype("<i8"),
 }
 _FROM_NUMPY: dict[np.dtype, int] = {v: k for k, v in _TO_NUMPY.items()}
+_UNSPECIFIED = int(DType.DTYPE_UNSPECIFIED)
 
 
 class ArrayError(ValueError):
@@ -45,17 +49,18 @@ def set_array(field: Array, values: np.ndarray | list | tuple, dtype: np.dtype |
 
 def to_numpy(field: Array) -> np.ndarray:
     """Read-only NumPy view of an ``Array`` field, shaped as stored. Empty field → empty float64."""
-    if field.dtype == DType.DTYPE_UNSPECIFIED and not field.data:
-        return np.empty(tuple(field.shape) or (0,), dtype=np.float64)
-    dt = _TO_NUMPY.get(field.dtype)
+    code, data, shape = field.dtype, field.data, tuple(field.shape)
+    dt = _TO_NUMPY.get(code)
     if dt is None:
-        raise ArrayError(f"unknown dtype code {field.dtype}")
-    shape = tuple(field.shape)
-    expected = int(np.prod(shape)) * dt.itemsize if shape else None
-    if expected is not None and expected != len(field.data):
-        raise ArrayError(f"array of shape {shape} and dtype {dt} needs {expected} bytes, got {len(field.data)}")
-    arr = np.frombuffer(field.data, dtype=dt)
-    return arr.reshape(shape) if shape else arr
+        if code == _UNSPECIFIED and not data:
+            return np.empty(shape or (0,), dtype=np.float64)
+        raise ArrayError(f"unknown dtype code {code}")
+    if shape and prod(shape) * dt.itemsize != len(data):
+        raise ArrayError(
+            f"array of shape {shape} and dtype {dt} needs {prod(shape) * dt.itemsize} bytes, got {len(data)}"
+        )
+    arr = np.frombuffer(data, dtype=dt)
+    return arr.reshape(shape) if len(shape) > 1 else arr
 
 
 def array_message(values: np.ndarray | list | tuple, dtype: np.dtype | str | None = None) -> Array:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
 
@@ -13,9 +15,21 @@ from krabgraph.launch.errors import ParamError
 from krabgraph.msgs import ArrayError, CommandSource, EStop, JointCommand, RobotState, SafetyStatus, set_array, to_numpy
 from krabgraph.nodes.robots import RobotError, load_robot
 
-Mode = SafetyStatus.Mode
-MODE_NAMES = {v: k for k, v in Mode.items()}
-SOURCE_NAMES = {CommandSource.POLICY: "policy", CommandSource.OPERATOR: "operator"}
+
+class Mode(IntEnum):
+    """SafetyStatus.Mode as plain ints: protobuf enum attribute lookups cost ~0.5 µs each."""
+
+    MODE_UNSPECIFIED = SafetyStatus.Mode.MODE_UNSPECIFIED
+    WAITING = SafetyStatus.Mode.WAITING
+    SOFT_START = SafetyStatus.Mode.SOFT_START
+    ACTIVE = SafetyStatus.Mode.ACTIVE
+    DAMPING = SafetyStatus.Mode.DAMPING
+    ESTOP = SafetyStatus.Mode.ESTOP
+
+
+POLICY, OPERATOR, SAFETY = int(CommandSource.POLICY), int(CommandSource.OPERATOR), int(CommandSource.SAFETY)
+MODE_NAMES = {int(m): SafetyStatus.Mode.Name(m) for m in Mode}
+SOURCE_NAMES = {POLICY: "policy", OPERATOR: "operator"}
 
 
 @dataclass
@@ -27,7 +41,7 @@ class Target:
     effort: np.ndarray
     kp: np.ndarray
     kd: np.ndarray
-    source: int = CommandSource.SAFETY
+    source: int = SAFETY
     observation_stamp_ns: int = 0
     observation_seq: int = 0
 
@@ -101,8 +115,12 @@ class Safety(Node):
     robot = Param(str, "go2", "robot description name or path: joints, limits, gains, control period")
     soft_limit_margin = Param(float, 0.05, "soft limits: this far inside the hard joint limits", unit="rad", ge=0)
     stop_torque_fraction = Param(
-        float, 1.0, "a target beyond a soft limit may press the joint into it with at most this fraction of its "
-        "rated effort (kp·overshoot); 0 keeps targets within the soft limits", ge=0, le=1
+        float,
+        1.0,
+        "a target beyond a soft limit may press the joint into it with at most this fraction of its "
+        "rated effort (kp·overshoot); 0 keeps targets within the soft limits",
+        ge=0,
+        le=1,
     )
     max_step = Param(float, 2.0, "largest change of a joint target from the last output target", unit="rad", gt=0)
     max_kp_scale = Param(float, 2.0, "kp cap, as a multiple of the description's kp", ge=0)
@@ -131,6 +149,8 @@ class Safety(Node):
         self.n = r.num_joints
         self.names = list(r.joint_names)
         self.known = frozenset(self.names)
+        self._index_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._template = JointCommand(name=self.names)
         self.lower = r.pos_lower + self.soft_limit_margin
         self.upper = r.pos_upper - self.soft_limit_margin
         if np.any(self.lower >= self.upper):
@@ -193,10 +213,10 @@ class Safety(Node):
         self._update()
 
     def on_command(self, msg: JointCommand) -> None:
-        self._on_joint_command(msg, CommandSource.POLICY)
+        self._on_joint_command(msg, POLICY)
 
     def on_operator(self, msg: JointCommand) -> None:
-        self._on_joint_command(msg, CommandSource.OPERATOR)
+        self._on_joint_command(msg, OPERATOR)
 
     def on_estop(self, msg: EStop) -> None:
         if msg.engage:
@@ -250,7 +270,7 @@ class Safety(Node):
 
     def _commander(self, now: int) -> int | None:
         """The source whose commands are forwarded: a fresh operator, else a fresh policy, else None."""
-        for source in (CommandSource.OPERATOR, CommandSource.POLICY):
+        for source in (OPERATOR, POLICY):
             t = self.fresh.get(source)
             if t is not None and now - t <= self.command_timeout_s * 1e9:
                 return source
@@ -311,9 +331,20 @@ class Safety(Node):
         if self.mode == Mode.ACTIVE and self._commander(self.now_ns()) == source:
             self._send(self._limit(target))
 
+    def _joint_index(self, names: tuple[str, ...]) -> np.ndarray | None:
+        """Description index of each name if ``names`` is every joint exactly once (cached), else None."""
+        idx = self._index_cache.get(names)
+        if idx is None and len(names) == self.n and set(names) == self.known:
+            idx = self._index_cache[names] = self.description.indices(names)
+        return idx
+
     def _validate(self, msg: JointCommand, source: int) -> Target:
         """The command as a Target in description order; raises ``_Rejected`` naming the first problem."""
-        names = list(msg.name)
+        names = tuple(msg.name)
+        idx = self._joint_index(names)
+        if idx is not None:
+            return self._read_columns(msg, names, idx, source)
+        names = list(names)
         if len(set(names)) != len(names):
             repeated = sorted({n for n in names if names.count(n) > 1})
             raise _Rejected("joint names", f"repeated joint(s) {repeated}")
@@ -326,7 +357,9 @@ class Safety(Node):
                 f"unknown joint(s) {unknown}, missing joint(s) {missing}; "
                 f"commands must name every joint of {self.description.name!r} exactly once",
             )
-        idx = self.description.indices(names)
+        return self._read_columns(msg, names, self.description.indices(names), source)
+
+    def _read_columns(self, msg: JointCommand, names: Sequence[str], idx: np.ndarray, source: int) -> Target:
         columns: dict[str, np.ndarray] = {}
         for key, default in (
             ("position", None),
@@ -344,13 +377,13 @@ class Safety(Node):
                 continue
             if values.size != len(names):
                 raise _Rejected("malformed array", f"{key}: expected {len(names)} values, got {values.size}")
-            if not np.all(np.isfinite(values)):
+            if not np.isfinite(values).all():
                 bad = names[int(np.argmin(np.isfinite(values)))]
                 raise _Rejected("non-finite value", f"{key} of {bad} is {values[~np.isfinite(values)][0]}")
             column = np.empty(self.n)
             column[idx] = values
             columns[key] = column
-        if np.any(columns["kp"] < 0) or np.any(columns["kd"] < 0):
+        if (columns["kp"] < 0).any() or (columns["kd"] < 0).any():
             raise _Rejected("negative gain", "kp and kd must be >= 0")
         return Target(
             **columns,
@@ -368,12 +401,12 @@ class Safety(Node):
         # that up to the torque budget, so the limit protects the joint without changing the gait.
         reach = self.stop_torque_fraction * r.effort_limit / np.maximum(kp, 1e-9)
         reach = np.where(kp > 0, np.minimum(reach, np.pi), 0.0)
-        position = np.clip(t.position, self.lower - reach, self.upper + reach)
-        stepped = np.clip(position, ref - self.max_step, ref + self.max_step)
+        position = _clip(t.position, self.lower - reach, self.upper + reach)
+        stepped = _clip(position, ref - self.max_step, ref + self.max_step)
         out = Target(
             stepped,
-            np.clip(t.velocity, -r.velocity_limit, r.velocity_limit),
-            np.clip(t.effort, -r.effort_limit, r.effort_limit),
+            _clip(t.velocity, -r.velocity_limit, r.velocity_limit),
+            _clip(t.effort, -r.effort_limit, r.effort_limit),
             kp,
             np.minimum(t.kd, self.kd_max),
             t.source,
@@ -391,7 +424,7 @@ class Safety(Node):
         clamped = False
         for kind, before, after, unit in changes:
             diff = before != after
-            if np.any(diff):
+            if diff.any():
                 clamped = True
                 j = int(np.argmax(diff))
                 text = f"{SOURCE_NAMES[t.source]}: {self.names[j]} {before[j]:.3f} -> {after[j]:.3f} {unit}"
@@ -408,7 +441,7 @@ class Safety(Node):
             zeros.copy(),
             np.broadcast_to(kp, (self.n,)).astype(np.float64),
             np.broadcast_to(kd, (self.n,)).astype(np.float64),
-            CommandSource.SAFETY,
+            SAFETY,
             *self.state_ref,
         )
 
@@ -427,15 +460,14 @@ class Safety(Node):
         return self._hold(self.ramp_q0 + s * (self.default - self.ramp_q0))
 
     def _repeat(self, t: Target) -> Target:
-        return Target(t.position, t.velocity, t.effort, t.kp, t.kd, CommandSource.SAFETY, *self.state_ref)
+        return Target(t.position, t.velocity, t.effort, t.kp, t.kd, SAFETY, *self.state_ref)
 
     def _send(self, t: Target) -> None:
-        msg = JointCommand(
-            name=self.names,
-            source=t.source,
-            observation_stamp_ns=t.observation_stamp_ns,
-            observation_seq=t.observation_seq,
-        )
+        msg = JointCommand()
+        msg.CopyFrom(self._template)
+        msg.source = t.source
+        msg.observation_stamp_ns = t.observation_stamp_ns
+        msg.observation_seq = t.observation_seq
         for key in ("position", "velocity", "effort", "kp", "kd"):
             set_array(getattr(msg, key), np.asarray(getattr(t, key), dtype=np.float64))
         self.target = t
@@ -451,17 +483,19 @@ class Safety(Node):
             pos = np.asarray(to_numpy(msg.joints.position), dtype=np.float64).reshape(-1)
         except (ArrayError, ValueError) as exc:
             return self._bad_state("malformed", f"joint positions: {exc}")
-        if sorted(names) != sorted(self.names) or pos.size != len(names):
+        idx = self._joint_index(tuple(names))
+        if idx is None or pos.size != len(names):
             return self._bad_state("joints", f"joints {names} with {pos.size} positions; expected {self.names}")
-        if not np.all(np.isfinite(pos)):
+        if not np.isfinite(pos).all():
             return self._bad_state("non-finite", "non-finite joint position")
         o = msg.imu.orientation
-        quat = np.array([o.w, o.x, o.y, o.z])
-        norm = float(np.linalg.norm(quat))
+        quat = (o.w, o.x, o.y, o.z)
+        norm = math.sqrt(sum(c * c for c in quat))
         if not (math.isfinite(norm) and abs(norm - 1.0) < 0.1):
-            return self._bad_state("orientation", f"IMU orientation {quat.tolist()} is not a unit quaternion")
+            return self._bad_state("orientation", f"IMU orientation {list(quat)} is not a unit quaternion")
+        quat = np.array(quat)
         q = np.empty(self.n)
-        q[self.description.indices(names)] = pos
+        q[idx] = pos
         self.q = q
         self.tilt = roll_pitch(*(quat / norm))
         self.state_ns = self.now_ns()
@@ -487,3 +521,8 @@ class Safety(Node):
 
 
 __all__ = ["Safety", "Target", "roll_pitch"]
+
+
+def _clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``np.clip`` for small arrays: same result, a fifth of the overhead."""
+    return np.minimum(np.maximum(x, lo), hi)

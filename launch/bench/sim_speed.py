@@ -16,34 +16,21 @@ from krabgraph.launch import Executor, Input, Node, build_graph, load_graph
 from krabgraph.launch.bench.stats import Row, summarize
 from krabgraph.launch.graph import NodeDecl
 from krabgraph.launch.yamlloc import Loc
-from krabgraph.msgs import RobotState, VelocityCommand
+from krabgraph.msgs import RobotState
 
 
 def bare_loop(seconds: float) -> np.ndarray:
     """Wall time (µs) of each control tick of the loop without the graph."""
-    from krabgraph.nodes.mujoco.physics import MujocoRobotSim, fill_robot_state
-    from krabgraph.nodes.mujoco.sensors import HeightScanner
-    from krabgraph.nodes.mujoco.terrain import make_terrain
-    from krabgraph.nodes.policy import ObservationBuilder, load_backend, load_contract
+    from krabgraph.nodes.mujoco.bare_loop import BareLoop
 
-    sim = MujocoRobotSim("go2", make_terrain("flat", seed=0))
-    sim.reset(seed=0)
-    scanner = HeightScanner(sim.scene)
-    contract = load_contract("go2_walk")
-    backend, builder = load_backend(contract), ObservationBuilder(contract)
-    command, last = VelocityCommand(vx=0.5), np.zeros(contract.action_dim)
-    decimation, dt_ns = sim.robot.decimation, round(sim.robot.control_dt * 1e9)
-    ticks = round(seconds / sim.robot.control_dt)
+    loop = BareLoop("go2_walk", "flat")
+    loop.command.vx = 0.5
+    ticks = round(seconds / loop.sim.robot.control_dt)
     out = np.empty(ticks)
     clock = time.perf_counter_ns
     for k in range(ticks):
         t = clock()
-        state = fill_robot_state(RobotState(), sim.read_state(), stamp_ns=k * dt_ns)
-        scan = scanner.message(sim.data, stamp_ns=k * dt_ns)
-        obs = builder.build(builder.decode(state, command, scan, last))
-        last, targets = contract.actions.process(backend(obs))
-        sim.set_command(contract.joints, targets, kp=contract.kp, kd=contract.kd)
-        sim.step(decimation)
+        loop.tick()
         out[k] = clock() - t
     return out / 1e3
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-
 from krabgraph.launch import Input, Node, Output, Param
 from krabgraph.msgs import Clock, DepthImage, HeightScan, JointCommand, RobotState, to_numpy
 from krabgraph.nodes.mujoco.physics import CommandError, MujocoRobotSim, fill_robot_state
@@ -148,18 +146,12 @@ class MujocoHal(Node):
 
     def on_command(self, msg: JointCommand) -> None:
         try:
-            names = list(msg.name)
-            n = len(names)
-            if n == 0:
+            names = tuple(msg.name)
+            if not names:
                 raise CommandError("no joint names")
-            columns = {}
-            for key in ("position", "velocity", "effort", "kp", "kd"):
-                values = np.asarray(to_numpy(getattr(msg, key)), dtype=np.float64).reshape(-1)
-                if key == "position" or values.size:
-                    if values.size != n:
-                        raise CommandError(f"{key}: expected {n} values for {n} joints, got {values.size}")
-                    columns[key] = values
-            self.sim.set_command(names, **columns)
+            # set_command validates names, lengths and values; empty optional arrays mean defaults.
+            columns = {key: to_numpy(getattr(msg, key)) for key in ("velocity", "effort", "kp", "kd")}
+            self.sim.set_command(names, to_numpy(msg.position), **{k: v for k, v in columns.items() if v.size})
         except (CommandError, ValueError) as exc:
             self.rejected += 1
             reason = str(exc)

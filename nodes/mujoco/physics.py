@@ -98,6 +98,7 @@ class MujocoRobotSim:
         self.robot = load_robot(robot) if isinstance(robot, str) else robot
         self.scene = scene or build_scene(self.robot, terrain)
         self.model = self.scene.model
+        self._index_cache: dict[tuple[str, ...], np.ndarray] = {}  # joint names -> description index
         self.data = mujoco.MjData(self.model)
         self.actuator_delay_steps = actuator_delay_steps
         self.torque_speed_limit = torque_speed_limit
@@ -167,13 +168,15 @@ class MujocoRobotSim:
         non-finite values or negative gains.
         """
         r = self.robot
-        names = list(names)
-        unknown = [n for n in names if n not in r._index]
-        if unknown:
-            raise CommandError(f"unknown joint(s) {unknown} for robot {r.name!r}")
-        if len(set(names)) != len(names):
-            raise CommandError("repeated joint names in command")
-        idx = r.indices(names)
+        names = tuple(names)
+        idx = self._index_cache.get(names)
+        if idx is None:
+            unknown = [n for n in names if n not in r._index]
+            if unknown:
+                raise CommandError(f"unknown joint(s) {unknown} for robot {r.name!r}")
+            if len(set(names)) != len(names):
+                raise CommandError("repeated joint names in command")
+            idx = self._index_cache[names] = r.indices(names)
 
         def column(values: Sequence[float] | np.ndarray | None, default: np.ndarray, what: str) -> np.ndarray:
             if values is None:
@@ -181,7 +184,7 @@ class MujocoRobotSim:
             arr = np.asarray(values, dtype=np.float64).reshape(-1)
             if arr.shape != (len(names),):
                 raise CommandError(f"{what}: expected {len(names)} values, got {arr.size}")
-            if not np.all(np.isfinite(arr)):
+            if not np.isfinite(arr).all():
                 raise CommandError(f"{what}: non-finite values")
             return arr
 
@@ -193,7 +196,7 @@ class MujocoRobotSim:
             column(kd, r.kd, "kd"),
             column(effort, zeros, "effort"),
         )
-        if np.any(cmd.kp < 0) or np.any(cmd.kd < 0):
+        if (cmd.kp < 0).any() or (cmd.kd < 0).any():
             raise CommandError("kp and kd must be >= 0")
         if self.actuator_delay_steps == 0:
             self._apply(idx, cmd)
@@ -213,12 +216,14 @@ class MujocoRobotSim:
         c, r = self._cmd, self.robot
         tau = c.kp * (c.q - q) + c.kd * (c.qd - qd) + c.tau
         effort = r.effort_limit
+        # np.minimum/np.maximum rather than np.clip: ~5x cheaper on 12 elements, and this runs every
+        # physics step.
         if not self.torque_speed_limit:
-            return np.clip(tau, -effort, effort)
+            return np.minimum(np.maximum(tau, -effort), effort)
         ratio = qd / r.velocity_limit
-        upper = np.clip(effort * (1.0 - ratio), 0.0, effort)
-        lower = np.clip(effort * (-1.0 - ratio), -effort, 0.0)
-        return np.clip(tau, lower, upper)
+        upper = np.minimum(np.maximum(effort * (1.0 - ratio), 0.0), effort)
+        lower = np.minimum(np.maximum(effort * (-1.0 - ratio), -effort), 0.0)
+        return np.minimum(np.maximum(tau, lower), upper)
 
     def step(self, n: int = 1) -> None:
         """Advance ``n`` physics steps."""
