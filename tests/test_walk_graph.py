@@ -32,8 +32,17 @@ class Probe(Node):
 
     def on_state(self, m: RobotState) -> None:
         b = m.base
-        self.rows.append((m.header.stamp_ns * 1e-9, b.position.x, b.position.y, b.position.z,
-                          b.linear_velocity.x, b.linear_velocity.y, b.angular_velocity.z))
+        self.rows.append(
+            (
+                m.header.stamp_ns * 1e-9,
+                b.position.x,
+                b.position.y,
+                b.position.z,
+                b.linear_velocity.x,
+                b.linear_velocity.y,
+                b.angular_velocity.z,
+            )
+        )
 
     def on_sent(self, m: JointCommand) -> None:
         self.sources.append(m.source)
@@ -44,8 +53,12 @@ class Probe(Node):
 
 def run_walk(terrain: str) -> tuple[np.ndarray, Probe]:
     decl = load_graph("walk", clock="sim", sets=[f"hal.terrain={terrain}", "hal.status_period_s=0"])
-    decl.nodes["probe"] = NodeDecl("probe", Probe, inputs={"state": "hal/state", "sent": "safety/joint_command",
-                                                            "safety": "safety/status"}, locs={"node": Loc("test")})
+    decl.nodes["probe"] = NodeDecl(
+        "probe",
+        Probe,
+        inputs={"state": "hal/state", "sent": "safety/joint_command", "safety": "safety/status"},
+        locs={"node": Loc("test")},
+    )
     ex = Executor(build_graph(decl))
     assert ex.run(duration_s=24.0, handle_signals=False) == 0
     assert not ex.failures, ex.failures
@@ -72,3 +85,28 @@ def test_go2_tracks_velocity_commands_through_the_graph(terrain):
     assert np.hypot(*np.diff(walked[:, 1:3], axis=0).T).sum() > 0.9 * (8 * 0.5 + 8 * 1.0) * 0.9
     # every command the HAL received came through the safety node
     assert len(probe.sources) >= 24 / 0.02 - 2
+
+
+def test_policy_reads_the_height_scan_of_the_same_instant():
+    """Through the executor: when the policy handles a state, its latest scan has the same stamp."""
+    from krabgraph.msgs import HeightScan
+
+    class ScanAge(Node):
+        kind = "policy"
+        state = Input(RobotState)
+        scan = Input(HeightScan)
+
+        def on_configure(self) -> None:
+            self.lags: list[int] = []
+
+        def on_state(self, m: RobotState) -> None:
+            self.lags.append(m.header.stamp_ns - (self.scan.latest.header.stamp_ns if self.scan.latest else -1))
+
+    decl = load_graph("walk", clock="sim", sets=["hal.status_period_s=0"])
+    decl.nodes["age"] = NodeDecl(
+        "age", ScanAge, inputs={"state": "hal/state", "scan": "hal/height_scan"}, locs={"node": Loc("test")}
+    )
+    ex = Executor(build_graph(decl))
+    ex.run(duration_s=1.0, handle_signals=False)
+    lags = ex.nodes["age"].lags
+    assert len(lags) == 50 and set(lags) == {0}  # the activation state + 49 ticks before the stop at 1 s

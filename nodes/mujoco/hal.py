@@ -127,9 +127,9 @@ class MujocoHal(Node):
         )
 
     def _publish_state(self) -> None:
+        """Clock and height scan first, state last: a policy that runs on the state then reads the
+        scan of the same instant (same-thread delivery follows publish order)."""
         now = self.now_ns()
-        self.state.publish(fill_robot_state(RobotState(), self.sim.read_state(), stamp_ns=now))
-        self.height_scan.publish(self.scanner.message(self.sim.data, stamp_ns=now))
         steps = self.sim.step_count
         wall = time.monotonic()
         wall0, steps0 = self._rtf_mark
@@ -139,6 +139,8 @@ class MujocoHal(Node):
         msg = Clock(sim_time_ns=steps * self.sim_dt_ns, real_time_factor=self._rtf)
         msg.header.stamp_ns = now
         self.clock.publish(msg)
+        self.height_scan.publish(self.scanner.message(self.sim.data, stamp_ns=now))
+        self.state.publish(fill_robot_state(RobotState(), self.sim.read_state(), stamp_ns=now))
 
     def publish_depth(self) -> None:
         self._advance()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from krabgraph.msgs import RobotState, set_array
+from krabgraph.nodes.hal_io import CommandError, RobotSnapshot, fill_robot_state
 from krabgraph.nodes.mujoco.scene import Scene, build_scene
 from krabgraph.nodes.mujoco.terrain import Terrain
 from krabgraph.nodes.robots import RobotDescription, load_robot
@@ -33,37 +33,7 @@ from krabgraph.nodes.robots import RobotDescription, load_robot
 SPAWN_CLEARANCE = 0.002  # m between the lowest foot and the ground at reset
 
 
-class CommandError(ValueError):
-    """A joint command with unknown names, wrong lengths or non-finite values."""
-
-
-@dataclass(frozen=True, eq=False)
-class SimState:
-    """One snapshot of the simulated robot. Per-joint arrays follow ``joint_names``."""
-
-    time: float  # s of simulated time
-    joint_names: tuple[str, ...]
-    q: np.ndarray  # rad
-    qd: np.ndarray  # rad/s
-    tau: np.ndarray  # N·m applied in the last physics step (after limits)
-    imu_quat: np.ndarray  # IMU orientation in the world, wxyz
-    imu_gyro: np.ndarray  # rad/s, IMU frame
-    imu_accel: np.ndarray  # m/s², IMU frame, includes the gravity reaction (+9.81 z at rest)
-    base_pos: np.ndarray  # m, world
-    base_quat: np.ndarray  # wxyz, world
-    base_lin_vel: np.ndarray  # m/s, body frame
-    base_ang_vel: np.ndarray  # rad/s, body frame
-    base_lin_vel_world: np.ndarray  # m/s, world frame
-    foot_names: tuple[str, ...]
-    foot_contact: np.ndarray  # bool per foot: normal force above the contact threshold
-    foot_force: np.ndarray  # N, [n_feet, 3], world frame, force of the ground on the foot
-
-    @property
-    def projected_gravity(self) -> np.ndarray:
-        """Unit gravity direction in the base frame ([0, 0, -1] when level)."""
-        rot = np.empty(9)
-        mujoco.mju_quat2Mat(rot, self.base_quat)
-        return rot.reshape(3, 3).T @ np.array([0.0, 0.0, -1.0])
+SimState = RobotSnapshot  # what MujocoRobotSim.read_state returns (kept as a short name)
 
 
 @dataclass
@@ -289,44 +259,6 @@ class MujocoRobotSim:
                 force[hit1[0]] -= f_world
         normal = np.einsum("ij,j->i", force, [0.0, 0.0, 1.0])
         return normal > self.contact_threshold, force
-
-
-def fill_robot_state(msg: RobotState, state: SimState, stamp_ns: int, frame_id: str = "base") -> RobotState:
-    """Fill ``msg`` (in place; returned) from ``state``: FLOAT64 arrays, ``stamp_ns`` in every header."""
-    for header in (msg.header, msg.joints.header, msg.imu.header, msg.contacts.header, msg.base.header):
-        header.stamp_ns = stamp_ns
-        header.frame_id = frame_id
-    j = msg.joints
-    del j.name[:]
-    j.name.extend(state.joint_names)
-    set_array(j.position, state.q, np.float64)
-    set_array(j.velocity, state.qd, np.float64)
-    set_array(j.effort, state.tau, np.float64)
-    _set_quat(msg.imu.orientation, state.imu_quat)
-    _set_vec(msg.imu.angular_velocity, state.imu_gyro)
-    _set_vec(msg.imu.linear_acceleration, state.imu_accel)
-    c = msg.contacts
-    del c.name[:], c.in_contact[:]
-    c.name.extend(state.foot_names)
-    c.in_contact.extend(bool(v) for v in state.foot_contact)
-    set_array(c.force, state.foot_force, np.float64)
-    base = msg.base
-    base.header.frame_id = "world"
-    _set_vec(base.position, state.base_pos)
-    _set_quat(base.orientation, state.base_quat)
-    _set_vec(base.linear_velocity, state.base_lin_vel)
-    _set_vec(base.angular_velocity, state.base_ang_vel)
-    _set_vec(base.linear_velocity_world, state.base_lin_vel_world)
-    msg.has_base = True
-    return msg
-
-
-def _set_vec(field, v: np.ndarray) -> None:
-    field.x, field.y, field.z = (float(x) for x in v)
-
-
-def _set_quat(field, q: np.ndarray) -> None:
-    field.w, field.x, field.y, field.z = (float(x) for x in q)
 
 
 __all__ = ["CommandError", "MujocoRobotSim", "SimState", "fill_robot_state"]
