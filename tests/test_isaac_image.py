@@ -160,7 +160,7 @@ def test_parkour_isaac_graph_wires_hal_policy_safety_hal_in_lockstep():
     decl = load_graph(REPO / "graphs" / "parkour_isaac.yaml")
     assert decl.clock.mode == "sim"
     hal, policy, safety = decl.nodes["hal"], decl.nodes["policy"], decl.nodes["safety"]
-    assert hal.class_ref == "krabgraph.nodes.isaac.hal:IsaacHal" and policy.class_ref == "policy"
+    assert hal.class_ref == "isaac_hal" and policy.class_ref == "policy"
     assert safety.class_ref == "safety" and decl.nodes["command"].class_ref == "scripted_velocity"
     assert policy.inputs == {"state": "hal/state", "command": "command/cmd_vel", "height_scan": "hal/height_scan"}
     assert safety.inputs == {"state": "hal/state", "command": "policy/joint_command"}
