@@ -267,3 +267,20 @@ def test_missing_weights_file_is_reported_against_the_weights_key(tmp_path):
     c = load(tmp_path, weights={"package": "no_such_package_xyz", "path": "p.onnx"})
     with pytest.raises(ContractError, match=r"weights: asset no_such_package_xyz:p\.onnx: Python package"):
         c.weights_file()
+
+
+def test_term_modules_register_extra_terms_before_validation(tmp_path):
+    """A contract names the module of its extra terms; a missing module is one clear error."""
+    import sys
+
+    sys.modules.pop("krabgraph.nodes.isaac.parkour_terms", None)
+    from krabgraph.nodes.policy.observations import TERMS
+
+    TERMS.pop("imu_roll_pitch", None)
+    contract = load_contract("extreme_parkour_teacher")
+    assert "imu_roll_pitch" in TERMS and contract.obs_dim == 753
+    bad = tmp_path / "contract.yaml"
+    text = (BUNDLES_DIR / "extreme_parkour_teacher" / "contract.yaml").read_text()
+    bad.write_text(text.replace("term_modules: [krabgraph.nodes.isaac.parkour_terms]", "term_modules: [no_such_terms]"))
+    with pytest.raises(ContractError, match=r"term_modules\[0\]: cannot import 'no_such_terms'"):
+        load_contract(bad)

@@ -36,7 +36,6 @@ from krabgraph.msgs import (
     to_numpy,
 )
 from krabgraph.nodes.hal_io import CommandError, fill_robot_state, parse_joint_command
-from krabgraph.nodes.isaac import parkour_terms  # noqa: F401 - registers the Extreme-Parkour terms
 from krabgraph.nodes.isaac.adapter import IsaacAdapter, IsaacTaskError
 from krabgraph.nodes.robots import RobotDescription, load_robot
 

@@ -10,6 +10,7 @@ every key must match a joint. Units: rad, rad/s, s, N·m/rad, N·m·s/rad.
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,7 @@ TOP_LEVEL_KEYS = (
     "observations",
     "actions",
     "gains",
+    "term_modules",
 )
 REQUIRED_KEYS = ("name", "robot", "weights", "format", "control_dt", "joints", "default_joint_pos")
 REQUIRED_KEYS += ("observations", "actions", "gains")
@@ -219,6 +221,16 @@ class _Parser:
     def fail(self, key: str, problem: str) -> ContractError:
         return ContractError(f"{self.path}: {key}: {problem}")
 
+    def term_modules(self, modules: Any) -> None:
+        """Import the modules that register this contract's extra observation terms."""
+        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+            raise self.fail("term_modules", f"expected a list of module names, got {modules!r}")
+        for i, module in enumerate(modules):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise self.fail(f"term_modules[{i}]", f"cannot import {module!r}: {exc}") from None
+
     def contract(self, raw: Any) -> Contract:
         if not isinstance(raw, dict):
             raise ContractError(f"{self.path}: expected a mapping of {', '.join(REQUIRED_KEYS)} at the top level")
@@ -232,6 +244,7 @@ class _Parser:
         activation = raw.get("activation", "elu")
         if activation not in ACTIVATIONS:
             raise self.fail("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        self.term_modules(raw.get("term_modules", []))
         joints = self.joints(raw["joints"])
         default_pos = self.per_joint(raw["default_joint_pos"], "default_joint_pos", joints)
         obs_clip, terms = self.observations(raw["observations"], joints)
