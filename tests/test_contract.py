@@ -271,14 +271,16 @@ def test_missing_weights_file_is_reported_against_the_weights_key(tmp_path):
 
 def test_term_modules_register_extra_terms_before_validation(tmp_path):
     """A contract names the module of its extra terms; a missing module is one clear error."""
+    import subprocess
     import sys
 
-    sys.modules.pop("krabgraph.nodes.isaac.parkour_terms", None)
-    from krabgraph.nodes.policy.observations import TERMS
-
-    TERMS.pop("imu_roll_pitch", None)
-    contract = load_contract("extreme_parkour_teacher")
-    assert "imu_roll_pitch" in TERMS and contract.obs_dim == 753
+    code = (
+        "import sys; from krabgraph.nodes.policy import load_contract; "
+        "c = load_contract('extreme_parkour_teacher'); "
+        "print(c.obs_dim, 'krabgraph.nodes.isaac.parkour_terms' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["753", "True"]  # a fresh interpreter: only term_modules imported the terms
     bad = tmp_path / "contract.yaml"
     text = (BUNDLES_DIR / "extreme_parkour_teacher" / "contract.yaml").read_text()
     bad.write_text(text.replace("term_modules: [krabgraph.nodes.isaac.parkour_terms]", "term_modules: [no_such_terms]"))
