@@ -99,11 +99,11 @@ class ActionMap:
         action = np.asarray(raw, dtype=np.float64).reshape(-1)
         if action.shape != self.scale.shape:
             raise ActionError(f"policy returned {action.size} actions, the contract maps {self.scale.size} joints")
-        if not np.all(np.isfinite(action)):
+        if not np.isfinite(action).all():
             bad = np.flatnonzero(~np.isfinite(action)).tolist()
             raise ActionError(f"policy returned non-finite actions at indices {bad}; refusing to command joints")
         if self.clip is not None:
-            action = np.clip(action, self.clip[0], self.clip[1])
+            action = np.minimum(np.maximum(action, self.clip[0]), self.clip[1])
         return action, self.offset + self.scale * action
 
 

@@ -281,8 +281,9 @@ class StateDecoder:
         q = _joint_array(joints.position, "position", n)[idx]
         qd = _joint_array(joints.velocity, "velocity", n)[idx]
         imu = state.imu
-        quat = np.array([imu.orientation.w, imu.orientation.x, imu.orientation.y, imu.orientation.z])
-        norm = float(np.linalg.norm(quat))
+        o = imu.orientation
+        quat = np.array([o.w, o.x, o.y, o.z])
+        norm = math.sqrt(o.w * o.w + o.x * o.x + o.y * o.y + o.z * o.z)
         if not norm > 1e-6:
             raise ObservationError("RobotState.imu.orientation is all zero; fill it (unit quaternion w, x, y, z)")
         gyro = imu.angular_velocity
@@ -351,17 +352,22 @@ class ObservationBuilder:
 
         Raises ``ObservationError`` (histories untouched) if an input is missing or not finite.
         """
-        steps = []
+        values = []
         for term, compute in self._terms:
             value = np.asarray(compute(state, term.options), dtype=np.float64)
             if value.shape != (term.dim,):
                 raise ObservationError(f"term {term.name} produced shape {list(value.shape)}, expected [{term.dim}]")
-            if not np.all(np.isfinite(value)):
-                newest = term.labels[-term.dim :]
-                bad = [newest[i] for i in np.flatnonzero(~np.isfinite(value))[:6]]
-                raise ObservationError(f"observation is not finite at {', '.join(bad)}; check the inputs")
+            values.append(value)
+        if not np.isfinite(np.concatenate(values)).all():  # before clipping: an inf must not pass clipped
+            for (term, _), value in zip(self._terms, values, strict=True):
+                if not np.isfinite(value).all():
+                    newest = term.labels[-term.dim :]
+                    bad = [newest[i] for i in np.flatnonzero(~np.isfinite(value))[:6]]
+                    raise ObservationError(f"observation is not finite at {', '.join(bad)}; check the inputs")
+        steps = []
+        for (term, _), value in zip(self._terms, values, strict=True):
             if term.clip is not None:
-                value = np.clip(value, term.clip[0], term.clip[1])
+                value = np.minimum(np.maximum(value, term.clip[0]), term.clip[1])
             steps.append(value * term.scale)
         offset = 0
         for i, ((term, _), step) in enumerate(zip(self._terms, steps, strict=True)):
@@ -378,5 +384,6 @@ class ObservationBuilder:
             offset += term.size
         obs = self._obs
         if self.contract.obs_clip is not None:
-            obs = np.clip(obs, *self.contract.obs_clip)
+            lo, hi = self.contract.obs_clip
+            obs = np.minimum(np.maximum(obs, lo), hi)
         return obs.astype(np.float32)
