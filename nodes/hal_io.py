@@ -42,7 +42,10 @@ class RobotSnapshot:
 
 def fill_robot_state(msg: RobotState, snap: RobotSnapshot, stamp_ns: int, frame_id: str = "base") -> RobotState:
     """Fill ``msg`` (in place; returned) from ``snap``: FLOAT64 arrays, ``stamp_ns`` in every header."""
-    for header in (msg.header, msg.joints.header, msg.imu.header, msg.contacts.header, msg.base.header):
+    headers = [msg.header, msg.joints.header, msg.imu.header, msg.contacts.header]
+    if snap.has_base:  # without ground truth the base field stays unset
+        headers.append(msg.base.header)
+    for header in headers:
         header.stamp_ns = stamp_ns
         header.frame_id = frame_id
     j = msg.joints
