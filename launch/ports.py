@@ -12,8 +12,82 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
+from krabgraph.msgs.common_pb2 import Header
+
 if TYPE_CHECKING:
     from krabgraph.launch.node import Node
+
+
+class AnyMessage:
+    """Port type of an input that takes frames of any type, undecoded (recorders, bridges, viewers).
+
+    ``Input(AnyMessage, queue=N)`` may be wired to one topic, a list of topics or glob patterns
+    (``[hal/*, policy/joint_command]``); its callback gets ``RawMessage`` objects.
+    """
+
+
+class RawMessage:
+    """A frame as it came off a topic: ``<type tag> NUL <payload>``, plus the topic and its type.
+
+    Nothing is parsed on arrival; ``header`` parses only the leading Header field (cached),
+    ``decode()`` the whole message.
+    """
+
+    __slots__ = ("_header", "frame", "msg_type", "offset", "topic")
+
+    def __init__(self, topic: str, msg_type: type[Message] | None, frame: bytes, offset: int):
+        self.topic = topic
+        self.msg_type = msg_type  # None: the topic's type is not known to the graph (see ``resolve``)
+        self.frame = frame
+        self.offset = offset  # where the payload starts
+        self._header: Header | None = None
+
+    @property
+    def payload(self) -> bytes:
+        return self.frame[self.offset :]
+
+    @property
+    def type_name(self) -> str:
+        """Full protobuf name from the frame's tag, e.g. ``krabgraph.msgs.RobotState``."""
+        return bytes(self.frame[: self.offset - 1]).decode(errors="replace").partition("@")[0]
+
+    def resolve(self) -> type[Message]:
+        """The message class (from the graph, else from the tag); ``KeyError`` if unknown."""
+        if self.msg_type is None:
+            from krabgraph.msgs.schema import message_class
+
+            self.msg_type = message_class(self.type_name)
+        return self.msg_type
+
+    def decode(self) -> Message:
+        return self.resolve().FromString(self.payload)
+
+    @property
+    def header(self) -> Header:
+        """The message's ``header`` (field 1 by convention), parsed without the rest of the payload."""
+        if self._header is None:
+            self._header = _leading_header(self.frame, self.offset) or getattr(self.decode(), "header", Header())
+        return self._header
+
+    def __repr__(self) -> str:
+        return f"<RawMessage {self.topic} {self.type_name} {len(self.frame) - self.offset} bytes>"
+
+
+def _leading_header(frame: bytes, i: int) -> Header | None:
+    """Field 1 (length-delimited) at the start of a payload, as a Header; None if not there."""
+    if len(frame) <= i:
+        return Header()  # empty payload: every field at its default
+    if frame[i] != 0x0A:
+        return None
+    n, shift, i = 0, 0, i + 1
+    while i < len(frame) and shift < 64:
+        b = frame[i]
+        n |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return Header.FromString(frame[i : i + n])
+        shift += 7
+    return None
 
 
 class Input:
@@ -26,7 +100,7 @@ class Input:
 
     def __init__(
         self,
-        msg_type: type[Message],
+        msg_type: type[Message] | type[AnyMessage],
         *,
         queue: int = 0,
         required: bool = True,
@@ -54,15 +128,28 @@ class Input:
     def policy(self) -> str:
         return "latest" if self.queue == 0 else f"queue({self.queue})"
 
+    @property
+    def raw(self) -> bool:
+        """True for ``Input(AnyMessage)``: frames of any topic, delivered as ``RawMessage``."""
+        return self.msg_type is AnyMessage
+
 
 class Output:
-    """Declares an output port. ``shared=True`` lets several publishers share its topic."""
+    """Declares an output port. ``shared=True`` lets several publishers share its topic.
 
-    def __init__(self, msg_type: type[Message], *, shared: bool = False, doc: str = ""):
+    ``Output(AnyMessage)`` publishes ``RawMessage`` frames unchanged (a replay), each on its own
+    ``topic``; it may be wired to a list of topics.
+    """
+
+    def __init__(self, msg_type: type[Message] | type[AnyMessage], *, shared: bool = False, doc: str = ""):
         self.msg_type = msg_type
         self.shared = shared
         self.doc = doc
         self.name = ""
+
+    @property
+    def raw(self) -> bool:
+        return self.msg_type is AnyMessage
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -113,7 +200,7 @@ class InputPort:
 class OutputPort:
     """Runtime side of an output. Unbound (no executor), published messages collect in ``sent``."""
 
-    __slots__ = ("_sink", "count", "node", "sent", "seq", "spec")
+    __slots__ = ("_sink", "count", "node", "sent", "seq", "spec", "topics")
 
     def __init__(self, node: Node, spec: Output):
         self.node = node
@@ -122,6 +209,7 @@ class OutputPort:
         self.count = 0
         self.sent: deque[Message] = deque(maxlen=10_000)
         self._sink: Callable[[Message], None] = self.sent.append
+        self.topics: dict[str, type[Message] | None] = {}  # where the executor wired it, with each type
 
     def bind(self, sink: Callable[[Message], None]) -> None:
         """Route published messages to ``sink`` (done by the executor)."""
@@ -130,6 +218,10 @@ class OutputPort:
     def publish(self, msg: Message) -> None:
         """Publish ``msg``; fills ``header.seq`` and, if unset, ``header.stamp_ns`` (graph clock)."""
         if type(msg) is not self.spec.msg_type:
+            if type(msg) is RawMessage and self.spec.raw:  # frames go out as they are: seq, stamp kept
+                self.count += 1
+                self._sink(msg)
+                return
             raise TypeError(
                 f"{self.node.name}.{self.spec.name} publishes {self.spec.msg_type.__name__}, got {type(msg).__name__}"
             )

@@ -1,7 +1,9 @@
 """Pictures of a graph: DOT, Mermaid, self-contained HTML/SVG, and SVG/PNG through Graphviz.
 
 Structure and layout come from networkx: nodes are laid out in columns by kind (sources and
-teleop, HAL and sensors, policy, safety, the rest) so the control flow reads left to right.
+teleop, HAL and sensors, policy, safety, the rest) so the control flow reads left to right. Edges
+carry topic and message type; a node an overlay replaced is dashed; nodes placed on a process or
+host (``process:``/``host:`` on a node, when graph files have them) are drawn in one box per place.
 """
 
 from __future__ import annotations
@@ -61,6 +63,24 @@ def edges(graph: Graph) -> list[Edge]:
     return out
 
 
+def placement(graph: Graph, name: str) -> str:
+    """``host/process`` of a node, from its declaration's ``host``/``process`` if the graph has them."""
+    decl = graph.nodes[name].decl
+    host, process = str(getattr(decl, "host", "") or ""), str(getattr(decl, "process", "") or "")
+    return "/".join(p for p in (host, process) if p)
+
+
+def groups(graph: Graph) -> dict[str, list[str]]:
+    """Placement → nodes, only when some node has a placement (unplaced ones go to ``main``)."""
+    places = {name: placement(graph, name) for name in graph.nodes}
+    if not any(places.values()):
+        return {}
+    out: dict[str, list[str]] = {}
+    for name, place in places.items():
+        out.setdefault(place or "main", []).append(name)
+    return out
+
+
 def layout(graph: Graph) -> dict[str, tuple[float, float]]:
     """Positions from networkx's multipartite layout, one column per node kind."""
     g = nx.DiGraph()
@@ -92,6 +112,7 @@ def to_dot(graph: Graph) -> str:
         '  edge [fontname="Helvetica", fontsize=10];',
     ]
     names = list(graph.nodes) + sorted({e.dst for e in edges(graph) if e.dst.startswith("topic:")})
+    node_lines = {}
     for name in names:
         label, kind = _label(graph, name)
         style = ""
@@ -100,7 +121,14 @@ def to_dot(graph: Graph) -> str:
         elif graph.nodes[name].decl.replaced:
             style = ', style="rounded,filled,dashed", penwidth=2'
         text = label.replace('"', r"\"").replace("\n", r"\n")
-        lines.append(f'  "{name}" [label="{text}", fillcolor="{KIND_COLOR.get(kind, "#ffffff")}"{style}];')
+        node_lines[name] = f'"{name}" [label="{text}", fillcolor="{KIND_COLOR.get(kind, "#ffffff")}"{style}];'
+    grouped = groups(graph)
+    for i, (place, members) in enumerate(grouped.items()):
+        lines.append(f'  subgraph "cluster_{i}" {{')
+        lines.append(f'    label="{place}"; style="rounded,dashed"; color="#888888";')
+        lines += [f"    {node_lines.pop(n)}" for n in members]
+        lines.append("  }")
+    lines += [f"  {line}" for line in node_lines.values()]
     for e in edges(graph):
         lines.append(f'  "{e.src}" -> "{e.dst}" [label="{e.topic}\\n{e.msg_type}"];')
     lines.append("}")
@@ -114,13 +142,20 @@ def _mermaid_id(name: str) -> str:
 def to_mermaid(graph: Graph) -> str:
     lines = ["flowchart LR"]
     names = list(graph.nodes) + sorted({e.dst for e in edges(graph) if e.dst.startswith("topic:")})
+    node_lines: dict[str, list[str]] = {}
     for name in names:
         label, kind = _label(graph, name)
         text = label.replace('"', "'").replace("\n", "<br/>")
         shape = ('(["', '"])') if kind == "topic" else ('["', '"]')
-        lines.append(f"  {_mermaid_id(name)}{shape[0]}{text}{shape[1]}")
+        node_lines[name] = [f"{_mermaid_id(name)}{shape[0]}{text}{shape[1]}"]
         if kind != "topic":
-            lines.append(f"  style {_mermaid_id(name)} fill:{KIND_COLOR.get(kind, '#ffffff')}")
+            dashed = ",stroke:#333,stroke-width:2px,stroke-dasharray:5 3" if graph.nodes[name].decl.replaced else ""
+            node_lines[name].append(f"style {_mermaid_id(name)} fill:{KIND_COLOR.get(kind, '#ffffff')}{dashed}")
+    for i, (place, members) in enumerate(groups(graph).items()):
+        lines.append(f'  subgraph g{i}["{place}"]')
+        lines += [f"    {line}" for n in members for line in node_lines.pop(n)]
+        lines.append("  end")
+    lines += [f"  {line}" for group in node_lines.values() for line in group]
     for e in edges(graph):
         lines.append(f'  {_mermaid_id(e.src)} -- "{e.topic}<br/>{e.msg_type}" --> {_mermaid_id(e.dst)}')
     return "\n".join(lines) + "\n"
@@ -129,6 +164,7 @@ def to_mermaid(graph: Graph) -> str:
 def to_svg_inline(graph: Graph, width: int = 1100, height: int = 560) -> str:
     """An SVG drawn from the networkx layout (no Graphviz needed)."""
     pos = layout(graph)
+    where = {n: place for place, members in groups(graph).items() for n in members}
     pad_x, pad_y, box_w, box_h = 110, 60, 190, 46
 
     def xy(name: str) -> tuple[float, float]:
@@ -179,8 +215,10 @@ def to_svg_inline(graph: Graph, width: int = 1100, height: int = 560) -> str:
                 f'<text x="{x:.0f}" y="{y - 4 + 14 * j:.0f}" font-size="{12 - j}" font-weight="{weight}" '
                 f'text-anchor="middle">{html.escape(text)}</text>'
             )
+        tag = f"{kind} @ {where[name]}" if name in where else kind
         parts.append(
-            f'<text x="{x - box_w / 2 + 4:.0f}" y="{y - box_h / 2 - 3:.0f}" font-size="9" fill="#666">{kind}</text></g>'
+            f'<text x="{x - box_w / 2 + 4:.0f}" y="{y - box_h / 2 - 3:.0f}" font-size="9" fill="#666">'
+            f"{html.escape(tag)}</text></g>"
         )
     parts.append("</svg>")
     return "\n".join(parts)

@@ -8,6 +8,7 @@ several publishers on a topic that allows one; a bad clock or error policy.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from google.protobuf.message import Message
 from krabgraph.launch.errors import GraphError, ParamError
 from krabgraph.launch.graph import ON_ERROR, ClockSpec, GraphDecl, NodeDecl
 from krabgraph.launch.node import Node
+from krabgraph.launch.ports import AnyMessage
 from krabgraph.launch.registry import resolve_class
 from krabgraph.msgs.schema import message_class
 
@@ -33,6 +35,8 @@ class NodeSpec:
     thread: bool
     on_error: str
     decl: NodeDecl
+    raw_inputs: dict[str, list[str]] = field(default_factory=dict)  # Input(AnyMessage) port -> topics
+    raw_outputs: dict[str, list[str]] = field(default_factory=dict)  # Output(AnyMessage) port -> topics
 
 
 @dataclass
@@ -76,6 +80,7 @@ def build_graph(decl: GraphDecl) -> Graph:
         errors.append(f"{decl.clock_loc}: clock mode 'topic' needs `topic:` naming the Clock topic, e.g. hal/clock")
 
     unresolved: set[str] = set()  # topics an unresolvable node would publish: no follow-on errors
+    raw_patterns: dict[str, dict[str, list[str]]] = {}  # node -> AnyMessage port -> topics or globs
     for name, nd in decl.nodes.items():
         if not nd.class_ref:
             errors.append(f"{nd.loc('class')}: node {name!r} has no class; add `class: <name>` (see `krabgraph nodes`)")
@@ -121,8 +126,25 @@ def build_graph(decl: GraphDecl) -> Graph:
                         f"{nd.loc(f'{section}.{port}')}: node {name!r}: {cls.__name__} has no "
                         f"{section[:-1]} port {port!r}; {hint}{section[:-1]} ports: {known}"
                     )
-        resolved_outputs = {p: nd.outputs.get(p, default_topic(name, p)) for p in outputs}
-        resolved_inputs = {p: t for p, t in nd.inputs.items() if p in inputs}
+        resolved_outputs = {p: nd.outputs.get(p, default_topic(name, p)) for p in outputs if not outputs[p].raw}
+        raw_outputs = {
+            p: [t] if isinstance(t, str) else list(t) for p, t in nd.outputs.items() if p in outputs and outputs[p].raw
+        }
+        resolved_inputs = {p: t for p, t in nd.inputs.items() if p in inputs and not inputs[p].raw}
+        for port, value in [*resolved_inputs.items(), *resolved_outputs.items()]:
+            if not isinstance(value, str):
+                section = "inputs" if port in resolved_inputs else "outputs"
+                spec = inputs[port] if section == "inputs" else outputs[port]
+                errors.append(
+                    f"{nd.loc(f'{section}.{port}')}: node {name!r}: {section[:-1]} {port!r} "
+                    f"({spec.msg_type.__name__}) takes one topic, got a list; only AnyMessage ports "
+                    "(recorder, replay, foxglove) take several"
+                )
+        resolved_outputs = {p: t for p, t in resolved_outputs.items() if isinstance(t, str)}
+        resolved_inputs = {p: t for p, t in resolved_inputs.items() if isinstance(t, str)}
+        raw_patterns[name] = {
+            p: [t] if isinstance(t, str) else list(t) for p, t in nd.inputs.items() if p in inputs and inputs[p].raw
+        }
         for port, spec in inputs.items():
             if port not in nd.inputs and spec.required:
                 errors.append(
@@ -130,6 +152,7 @@ def build_graph(decl: GraphDecl) -> Graph:
                     f"({spec.msg_type.__name__}) is not connected; add `inputs: {{{port}: <topic>}}`"
                 )
         specs[name] = NodeSpec(name, cls, params, resolved_inputs, resolved_outputs, nd.thread, nd.on_error, nd)
+        specs[name].raw_outputs = raw_outputs
 
     topics: dict[str, TopicInfo] = {}
     for tname, td in decl.topics.items():
@@ -144,16 +167,24 @@ def build_graph(decl: GraphDecl) -> Graph:
         for port, topic in spec.outputs.items():
             info = topics.setdefault(topic, TopicInfo(topic, None))
             info.publishers.append((name, port))
+        for port, names in spec.raw_outputs.items():
+            for topic in names:
+                topics.setdefault(topic, TopicInfo(topic, None)).publishers.append((name, port))
     for name, spec in specs.items():
         for port, topic in spec.inputs.items():
             topics.setdefault(topic, TopicInfo(topic, None)).subscribers.append((name, port))
+    errors += _expand_raw_inputs(specs, raw_patterns, topics)
+    for name, spec in specs.items():
+        for port, names in spec.raw_inputs.items():
+            for topic in names:
+                topics.setdefault(topic, TopicInfo(topic, None)).subscribers.append((name, port))
 
     g = nx.MultiDiGraph(name=decl.name)
     for name, spec in specs.items():
         g.add_node(name, kind="node", cls=spec.cls, node_kind=spec.cls.kind, replaced=spec.decl.replaced)
     for tname, info in topics.items():
         publishers = [(n, p, specs[n].cls.outputs()[p]) for n, p in info.publishers]
-        types = {o.msg_type for _, _, o in publishers}
+        types = {o.msg_type for _, _, o in publishers if not o.raw}
         if info.msg_type is not None:
             types.add(info.msg_type)
         if len(types) > 1:
@@ -164,6 +195,11 @@ def build_graph(decl: GraphDecl) -> Graph:
             )
         if info.msg_type is None and types:
             info.msg_type = next(iter(types))
+        if info.msg_type is None:  # only raw publishers: the typed subscribers say what it carries
+            wanted = [specs[n].cls.inputs()[p].msg_type for n, p in info.subscribers]
+            wanted = [t for t in wanted if t is not AnyMessage]
+            if wanted:
+                info.msg_type = wanted[0]
         if len(publishers) > 1 and not all(o.shared for _, _, o in publishers):
             where = ", ".join(f"{n}.{p} ({specs[n].decl.loc('outputs.' + p)})" for n, p, _ in publishers)
             errors.append(
@@ -187,7 +223,7 @@ def build_graph(decl: GraphDecl) -> Graph:
                     f"{loc}: node {n!r}: input {p!r} is wired to topic {tname!r}, which nothing "
                     f"publishes; {hint}published topics: {', '.join(sorted(candidates)) or 'none'}"
                 )
-            elif info.msg_type is not None and spec_in.msg_type is not info.msg_type:
+            elif info.msg_type is not None and not spec_in.raw and spec_in.msg_type is not info.msg_type:
                 errors.append(
                     f"{loc}: node {n!r}: input {p!r} expects {spec_in.msg_type.__name__} but topic "
                     f"{tname!r} carries {info.msg_type.__name__}; wire it to a "
@@ -205,6 +241,10 @@ def build_graph(decl: GraphDecl) -> Graph:
                     f"{spec.decl.loc('thread')}: node {name!r}: `thread: true` is not allowed with "
                     f"clock 'sim' (lockstep runs single-threaded); remove it or use clock 'wall'"
                 )
+    if decl.tap is not None:
+        from krabgraph.launch.tap import check as check_tap
+
+        errors += check_tap(decl.tap)
     if not specs and not errors:
         errors.append(f"{decl.files[-1] if decl.files else decl.name}: the graph has no nodes")
     if errors:
@@ -212,8 +252,41 @@ def build_graph(decl: GraphDecl) -> Graph:
     return Graph(decl.name, decl.description, clock, specs, topics, g, decl)
 
 
-def load_and_build(ref: Any, *, sets: list[str] = (), replaces: list[str] = (), clock: str | None = None) -> Graph:
+def _expand_raw_inputs(
+    specs: dict[str, NodeSpec], patterns: dict[str, dict[str, list[str]]], topics: dict[str, TopicInfo]
+) -> list[str]:
+    """Resolve the topic lists of ``Input(AnyMessage)`` ports into ``NodeSpec.raw_inputs``.
+
+    A name is taken as is (a missing publisher is reported like any input's); a glob (``hal/*``)
+    matches the topics something publishes or the graph declares, and must match at least one.
+    """
+    errors = []
+    known = sorted(t for t, i in topics.items() if i.publishers or i.external)
+    for name, ports in patterns.items():
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        for port, entries in ports.items():
+            names: list[str] = []
+            for entry in entries:
+                if any(c in entry for c in "*?["):
+                    matched = fnmatch.filter(known, entry)
+                    if not matched:
+                        errors.append(
+                            f"{spec.decl.loc(f'inputs.{port}')}: node {name!r}: input {port!r}: pattern "
+                            f"{entry!r} matches no topic; topics: {', '.join(known) or 'none'}"
+                        )
+                    names += matched
+                else:
+                    names.append(entry)
+            spec.raw_inputs[port] = list(dict.fromkeys(names))
+    return errors
+
+
+def load_and_build(
+    ref: Any, *, sets: list[str] = (), replaces: list[str] = (), clock: str | None = None, tap: str | None = None
+) -> Graph:
     """Load a graph file (with overrides) and validate it."""
     from krabgraph.launch.graph import load_graph
 
-    return build_graph(load_graph(ref, sets=sets, replaces=replaces, clock=clock))
+    return build_graph(load_graph(ref, sets=sets, replaces=replaces, clock=clock, tap=tap))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from google.protobuf.message import DecodeError, Message
 
 from krabgraph.launch.errors import WireError
+from krabgraph.launch.ports import RawMessage
 from krabgraph.msgs.schema import type_tag
 
 SEP = b"\0"
@@ -62,3 +63,27 @@ class Decoder:
                 "rebuild the publisher against the same msgs/"
             )
         return "type", f"type mismatch: expected {self.name}, got {name or repr(tag)}"
+
+
+class RawDecoder(Decoder):
+    """For ``Input(AnyMessage)`` ports: checks the tag like ``Decoder``, then wraps the frame
+    unparsed in a ``RawMessage``. A topic of unknown type (``cls`` None) accepts any tagged frame."""
+
+    __slots__ = ("topic",)
+
+    def __init__(self, topic: str, cls: type[Message] | None):
+        self.topic = topic
+        if cls is not None:
+            super().__init__(cls)
+        else:
+            self.cls, self.parse, self.expected, self.n, self.name = None, None, b"", 0, "any"
+
+    def decode(self, frame: bytes) -> RawMessage:
+        if self.cls is not None:
+            if frame.startswith(self.expected):
+                return RawMessage(self.topic, self.cls, frame, self.n)
+            raise WireError(*self.explain(frame))
+        sep = frame.find(SEP, 0, 200)
+        if sep <= 0:
+            raise WireError("no_tag", "malformed message: no type tag (expected <type>@<version>, NUL, payload)")
+        return RawMessage(self.topic, None, frame, sep + 1)

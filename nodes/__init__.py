@@ -11,4 +11,11 @@ REGISTRY: dict[str, str] = {
     "policy": "krabgraph.nodes.policy.node:PolicyNode",
     "mujoco_hal": "krabgraph.nodes.mujoco.hal:MujocoHal",
     "safety": "krabgraph.nodes.safety:Safety",
+    "isaac_hal": "krabgraph.nodes.isaac.hal:IsaacHal",
+    "go2_hal": "krabgraph.nodes.go2.hal:Go2Hal",
+    "keyboard_teleop": "krabgraph.nodes.teleop.keyboard:KeyboardTeleop",
+    "gamepad_teleop": "krabgraph.nodes.teleop.gamepad:GamepadTeleop",
+    "recorder": "krabgraph.nodes.record.recorder:Recorder",
+    "replay": "krabgraph.nodes.record.replay:Replay",
+    "foxglove": "krabgraph.nodes.record.foxglove:FoxgloveBridge",
 }

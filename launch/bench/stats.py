@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+
+from krabgraph.launch.bench.placement import CPUS
 
 
 @dataclass
@@ -30,7 +34,12 @@ class Row:
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Plain data for JSON: NaN (a row that could not run) becomes None."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
+
+    @property
+    def ran(self) -> bool:
+        return not math.isnan(self.p50)
 
 
 def summarize(group: str, name: str, runs: list[np.ndarray], **kw) -> Row:
@@ -50,12 +59,18 @@ def summarize(group: str, name: str, runs: list[np.ndarray], **kw) -> Row:
     )
 
 
+def skipped(group: str, name: str, reason: str, **kw) -> Row:
+    """A row that could not be measured here: no figures, and a note saying why."""
+    nan = float("nan")
+    return Row(group, name, 0, 0, nan, nan, nan, nan, note=f"not measured: {reason}", **kw)
+
+
 def machine_info() -> dict:
     info = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "affinity": sorted(os.sched_getaffinity(0)),
+        "main thread on cores": sorted(os.sched_getaffinity(0)),
     }
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -63,15 +78,16 @@ def machine_info() -> dict:
         info["cpu"] = model[0] if model else platform.processor()
     except OSError:
         info["cpu"] = platform.processor()
+    info["cores available"] = CPUS
     try:
-        import google.protobuf
         import zmq
 
-        info["pyzmq"] = zmq.__version__
         info["libzmq"] = zmq.zmq_version()
-        info["protobuf"] = google.protobuf.__version__
     except ImportError:
         pass
+    for dist in ("pyzmq", "protobuf", "numpy", "onnxruntime", "torch", "mujoco", "eclipse-zenoh", "dora-rs"):
+        with contextlib.suppress(PackageNotFoundError):
+            info[dist] = version(dist)
     with contextlib.suppress(OSError):
         info["git"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False

@@ -1,0 +1,212 @@
+"""The recorder node: chosen topics to MCAP, written by a thread of its own."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from krabgraph.launch import Input, Node, Output, Param
+from krabgraph.launch.ports import AnyMessage, RawMessage
+from krabgraph.msgs import Diagnostics
+from krabgraph.nodes.record.mcapio import COMPRESSION, McapFile
+
+IDLE_S = 0.005  # the writer's sleep when its queue is empty
+DISK_CHECK_S = 1.0  # how often the writer looks at the free space
+
+
+def disk_free(path: Path) -> int:
+    """Free bytes on the file system holding ``path`` (patched in tests)."""
+    return shutil.disk_usage(path).free
+
+
+class Recorder(Node):
+    """Writes the topics wired to ``topics`` to MCAP files, with their protobuf schemas.
+
+    ``inputs: {topics: [hal/state, policy/joint_command]}`` (names or glob patterns such as
+    ``hal/*``). Frames are not parsed on the graph's thread: the callback appends the received
+    bytes to a bounded queue (``queue`` messages) and a writer thread parses each header (log and
+    publish time = the header stamp, graph time in ns; sequence = header seq) and writes. A file
+    is closed and the next one opened when it holds ``max_mb`` of messages (before compression, so
+    the file is no larger plus its index) or spans ``max_duration_s`` of
+    graph time (files ``<stem>_000.mcap``, ``_001``, ...; without rotation exactly ``path``).
+    Below ``min_free_mb`` of free disk the recorder closes its file, logs one error and writes no
+    more. Every message not written (queue full, disk floor, write error) is counted, logged
+    each ``status_period_s`` and reported on ``diagnostics`` (Diagnostics: written, dropped, files).
+    """
+
+    kind = "recorder"
+    path = Param(str, "build/recording.mcap", "output file (with rotation: <stem>_NNN.mcap)")
+    max_mb = Param(float, 0.0, "rotate when a file holds this many message bytes; 0 = never", unit="MB", ge=0)
+    max_duration_s = Param(float, 0.0, "rotate when a file spans this much graph time; 0 = never", unit="s", ge=0)
+    min_free_mb = Param(float, 200.0, "stop writing when free disk space falls below this", unit="MB", ge=0)
+    queue = Param(int, 20_000, "messages waiting for the writer; beyond that they are dropped (counted)", ge=1)
+    compression = Param(str, "zstd", "chunk compression", choices=tuple(COMPRESSION))
+    chunk_kb = Param(int, 1024, "MCAP chunk size", unit="KB", ge=1)
+    status_period_s = Param(float, 1.0, "publish diagnostics (and log new drops) this often", unit="s", gt=0)
+
+    topics = Input(AnyMessage, queue=100_000, doc="the topics to record (a list, globs allowed)")
+    diagnostics = Output(Diagnostics, doc="written, dropped (by reason), files; WARN once anything was dropped")
+
+    def on_configure(self) -> None:
+        self._files: list[Path] = []
+        self.written = 0
+        # queue_full and after_stop are counted by the graph's thread, the others by the writer's.
+        self.dropped: dict[str, int] = {"queue_full": 0, "after_stop": 0, "disk_floor": 0, "write_error": 0}
+        self._reported_drops = 0
+        self._stopped_reason = ""
+        self._thread: threading.Thread | None = None
+        self._file: McapFile | None = None
+
+    # -- graph thread --------------------------------------------------------------------------
+    def on_activate(self) -> None:
+        self._queue: deque[RawMessage] = deque()
+        self._closing = False
+        self._thread = threading.Thread(target=self._writer, name=f"krabgraph-{self.name}-writer", daemon=True)
+        self._thread.start()
+        self.create_timer(self.status_period_s, self._status)
+
+    def on_topics(self, msg: RawMessage) -> None:
+        if len(self._queue) >= self.queue:
+            self.dropped["queue_full"] += 1
+        elif self._stopped_reason:
+            self.dropped["after_stop"] += 1
+        else:
+            self._queue.append(msg)
+
+    def on_deactivate(self) -> None:
+        self._closing = True
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._status()
+        files = ", ".join(str(f) for f in self._files) or "none"
+        self.log.info("recorded %d messages to %s; %d not recorded", self.written, files, self.total_dropped)
+
+    def _status(self) -> None:
+        dropped = self.total_dropped
+        if dropped > self._reported_drops:
+            reasons = ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v)
+            self.log.warning("%d messages not recorded so far (%s)", dropped, reasons)
+            self._reported_drops = dropped
+        msg = Diagnostics(node=self.name, message=self._stopped_reason and f"stopped: {self._stopped_reason}")
+        msg.level = Diagnostics.ERROR if self._stopped_reason else Diagnostics.WARN if dropped else Diagnostics.OK
+        msg.values["written"] = str(self.written)
+        msg.values["dropped"] = str(dropped)
+        for key, value in self.dropped.items():
+            msg.values[f"dropped_{key}"] = str(value)
+        msg.values["queued"] = str(len(self._queue))
+        msg.values["files"] = ",".join(str(f) for f in self._files)
+        self.diagnostics.publish(msg)
+
+    @property
+    def total_dropped(self) -> int:
+        return sum(self.dropped.values()) + self.topics.dropped
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self._files)
+
+    # -- writer thread -------------------------------------------------------------------------
+    def _writer(self) -> None:
+        queue = self._queue
+        next_disk_check = 0.0
+        try:
+            while True:
+                if not queue:
+                    if self._closing:
+                        break
+                    time.sleep(IDLE_S)
+                    continue
+                msg = queue.popleft()
+                if self._stopped_reason:
+                    self.dropped["disk_floor" if self._stopped_reason == "disk" else "write_error"] += 1
+                    continue
+                now = time.monotonic()
+                if now >= next_disk_check:
+                    next_disk_check = now + DISK_CHECK_S
+                    if not self._disk_ok():
+                        self._halt("disk")
+                        self.dropped["disk_floor"] += 1
+                        continue
+                try:
+                    self._write(msg)
+                except Exception as exc:
+                    self.dropped["write_error"] += 1
+                    self.log.error("cannot write to %s: %s; recording stopped", self._current_path(), exc)
+                    self._halt("write error")
+        finally:
+            self._close_file()
+
+    def _write(self, msg: RawMessage) -> None:
+        header = msg.header
+        stamp = header.stamp_ns
+        f = self._file
+        if f is not None and self._should_rotate(f, stamp):
+            self._close_file()
+            f = None
+        if f is None:
+            f = self._open()
+        cls = msg.resolve()
+        channel = f.channels.get(msg.topic)
+        if channel is None:
+            channel = f.channel(msg.topic, cls, msg.type_name + "@" + _version(msg))
+        f.write(channel, msg.payload, stamp, header.seq)
+        self.written += 1
+
+    def _should_rotate(self, f: McapFile, stamp: int) -> bool:
+        if self.max_mb and f.payload_bytes >= self.max_mb * 1e6:
+            return True
+        return bool(self.max_duration_s and f.first_ns is not None and stamp - f.first_ns >= self.max_duration_s * 1e9)
+
+    def _open(self) -> McapFile:
+        base = Path(self.path)
+        rotating = bool(self.max_mb or self.max_duration_s)
+        path = base.with_name(f"{base.stem}_{len(self._files):03d}{base.suffix}") if rotating else base
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = McapFile(path, compression=self.compression, chunk_size=self.chunk_kb * 1024, library="krabgraph recorder")
+        self._file = f
+        self._files.append(path)
+        return f
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            f, self._file = self._file, None
+            try:
+                f.close()
+            except Exception as exc:
+                self.log.error("cannot finish %s: %s", f.path, exc)
+
+    def _current_path(self) -> str:
+        return str(self._file.path) if self._file is not None else self.path
+
+    def _disk_ok(self) -> bool:
+        folder = Path(self.path).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free = disk_free(folder)
+        if free >= self.min_free_mb * 1e6:
+            return True
+        self.log.error(
+            "free disk space at %s is %.0f MB, below min_free_mb %.0f MB: recording stopped, %s closed; "
+            "further messages are counted as dropped",
+            folder,
+            free / 1e6,
+            self.min_free_mb,
+            self._current_path(),
+        )
+        return False
+
+    def _halt(self, reason: str) -> None:
+        """Stop for good; what is still queued is popped and counted by the writer loop."""
+        self._stopped_reason = reason
+        self._close_file()
+
+
+def _version(msg: RawMessage) -> str:
+    return bytes(msg.frame[: msg.offset - 1]).decode().partition("@")[2]
+
+
+__all__ = ["Recorder"]
