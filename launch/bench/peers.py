@@ -251,7 +251,9 @@ class DoraCluster:
                 log = self.tmp / f"dora-{name}.log"
                 with log.open("w") as f, placement.pinned(self.cores):  # the child inherits this thread's affinity
                     self.procs.append(
-                        subprocess.Popen([*cmd, "--quiet"], stdout=f, stderr=subprocess.STDOUT, env=self.env)
+                        subprocess.Popen(  # cwd: dora writes an out/ folder of logs where it runs
+                            [*cmd, "--quiet"], stdout=f, stderr=subprocess.STDOUT, env=self.env, cwd=self.tmp
+                        )
                     )
             self._wait_ready()
         except BaseException:
