@@ -146,7 +146,7 @@ def test_extreme_parkour_teacher_layout_is_753_values_in_the_papers_blocks():
         offsets.setdefault(term.name, []).append((at, term.size))
         at += term.size
     # proprio 53 | scan 132 | priv explicit 9 | priv latent 29 | history 10 x 53
-    assert offsets["height_scan_yx"] == [(53, 132)]
+    assert offsets["height_scan"] == [(53, 132)]
     assert offsets["base_lin_vel"] == [(185, 3)]
     assert offsets["constant"][-1] == (194, 29)
     assert offsets["unavailable"] == [(6, 2), (49, 4), (223, 530)]
@@ -181,9 +181,9 @@ def test_parkour_terms_by_hand():
 
     np.testing.assert_allclose(compute("imu_roll_pitch"), (ROLL, 0.0), atol=1e-9)
     np.testing.assert_allclose(compute("velocity_command_components"), [1.2])
-    scan_yx = compute("height_scan_yx")
+    scan_yx = compute("height_scan", next(t for t in c.observations if t.name == "height_scan"))
     assert scan_yx[1] == pytest.approx(heights[1, 0]) and scan_yx[11] == pytest.approx(heights[0, 1])  # y fastest
-    assert c.observation_labels[53 + 1] == "height_scan_yx[1,0]"
+    assert c.observation_labels[53 + 1] == "height_scan[1,0]"
     latent = [t for t in c.observations if t.name == "constant"][-1]
     assert latent.labels[4] == "constant[friction]" and compute("constant", latent)[4] == 1.0
     pitch = 0.4

@@ -1,7 +1,7 @@
 """Observation terms the Extreme-Parkour layout needs beyond ``krabgraph.nodes.policy``'s own.
 
-Registered on import through ``observation_term`` (``krabgraph.nodes.isaac.hal`` imports this
-module, so any graph with the Isaac HAL has them; elsewhere import it before loading a contract).
+Registered on import through ``observation_term``; a contract lists this module under
+``term_modules`` to use them. (The y-fastest scan is the core ``height_scan`` with ``ordering: yx``.)
 All are pure functions of the decoded ``PolicyState``:
 
 - ``imu_roll_pitch``: roll and pitch (rad) of the IMU orientation, legged_gym's
@@ -10,9 +10,6 @@ All are pure functions of the decoded ``PolicyState``:
 - ``constant``: fixed ``values`` (optional ``labels``), e.g. masked-out slots or nominal
   domain-randomisation parameters.
 - ``velocity_command_components``: a subset (``components``) of (vx, vy, yaw_rate).
-- ``height_scan_yx``: the ``HeightScan`` values flattened y fastest (legged_gym's
-  ``meshgrid(x, y)`` order; Isaac Lab's ``GridPatternCfg(ordering="yx")``), checked against
-  ``shape: [n_y, n_x]`` and optional ``offset``.
 - ``unavailable``: ``dim`` values krabgraph cannot compute yet (``what``, ``reason``). A contract
   that lists it loads and reports its size, but building its observation fails with that reason,
   so the policy never runs on made-up inputs.
@@ -21,13 +18,12 @@ All are pure functions of the decoded ``PolicyState``:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from krabgraph.nodes.policy.observations import (
-    MissingInputError,
     ObservationError,
     PolicyState,
     observation_term,
@@ -88,41 +84,6 @@ def _components_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def velocity_command_components(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
     """The chosen components of the velocity command (m/s, m/s, rad/s); zeros before any command."""
     return s.command[list(options["index"])]
-
-
-def _scan_yx_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - {"shape", "offset"})
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r}; height_scan_yx takes shape and offset")
-    shape = options.get("shape")
-    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(n, int) and n > 0 for n in shape)):
-        raise ValueError(f"shape must be [n_y, n_x] (positive integers), got {shape!r}")
-    parsed: dict[str, Any] = {"shape": tuple(shape)}
-    if "offset" in options:
-        if not _finite_number(options["offset"]):
-            raise ValueError(f"offset must be a number (m), got {options['offset']!r}")
-        parsed["offset"] = float(options["offset"])
-    return parsed
-
-
-def _scan_yx_labels(joints: Sequence[str], options: Mapping[str, Any]) -> list[str]:
-    n_y, n_x = options["shape"]
-    return [f"{iy},{ix}" for ix in range(n_x) for iy in range(n_y)]
-
-
-@observation_term("height_scan_yx", _scan_yx_labels, options=_scan_yx_options, needs="height_scan")
-def height_scan_yx(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
-    """Base height minus hit height minus offset (m), flattened with y varying fastest."""
-    scan = s.height_scan
-    if scan is None:
-        raise MissingInputError("height_scan", "term height_scan_yx needs a HeightScan message and none has arrived")
-    if scan.shape != tuple(options["shape"]):
-        raise ObservationError(
-            f"height scan has shape {list(scan.shape)} but the contract expects {list(options['shape'])} [n_y, n_x]"
-        )
-    if "offset" in options and abs(scan.offset - options["offset"]) > 1e-6:
-        raise ObservationError(f"height scan offset is {scan.offset} m but the contract expects {options['offset']} m")
-    return scan.values.reshape(scan.shape).T.reshape(-1)
 
 
 def _unavailable_options(options: Mapping[str, Any]) -> dict[str, Any]:

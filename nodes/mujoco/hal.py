@@ -136,6 +136,8 @@ class MujocoHal(Node):
         if wall - wall0 >= 1.0:
             self._rtf = (steps - steps0) * self.description.sim_dt / (wall - wall0)
             self._rtf_mark = (wall, steps)
+        elif steps0 == 0 and wall > wall0:  # the first second: the factor since activation
+            self._rtf = steps * self.description.sim_dt / (wall - wall0)
         msg = Clock(sim_time_ns=steps * self.sim_dt_ns, real_time_factor=self._rtf)
         msg.header.stamp_ns = now
         self.clock.publish(msg)

@@ -183,10 +183,14 @@ def last_action(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
 
 
 def _scan_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``shape: [n_y, n_x]`` or ``size: [x, y]`` (m) with ``resolution`` (m); optional ``offset`` (m)."""
-    unknown = sorted(set(options) - {"shape", "size", "resolution", "offset"})
+    """``shape: [n_y, n_x]`` or ``size: [x, y]`` (m) with ``resolution`` (m); optional ``offset`` (m)
+    and ``ordering`` (``xy``: x fastest, Isaac Lab's default; ``yx``: y fastest, legged_gym's)."""
+    unknown = sorted(set(options) - {"shape", "size", "resolution", "offset", "ordering"})
     if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r}; height_scan takes shape, size, resolution, offset")
+        raise ValueError(f"unknown option {unknown[0]!r}; height_scan takes shape, size, resolution, offset, ordering")
+    ordering = options.get("ordering", "xy")
+    if ordering not in ("xy", "yx"):
+        raise ValueError(f"ordering must be xy (x fastest) or yx (y fastest), got {ordering!r}")
     shape = None
     if "size" in options or "resolution" in options:
         size, res = options.get("size"), options.get("resolution")
@@ -204,7 +208,7 @@ def _scan_options(options: Mapping[str, Any]) -> dict[str, Any]:
         shape = tuple(given)
     if shape is None:
         raise ValueError("height_scan needs shape: [n_y, n_x] or size: [x_m, y_m] with resolution: m")
-    parsed: dict[str, Any] = {"shape": shape}
+    parsed: dict[str, Any] = {"shape": shape, "ordering": ordering}
     if "offset" in options:
         offset = options["offset"]
         if isinstance(offset, bool) or not isinstance(offset, (int, float)):
@@ -215,12 +219,15 @@ def _scan_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def _scan_labels(joints: Sequence[str], options: Mapping[str, Any]) -> list[str]:
     n_y, n_x = options["shape"]
+    if options.get("ordering", "xy") == "yx":
+        return [f"{iy},{ix}" for ix in range(n_x) for iy in range(n_y)]
     return [f"{iy},{ix}" for iy in range(n_y) for ix in range(n_x)]
 
 
 @observation_term("height_scan", _scan_labels, options=_scan_options, needs="height_scan")
 def height_scan(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
-    """Base height minus hit height minus offset (m), x fastest, as the ``HeightScan`` carries it."""
+    """Base height minus hit height minus offset (m), x fastest as the ``HeightScan`` carries it, or
+    y fastest with ``ordering: yx``."""
     scan = s.height_scan
     if scan is None:
         raise MissingInputError("height_scan", "term height_scan needs a HeightScan message and none has arrived")
@@ -234,6 +241,8 @@ def height_scan(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
             f"height scan offset is {scan.offset} m but the contract expects {options['offset']} m; "
             "configure the scanner with the policy's offset"
         )
+    if options.get("ordering", "xy") == "yx":
+        return scan.values.reshape(scan.shape).T.reshape(-1)
     return scan.values
 
 
