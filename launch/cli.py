@@ -11,11 +11,12 @@ from krabgraph.launch.errors import GraphError, KrabgraphError
 from krabgraph.launch.graph import DEFAULT_TAP
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, process: str = "") -> None:
+    tag = f"[{process}] " if process else ""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         stream=sys.stderr,
-        format="%(asctime)s.%(msecs)03d %(levelname)-5s %(name)s: %(message)s",
+        format=f"%(asctime)s.%(msecs)03d %(levelname)-5s {tag}%(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
 
@@ -37,7 +38,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{graph.name}: OK — {len(graph.nodes)} nodes, {len(graph.topics)} topics, clock {graph.clock.mode}")
     for name, spec in graph.nodes.items():
         replaced = f" (replaces {spec.decl.replaced})" if spec.decl.replaced else ""
-        print(f"  {name}: {spec.cls.__name__} [{spec.cls.kind}]{replaced}")
+        where = f" in process {spec.process}" if len(graph.processes) > 1 else ""
+        print(f"  {name}: {spec.cls.__name__} [{spec.cls.kind}]{replaced}{where}")
+    if len(graph.processes) > 1:
+        from krabgraph.launch.transport import describe
+
+        print("  processes: " + ", ".join(f"{n} on {p.host}" for n, p in graph.processes.items()))
+        for line in describe(graph):
+            print(f"  crosses: {line}")
     return 0
 
 
@@ -47,13 +55,26 @@ def cmd_launch(args: argparse.Namespace) -> int:
     graph = _build(args)
     log = logging.getLogger("krabgraph")
     log.info(
-        "launching %s: %d nodes, clock %s%s",
+        "launching %s%s: %d nodes, clock %s%s",
         graph.name,
-        len(graph.nodes),
+        f" (process {args.process})" if args.process else "",
+        sum(1 for s in graph.nodes.values() if args.process in (None, s.process)),
         graph.clock.mode,
         f", for {args.duration} s" if args.duration else "",
     )
-    executor = Executor(graph)
+    if args.process is None and len(graph.processes) > 1:
+        from krabgraph.launch.supervisor import supervise
+
+        log.info("%s has %d processes (%s): starting those on this host", graph.name, len(graph.processes),
+                 ", ".join(f"{n} on {p.host}" for n, p in graph.processes.items()))  # fmt: skip
+        code = supervise(graph, args)
+        log.info("%s stopped (exit code %d)", graph.name, code)
+        return code
+    if args.process is not None and args.process not in graph.processes:
+        known = ", ".join(graph.processes)
+        print(f"error: --process {args.process!r}: graph {graph.name!r} has no such process ({known})", file=sys.stderr)
+        return 1
+    executor = Executor(graph, process=args.process)
     code = executor.run(duration_s=args.duration)
     log.info("%s stopped (exit code %d)", graph.name, code)
     return code
@@ -215,6 +236,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="ENDPOINT",
         help=f"open the introspection tap (default {DEFAULT_TAP}; off loopback needs CURVE keys in the graph file)",
     )
+    sp.add_argument(
+        "--process",
+        metavar="NAME",
+        help="run only this process of a multi-process graph (how another host runs its part); "
+        "without it, launch starts one child per process on this host and supervises them",
+    )
     sp.set_defaults(func=cmd_launch)
 
     sp = sub.add_parser("check", help="validate a graph without starting anything")
@@ -256,7 +283,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, getattr(args, "process", None) or "")
     try:
         return args.func(args)
     except GraphError as exc:

@@ -16,6 +16,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -304,8 +305,13 @@ class Worker:
 class Executor:
     """Runs a validated graph: builds nodes and sockets, configures, activates, loops, shuts down."""
 
-    def __init__(self, graph: Graph, *, context: zmq.Context | None = None):
+    def __init__(self, graph: Graph, *, context: zmq.Context | None = None, process: str | None = None):
+        """``process``: run only that process's nodes of a multi-process graph (None: every node)."""
         self.graph = graph
+        if process is not None and process not in graph.processes:
+            known = ", ".join(graph.processes)
+            raise KrabgraphError(f"graph {graph.name!r} has no process {process!r} (processes: {known})")
+        self.process = process
         self.context = context or zmq.Context()
         self._own_context = context is None
         self.stopping = False
@@ -315,6 +321,8 @@ class Executor:
         self._wire_logged: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._ipc_files: list[str] = []  # ipc endpoints this process bound (removed at shutdown)
+        self._auth = 0  # how many holds this executor has on the context's ZAP authenticator
 
         cfg = graph.clock
         if cfg.mode == "sim":
@@ -324,15 +332,16 @@ class Executor:
         else:
             self.clock = WallClock()
 
+        self.local = {n: s for n, s in graph.nodes.items() if process is None or s.process == process}
         self.nodes: dict[str, Node] = {}
-        for name, spec in graph.nodes.items():
+        for name, spec in self.local.items():
             node = spec.cls(name=name, **spec.params)
             node._clock = self.clock
             node._stop = self.stop
             self.nodes[name] = node
 
-        threaded = [n for n, s in graph.nodes.items() if s.thread and self.clock.mode != "sim"]
-        main_nodes = [self.nodes[n] for n in graph.nodes if n not in threaded]
+        threaded = [n for n, s in self.local.items() if s.thread and self.clock.mode != "sim"]
+        main_nodes = [self.nodes[n] for n in self.local if n not in threaded]
         self.workers = [Worker(self, 0, main_nodes)]
         self.workers += [Worker(self, i + 1, [self.nodes[n]]) for i, n in enumerate(threaded)]
         self.worker_of = {node.name: w for w in self.workers for node in w.nodes}
@@ -340,7 +349,7 @@ class Executor:
         self.sockets: list[zmq.Socket] = []
         self.subscriptions: list[Subscription] = []
         self.tap: TapHub | None = None
-        if graph.decl.tap is not None:
+        if graph.decl.tap is not None and process in (None, next(iter(graph.processes))):
             self.tap = TapHub(self.context, graph.decl.tap, graph.name, direct=len(self.workers) == 1)
             for worker in self.workers:
                 sock = self.tap.worker_socket()
@@ -357,14 +366,14 @@ class Executor:
     def _wire(self) -> None:
         graph = self.graph
         publishers: dict[str, list[tuple[str, str]]] = {}
-        for name, spec in graph.nodes.items():
+        for name, spec in self.local.items():
             for port, topic in spec.outputs.items():
                 publishers.setdefault(topic, []).append((name, port))
             for port, topics in spec.raw_outputs.items():
                 for topic in topics:
                     publishers.setdefault(topic, []).append((name, port))
         subscribers: dict[str, list[tuple[str, str]]] = {}
-        for name, spec in graph.nodes.items():
+        for name, spec in self.local.items():
             for port, topic in spec.inputs.items():
                 subscribers.setdefault(topic, []).append((name, port))
             for port, topics in spec.raw_inputs.items():
@@ -383,6 +392,7 @@ class Executor:
                     sock.sndhwm = HWM
                     sock.bind(endpoint(topic, key[1]))
                     pub_sockets[key] = sock
+        remote = self._wire_exports(pub_sockets) if self.process is not None else {}
 
         local_subs: dict[tuple[str, int], list[Subscription]] = {}
         for topic, subs in subscribers.items():
@@ -402,7 +412,9 @@ class Executor:
                     sock.connect(endpoint(topic, w))
                 if external:
                     sock.connect(endpoint(topic, "ext"))
-                polled = pub_workers != {worker.index} or node is None or external
+                if topic in remote:
+                    self._connect_remote(sock, remote[topic])
+                polled = pub_workers != {worker.index} or node is None or external or topic in remote
                 if inport is not None and inport.spec.raw:
                     decoder: Decoder = RawDecoder(topic, info.msg_type if info else None)
                 else:
@@ -417,7 +429,7 @@ class Executor:
                 else:
                     local_subs.setdefault((topic, worker.index), []).append(sub)
 
-        for name, spec in graph.nodes.items():
+        for name, spec in self.local.items():
             node, worker = self.nodes[name], self.worker_of[name]
             node._timer_sink = worker.add_timer
             for port, topic in spec.outputs.items():
@@ -442,6 +454,63 @@ class Executor:
         # Let every PUB process its pending subscriptions before the first publish.
         for sock in pub_sockets.values():
             sock.getsockopt(zmq.EVENTS)
+
+    def _wire_exports(self, pub_sockets: dict[tuple[str, int], zmq.Socket]) -> dict[str, list[str]]:
+        """Multi-process: bind this process's exported topics; return topic -> remote endpoints.
+
+        The PUB socket a topic already has also binds its ipc/tcp endpoint (CURVE server on tcp
+        when the graph has keys), so a cross-process subscriber costs the publisher nothing extra.
+        """
+        from krabgraph.launch.transport import ipc_dir, plan
+
+        graph, me = self.graph, self.process
+        hosts = {n: p.host for n, p in graph.processes.items()}
+        curve = graph.decl.curve
+        remote: dict[str, list[str]] = {}
+        for (topic, proc), exp in plan(graph).items():
+            if proc != me:
+                reads = any(topic in _topics_in(s) for s in self.local.values())
+                if reads or (isinstance(self.clock, TopicClock) and topic == self.clock.topic):
+                    remote.setdefault(topic, []).append(exp.for_host(hosts[me], hosts[proc]))
+                continue
+            socks = [sock for (t, _), sock in sorted(pub_sockets.items(), key=lambda kv: kv[0][1]) if t == topic]
+            if len(socks) != 1:
+                raise KrabgraphError(
+                    f"topic {topic!r} is published from {len(socks)} threads of process {me!r} and read in "
+                    "another process: publish it from one thread"
+                )
+            sock = socks[0]
+            if exp.ipc:
+                ipc_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
+                sock.bind(exp.ipc)
+                self._ipc_files.append(exp.ipc.removeprefix("ipc://"))
+            if exp.tcp:
+                if curve is not None:
+                    from krabgraph.launch.tap import curve_server
+
+                    curve_server(self.context, sock, curve.secret_key, curve.clients, domain="krabgraph",
+                                 where=f"{curve.loc}: security")  # fmt: skip
+                    self._auth += 1
+                try:
+                    sock.bind(exp.tcp)
+                except zmq.ZMQError as exc:
+                    raise KrabgraphError(
+                        f"process {me!r}: cannot listen on {exp.tcp} for topic {topic!r}: {exc} "
+                        "(another graph on this port? change base_port)"
+                    ) from None
+            log.info("process %s: topic %s exported on %s", me, topic, " ".join(x for x in (exp.ipc, exp.tcp) if x))
+        return remote
+
+    def _connect_remote(self, sock: zmq.Socket, endpoints: list[str]) -> None:
+        """Connect a SUB to other processes' publishers: ipc first, then tcp (CURVE client when keyed)."""
+        curve, keyed = self.graph.decl.curve, False
+        for ep in sorted(endpoints, key=lambda e: e.startswith("tcp")):
+            if ep.startswith("tcp") and curve is not None and not keyed:
+                from krabgraph.launch.tap import curve_client
+
+                curve_client(sock, curve.secret_key)
+                keyed = True
+            sock.connect(ep)
 
     # -- failures ----------------------------------------------------------------------------
     def report_wire_error(self, sub: Subscription, exc: WireError) -> None:
@@ -603,9 +672,21 @@ class Executor:
             self.tap.stop()
         for sock in self.sockets:
             sock.close(linger=0)
+        for path in self._ipc_files:
+            Path(path).unlink(missing_ok=True)
+        if self._auth:
+            from krabgraph.launch.tap import release_auth
+
+            for _ in range(self._auth):
+                release_auth(self.context)
         if self._own_context:
             self.context.term()
         self._closed = True
+
+
+def _topics_in(spec: Any) -> set[str]:
+    """Every topic a node spec reads."""
+    return {*spec.inputs.values(), *(t for ts in spec.raw_inputs.values() for t in ts)}
 
 
 def _sender(

@@ -23,6 +23,9 @@ GRAPHS_DIR = Path(__file__).resolve().parent.parent / "graphs"
 ON_ERROR = ("restart", "stop_node", "stop_graph")
 CLI = Loc("command line")
 DEFAULT_TAP = "tcp://127.0.0.1:7447"
+DEFAULT_PROCESS = "main"  # the implicit process of a graph without `processes:`
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_BASE_PORT = 7600
 
 
 @dataclass
@@ -47,6 +50,29 @@ class TapSpec:
 
 
 @dataclass
+class ProcessDecl:
+    """One process of a multi-process graph (``processes:``): where it runs."""
+
+    name: str
+    host: str = DEFAULT_HOST
+    loc: Loc = CLI
+
+
+@dataclass
+class CurveSpec:
+    """``security: {curve: {secret_key, clients}}``: CURVE for topics that cross hosts over tcp.
+
+    ``secret_key``: a ZeroMQ certificate file (``zmq.auth``) holding the graph's key pair, used by
+    every process (server side of its publishers, client side of its subscribers); ``clients``: a
+    directory of allowed client public-key certificates (the tap's format).
+    """
+
+    secret_key: str = ""
+    clients: str = ""
+    loc: Loc = CLI
+
+
+@dataclass
 class NodeDecl:
     """A node as declared (after overlays), with where each part came from."""
 
@@ -59,6 +85,8 @@ class NodeDecl:
     on_error: str = "restart"
     locs: dict[str, Loc] = field(default_factory=dict)  # "node", "class", "params.x", "inputs.p", ...
     replaced: str = ""  # class this node had in the base graph, if an overlay replaced it
+    process: str = ""  # `process:` key; "" = the implicit process (DEFAULT_PROCESS)
+    host: str = ""  # the host of its process, set by validation when the graph declares processes
 
     def loc(self, key: str) -> Loc:
         return self.locs.get(key) or self.locs.get(key.split(".")[0]) or self.locs["node"]
@@ -83,6 +111,10 @@ class GraphDecl:
     topics: dict[str, TopicDecl] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)  # base first
     tap: TapSpec | None = None  # introspection tap: off unless a file or --tap asks for it
+    processes: dict[str, ProcessDecl] = field(default_factory=dict)  # empty: one implicit process
+    base_port: int = DEFAULT_BASE_PORT  # first tcp port for topics crossing hosts
+    base_port_loc: Loc = CLI
+    curve: CurveSpec | None = None  # `security: {curve: ...}`
 
 
 @cache
@@ -173,9 +205,11 @@ def _node_from(name: str, raw: LocDict, key_loc: Loc) -> NodeDecl:
 
 
 def _overlay_node(decl: NodeDecl, raw: LocDict) -> None:
-    for key in ("class", "thread", "on_error"):
+    for key in ("class", "thread", "on_error", "process"):
         if key in raw:
             decl.locs[key] = raw.where(key)
+    if "process" in raw:
+        decl.process = raw["process"]
     if "class" in raw:
         decl.class_ref = raw["class"]
     if "thread" in raw:
@@ -245,6 +279,19 @@ def _from_data(data: LocDict, path: Path, chain: tuple[Path, ...]) -> GraphDecl:
         graph.clock, graph.clock_loc = _clock(data["clock"]), data.where("clock")
     if "tap" in data:
         graph.tap = _tap(data["tap"], data.where("tap"), path.parent)
+    for pname, raw in (data.get("processes") or {}).items():
+        where = data["processes"].where(pname) if isinstance(data["processes"], LocDict) else Loc(display)
+        proc = graph.processes.setdefault(pname, ProcessDecl(pname, loc=where))
+        if raw and "host" in raw:
+            proc.host, proc.loc = raw["host"], where
+    if "base_port" in data:
+        graph.base_port, graph.base_port_loc = data["base_port"], data.where("base_port")
+    if (data.get("security") or {}).get("curve"):
+        raw = data["security"]["curve"]
+        graph.curve = CurveSpec(
+            *(str(path.parent / raw[k]) if raw.get(k) else "" for k in ("secret_key", "clients")),
+            loc=data.where("security"),
+        )
     nodes = data.get("nodes") or {}
     for name, raw in nodes.items():
         key_loc = nodes.where(name) if isinstance(nodes, LocDict) else Loc(display)
@@ -265,6 +312,8 @@ def _from_data(data: LocDict, path: Path, chain: tuple[Path, ...]) -> GraphDecl:
             new.outputs = {**base.outputs, **new.outputs}
             new.locs = {**{k: v for k, v in base.locs.items() if k.startswith(("inputs", "outputs"))}, **new.locs}
             new.replaced = base.replaced or base.class_ref
+            if "process" not in raw and base.process:  # placement is kept like wiring
+                new.process, new.locs["process"] = base.process, base.loc("process")
             graph.nodes[name] = new
         else:
             _overlay_node(base, raw)

@@ -84,13 +84,18 @@ def check(spec: TapSpec) -> list[str]:
                 "or bind tcp://127.0.0.1 and tunnel"
             ]
         return []
+    return check_curve(spec.secret_key, spec.clients, where)
+
+
+def check_curve(secret_key: str, clients: str, where: str) -> list[str]:
+    """Problems with a CURVE server configuration (certificate file, client-key directory)."""
     errors = []
     if not zmq.has("curve"):
         errors.append(f"{where}: this libzmq has no CURVE support")
-    if not Path(spec.secret_key).is_file():
-        errors.append(f"{where}: secret_key {spec.secret_key!r} is not a file (make one with zmq.auth)")
-    if not Path(spec.clients).is_dir():
-        errors.append(f"{where}: clients {spec.clients!r} is not a directory of client certificates")
+    if not Path(secret_key).is_file():
+        errors.append(f"{where}: secret_key {secret_key!r} is not a file (make one with zmq.auth)")
+    if not Path(clients).is_dir():
+        errors.append(f"{where}: clients {clients!r} is not a directory of client certificates")
     return errors
 
 
@@ -201,18 +206,9 @@ class TapHub:
         self.thread: threading.Thread | None = None
 
     def _curve(self) -> None:
-        import zmq.auth
-        from zmq.auth.thread import ThreadAuthenticator
-
-        public, secret = zmq.auth.load_certificate(self.spec.secret_key)
-        if secret is None:
-            raise TapError(f"{self.spec.loc}: tap: {self.spec.secret_key} holds no secret key")
-        self.auth = ThreadAuthenticator(self.context, log=logging.getLogger("krabgraph.tap.auth"))
-        self.auth.start()
-        self.auth.configure_curve(domain="*", location=self.spec.clients)
-        self.backend.curve_secretkey = secret
-        self.backend.curve_publickey = public
-        self.backend.curve_server = True
+        self.auth = curve_server(
+            self.context, self.backend, self.spec.secret_key, self.spec.clients, where=f"{self.spec.loc}: tap"
+        )
 
     def worker_socket(self) -> zmq.Socket:
         """An XPUB for one worker, joined to the proxy (use it on that worker's thread only)."""
@@ -249,15 +245,87 @@ class TapHub:
         for sock in self.sockets:
             sock.close(linger=0)
         if self.auth is not None:
-            self.auth.stop()
+            release_auth(self.context)
             self.auth = None
+
+
+class _AuthLog(logging.LoggerAdapter):
+    """The ZAP authenticator's log: a refused peer (pyzmq logs "DENIED" at debug) becomes a warning."""
+
+    def __init__(self, logger: logging.Logger):
+        super().__init__(logger, {})
+        self.refused = 0
+
+    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        text = str(msg) % args if args else str(msg)
+        if text.startswith("DENIED"):
+            self.refused += 1
+            self.logger.warning("refused a peer: %s", text)
+        else:
+            self.logger.debug(msg, *args, **kwargs)
+
+
+_auths: dict[int, list[Any]] = {}  # id(context) -> [ThreadAuthenticator, users]
+_auths_lock = threading.Lock()
+
+
+def curve_server(context: zmq.Context, sock: zmq.Socket, secret_key: str, clients: str, *, domain: str = "*",
+                 where: str = "") -> Any:  # fmt: skip
+    """Make ``sock`` a CURVE server that lets in only the public keys in the ``clients`` directory.
+
+    Starts the context's ZAP authenticator (one per context, shared by the tap and the graph's
+    transport, each on its own ZAP domain); call ``release_auth(context)`` once per call when done.
+    Call before binding the endpoints that need CURVE. Returns the authenticator.
+    """
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
+    public, secret = zmq.auth.load_certificate(secret_key)
+    if secret is None:
+        raise TapError(f"{where}: {secret_key} holds no secret key")
+    with _auths_lock:
+        entry = _auths.get(id(context))
+        if entry is None:
+            auth = ThreadAuthenticator(context, log=_AuthLog(logging.getLogger("krabgraph.auth")))
+            auth.start()
+            entry = _auths[id(context)] = [auth, 0]
+        entry[1] += 1
+    entry[0].configure_curve(domain=domain, location=clients)
+    if domain != "*":
+        sock.zap_domain = domain.encode()
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_server = True
+    return entry[0]
+
+
+def release_auth(context: zmq.Context) -> None:
+    with _auths_lock:
+        entry = _auths.get(id(context))
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _auths[id(context)]
+    entry[0].stop()
+
+
+def curve_client(sock: zmq.Socket, secret_key: str, server_public: bytes | None = None) -> None:
+    """Make ``sock`` a CURVE client with the key pair in ``secret_key`` (server key: its own by default)."""
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(secret_key)
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_serverkey = server_public or public
 
 
 def describe(executor: Executor) -> bytes:
     """The JSON published on ``_tap/graph``: topics and nodes with lifecycle state and counters."""
     graph = executor.graph
     out_counts: dict[str, int] = {}
-    for name, spec in graph.nodes.items():
+    for name, spec in executor.local.items():
         node = executor.nodes[name]
         for port, topic in spec.outputs.items():
             out_counts[topic] = out_counts.get(topic, 0) + node._outputs[port].count
@@ -275,7 +343,7 @@ def describe(executor: Executor) -> bytes:
     for name, *_ in list(executor.failures):
         errors[name] = errors.get(name, 0) + 1
     nodes = []
-    for name, spec in graph.nodes.items():
+    for name, spec in executor.local.items():
         node = executor.nodes[name]
         ins, outs = list(node._inputs.values()), list(node._outputs.values())
         nodes.append(

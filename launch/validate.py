@@ -16,7 +16,7 @@ import networkx as nx
 from google.protobuf.message import Message
 
 from krabgraph.launch.errors import GraphError, ParamError
-from krabgraph.launch.graph import ON_ERROR, ClockSpec, GraphDecl, NodeDecl
+from krabgraph.launch.graph import DEFAULT_PROCESS, ON_ERROR, ClockSpec, GraphDecl, NodeDecl, ProcessDecl
 from krabgraph.launch.node import Node
 from krabgraph.launch.ports import AnyMessage
 from krabgraph.launch.registry import resolve_class
@@ -37,6 +37,7 @@ class NodeSpec:
     decl: NodeDecl
     raw_inputs: dict[str, list[str]] = field(default_factory=dict)  # Input(AnyMessage) port -> topics
     raw_outputs: dict[str, list[str]] = field(default_factory=dict)  # Output(AnyMessage) port -> topics
+    process: str = DEFAULT_PROCESS  # the process it runs in (multi-process graphs)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Graph:
     topics: dict[str, TopicInfo]
     nx: nx.MultiDiGraph
     decl: GraphDecl
+    processes: dict[str, ProcessDecl] = field(default_factory=dict)  # used ones, in declaration order
 
 
 def _suggest(word: str, options: list[str]) -> str:
@@ -241,6 +243,7 @@ def build_graph(decl: GraphDecl) -> Graph:
                     f"{spec.decl.loc('thread')}: node {name!r}: `thread: true` is not allowed with "
                     f"clock 'sim' (lockstep runs single-threaded); remove it or use clock 'wall'"
                 )
+    processes = _check_processes(decl, specs, errors)
     if decl.tap is not None:
         from krabgraph.launch.tap import check as check_tap
 
@@ -249,7 +252,49 @@ def build_graph(decl: GraphDecl) -> Graph:
         errors.append(f"{decl.files[-1] if decl.files else decl.name}: the graph has no nodes")
     if errors:
         raise GraphError(errors)
-    return Graph(decl.name, decl.description, clock, specs, topics, g, decl)
+    return Graph(decl.name, decl.description, clock, specs, topics, g, decl, processes)
+
+
+def _check_processes(decl: GraphDecl, specs: dict[str, NodeSpec], errors: list[str]) -> dict[str, ProcessDecl]:
+    """Place every node on a process; check clock, hosts and CURVE keys. Returns the processes used."""
+    from krabgraph.launch.tap import check_curve, is_loopback
+
+    declared = decl.processes or {DEFAULT_PROCESS: ProcessDecl(DEFAULT_PROCESS)}
+    names = ", ".join(declared)
+    for name, nd in decl.nodes.items():
+        proc = nd.process or DEFAULT_PROCESS
+        if proc in declared:
+            if name in specs:
+                specs[name].process = proc
+                nd.host = declared[proc].host if decl.processes else ""
+        elif nd.process:
+            hint = _suggest(proc, list(declared))
+            errors.append(
+                f"{nd.loc('process')}: node {name!r}: unknown process {proc!r}; {hint}processes: {names}"
+                + ("" if decl.processes else " (declare more under `processes:`)")
+            )
+        else:
+            errors.append(f"{nd.loc('node')}: node {name!r} has no process; add `process: NAME` (processes: {names})")
+    used = {nd.process or DEFAULT_PROCESS for nd in decl.nodes.values()}
+    processes = {n: p for n, p in declared.items() if n in used}
+    if len(processes) > 1 and decl.clock.mode == "sim":
+        errors.append(
+            f"{decl.clock_loc}: clock 'sim' with {len(processes)} processes ({', '.join(processes)}): "
+            "lockstep runs in one process; use clock wall"
+        )
+    hosts = {p.host for p in processes.values()}
+    if decl.curve is not None:
+        errors += check_curve(decl.curve.secret_key, decl.curve.clients, f"{decl.curve.loc}: security")
+    elif len(hosts) > 1:
+        for p in processes.values():
+            if not is_loopback(f"tcp://{p.host}:1"):
+                errors.append(
+                    f"{p.loc}: process {p.name!r} runs on {p.host}, off loopback: topics crossing hosts need "
+                    "CURVE keys (security: {curve: {secret_key: graph.key_secret, clients: dir/}})"
+                )
+    if not 0 < decl.base_port < 65536:
+        errors.append(f"{decl.base_port_loc}: base_port {decl.base_port} is not a tcp port")
+    return processes
 
 
 def _expand_raw_inputs(
