@@ -112,6 +112,18 @@ def executor_hop(shape: tuple[int, ...], count: int) -> np.ndarray:
     return lat
 
 
+def _handshake(pub: zmq.Socket, sub: zmq.Socket, timeout_s: float = 5.0) -> None:
+    """Send probes until one arrives: PUB drops messages until it has processed the subscription."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pub.send(b"probe")
+        if sub.poll(10):
+            while sub.poll(0):  # drain any further probes
+                sub.recv()
+            return
+    raise RuntimeError("raw zmq hop: the subscription never reached the publisher")
+
+
 def raw_zmq_hop(shape: tuple[int, ...], count: int, with_protobuf: bool) -> np.ndarray:
     """Latencies (µs) of send → recv on one thread over inproc PUB/SUB (optionally + protobuf)."""
     ctx = zmq.Context()
@@ -119,7 +131,8 @@ def raw_zmq_hop(shape: tuple[int, ...], count: int, with_protobuf: bool) -> np.n
     pub.bind("inproc://bench-raw")
     sub.connect("inproc://bench-raw")
     sub.setsockopt(zmq.SUBSCRIBE, b"")
-    time.sleep(0.05)
+    sub.rcvtimeo = 1000  # ms: a lost message is an error, never a hang
+    _handshake(pub, sub)
     msg = _message(shape)
     payload = msg.SerializeToString()
     out = np.empty(count)
