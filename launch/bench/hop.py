@@ -128,6 +128,9 @@ def raw_zmq_hop(shape: tuple[int, ...], count: int, with_protobuf: bool) -> np.n
     """Latencies (µs) of send → recv on one thread over inproc PUB/SUB (optionally + protobuf)."""
     ctx = zmq.Context()
     pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+    # Unlimited HWM: in a ~1 µs loop the PUB learns of the SUB's reads only when libzmq processes
+    # its commands (throttled to about once a millisecond), so a finite HWM drops messages here.
+    pub.sndhwm = sub.rcvhwm = 0
     pub.bind("inproc://bench-raw")
     sub.connect("inproc://bench-raw")
     sub.setsockopt(zmq.SUBSCRIBE, b"")
