@@ -28,15 +28,19 @@ _MOTOR_CMD = np.dtype(
     [("mode", "u1"), ("q", "<f4"), ("dq", "<f4"), ("tau", "<f4"), ("kp", "<f4"), ("kd", "<f4"), ("reserve", "<u4", 3)],
     align=True,
 )
+# The fields LowCmd_ and LowState_ both start with.
+_HEADER = [
+    ("head", "u1", 2),
+    ("level_flag", "u1"),
+    ("frame_reserve", "u1"),
+    ("sn", "<u4", 2),
+    ("version", "<u4", 2),
+    ("bandwidth", "<u2"),
+]
 _BMS_CMD = np.dtype([("off", "u1"), ("reserve", "u1", 3)], align=True)
 LOW_CMD_LAYOUT = np.dtype(
     [
-        ("head", "u1", 2),
-        ("level_flag", "u1"),
-        ("frame_reserve", "u1"),
-        ("sn", "<u4", 2),
-        ("version", "<u4", 2),
-        ("bandwidth", "<u2"),
+        *_HEADER,
         ("motor_cmd", _MOTOR_CMD, 20),
         ("bms_cmd", _BMS_CMD),
         ("wireless_remote", "u1", 40),
@@ -66,12 +70,7 @@ _BMS_STATE = np.dtype(
 )  # fmt: skip
 LOW_STATE_LAYOUT = np.dtype(
     [
-        ("head", "u1", 2),
-        ("level_flag", "u1"),
-        ("frame_reserve", "u1"),
-        ("sn", "<u4", 2),
-        ("version", "<u4", 2),
-        ("bandwidth", "<u2"),
+        *_HEADER,
         ("imu_state", _IMU),
         ("motor_state", _MOTOR_STATE, 20),
         ("bms_state", _BMS_STATE),
