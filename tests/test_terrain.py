@@ -57,3 +57,29 @@ def test_unknown_kind_and_parameter():
         make_terrain("lava")
     with pytest.raises(TerrainError, match=r"terrain 'steps'.*unexpected keyword argument 'step_height'"):
         make_terrain("steps", step_height=0.1)
+
+
+def test_stairs_course_repeats_flights_over_its_length_and_the_seed_varies_it():
+    params = dict(step_height=0.1, step_count=4, step_width_range=(0.25, 0.35), start_jitter=0.5, length=12.0)
+    a, b, c = (make_terrain("stairs", seed=s, **params) for s in (0, 0, 1))
+    assert a.boxes == b.boxes and a.boxes != c.boxes
+    for t in (a, c):
+        x0 = min(box.center[0] - box.half_size[0] for box in t.boxes)
+        x1 = max(box.center[0] + box.half_size[0] for box in t.boxes)
+        assert 1.0 <= x0 <= 1.5 and x1 - x0 >= 12.0
+        treads = [2 * box.half_size[0] for box in t.boxes if box.top < 0.4 - 1e-9]  # all but the landings
+        assert min(treads) >= 0.25 and max(treads) <= 0.35
+        xs = np.arange(x0 - 0.5, x1 + 0.5, 0.01)
+        heights = t.height_at(xs, np.zeros_like(xs))
+        rises = np.diff(heights)[np.abs(np.diff(heights)) > 1e-9]
+        np.testing.assert_allclose(np.abs(rises), 0.1)  # every riser 10 cm, up and down
+        assert heights.max() == pytest.approx(0.4) and heights[0] == heights[-1] == 0.0
+        assert (rises > 0).sum() >= 3 * 4  # at least 3 flights of 4 steps up
+    assert make_terrain("stairs", seed=5).boxes == make_terrain("stairs", seed=6).boxes  # defaults: no randomness
+
+
+def test_stairs_course_parameters_are_checked():
+    with pytest.raises(TerrainError, match="needs descend"):
+        make_terrain("stairs", length=10.0, descend=False)
+    with pytest.raises(TerrainError, match="step_width_range"):
+        make_terrain("stairs", step_width_range=(0.3, 0.2))

@@ -1,7 +1,9 @@
 """Acceptance, through the executor with the shipped graph files: the Go2 really walks.
 
 graphs/walk.yaml (hal → policy → safety → hal, scripted schedule: 2 s stand, 8 s at 0.5 m/s,
-8 s at 1.0 m/s, 6 s turning at 1 rad/s), run lockstep as fast as possible.
+8 s at 1.0 m/s, 6 s turning at 1 rad/s), run lockstep as fast as possible. On ``steps`` the field
+is 26 m wide (``terrain_params``): the walk covers about 12 m and bends with the policy's yaw
+drift, and every measured window must lie on the field.
 """
 
 from __future__ import annotations
@@ -51,8 +53,14 @@ class Probe(Node):
         self.modes.append(m.mode)
 
 
+STEP_FIELD = {"size": 26.0, "clearance": 0.8}  # m: the steps field, and its flat start square's half-width
+
+
 def run_walk(terrain: str) -> tuple[np.ndarray, Probe]:
-    decl = load_graph("walk", clock="sim", sets=[f"hal.terrain={terrain}", "hal.status_period_s=0"])
+    sets = [f"hal.terrain={terrain}", "hal.status_period_s=0"]
+    if terrain == "steps":
+        sets.append(f"hal.terrain_params={{size: {STEP_FIELD['size']}, clearance: {STEP_FIELD['clearance']}}}")
+    decl = load_graph("walk", clock="sim", sets=sets)
     decl.nodes["probe"] = NodeDecl(
         "probe",
         Probe,
@@ -75,6 +83,10 @@ def test_go2_tracks_velocity_commands_through_the_graph(terrain):
     rows, probe = run_walk(terrain)
     assert rows[-1, 0] == pytest.approx(24.0, abs=0.021)
     slow, fast, turn = window(rows, 5.0, 10.0), window(rows, 13.0, 18.0), window(rows, 19.0, 24.0)
+    if terrain == "steps":  # every measured sample over the field: off the flat start square, 1 m from the edge
+        for w in (slow, fast, turn):
+            reach = np.abs(w[:, 1:3]).max(axis=1)  # Chebyshev distance of the base from the origin
+            assert reach.min() > STEP_FIELD["clearance"] + 0.25 and reach.max() < STEP_FIELD["size"] / 2 - 1.0
     assert slow[:, 4].mean() == pytest.approx(0.5, abs=0.1)
     assert fast[:, 4].mean() == pytest.approx(1.0, abs=0.1)
     assert turn[:, 6].mean() == pytest.approx(1.0, abs=0.1)

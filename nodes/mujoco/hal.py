@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
-from krabgraph.launch import Input, Node, Output, Param
+from krabgraph.launch import Input, Node, Output, Param, ParamError
 from krabgraph.msgs import Clock, DepthImage, HeightScan, JointCommand, RobotState, to_numpy
 from krabgraph.nodes.mujoco.physics import CommandError, MujocoRobotSim, fill_robot_state
 from krabgraph.nodes.mujoco.sensors import DepthCamera, HeightScanner
-from krabgraph.nodes.mujoco.terrain import TERRAIN_KINDS, make_terrain
+from krabgraph.nodes.mujoco.terrain import TERRAIN_KINDS, TerrainError, make_terrain
 
 
 class MujocoHal(Node):
@@ -31,17 +32,26 @@ class MujocoHal(Node):
     and the last valid targets stay. Until the first valid command the robot holds its default
     pose with the description's gains. With ``depth_hz`` > 0 a forward depth image (58 x 87,
     m along the optical axis, 0 = no return within 2 m) is published on ``depth_image``.
+
+    ``terrain_params`` are passed to the terrain generator (``make_terrain(terrain, seed, **params)``,
+    e.g. ``{step_height: 0.1, length: 12}`` for stairs). A scripted push: with ``push_at_s`` >= 0 the
+    base gets a world-frame force ``push_impulse / push_duration_s`` at its center of mass from that
+    simulated time for ``push_duration_s``, applied at physics rate (``MujocoRobotSim.push``).
     """
 
     kind = "hal"
     robot = Param(str, "go2", "robot description name or path")
     terrain = Param(str, "flat", "flat | stairs | steps | parkour", choices=TERRAIN_KINDS)
+    terrain_params = Param(dict, {}, "terrain generator parameters, e.g. {step_height: 0.1} (see terrain.py)")
     seed = Param(int, 0, "random seed for terrain and resets")
     actuator_delay_steps = Param(int, 0, "physics steps of actuator delay", ge=0)
     depth_hz = Param(float, 0.0, "depth image rate; 0 = no depth image", unit="Hz", ge=0)
     viewer = Param(bool, False, "open MuJoCo's interactive viewer (needs a display); closing it stops the graph")
     video = Param(str, "", "write an MP4 of the run here (offscreen rendering, no display needed)")
     video_fps = Param(float, 30.0, "video frame rate, in simulated time", unit="Hz", gt=0, le=120)
+    push_at_s = Param(float, -1.0, "simulated time of a push on the base; < 0 = no push", unit="s")
+    push_impulse = Param(list, [0.0, 0.0, 0.0], "push impulse [x, y, z], world frame", unit="N·s", item=float)
+    push_duration_s = Param(float, 0.1, "duration of the push (force = impulse / duration)", unit="s", gt=0)
     status_period_s = Param(
         float, 1.0, "log a one-line status (pose, speed, real-time factor); 0 = off", unit="s", ge=0
     )
@@ -53,9 +63,15 @@ class MujocoHal(Node):
     depth_image = Output(DepthImage)
 
     def on_configure(self) -> None:
-        self.sim = MujocoRobotSim(
-            self.robot, make_terrain(self.terrain, seed=self.seed), actuator_delay_steps=self.actuator_delay_steps
-        )
+        if len(self.push_impulse) != 3 or not all(math.isfinite(v) for v in self.push_impulse):
+            raise ParamError(
+                f"{self.name}: push_impulse must be 3 finite values [x, y, z] N·s, got {self.push_impulse}"
+            )
+        try:
+            terrain = make_terrain(self.terrain, seed=self.seed, **self.terrain_params)
+        except TerrainError as exc:
+            raise ParamError(f"{self.name}: terrain_params: {exc}") from None
+        self.sim = MujocoRobotSim(self.robot, terrain, actuator_delay_steps=self.actuator_delay_steps)
         self.description = self.sim.robot
         self.control_dt = self.description.control_dt
         self.scanner = HeightScanner(self.sim.scene)
@@ -81,6 +97,8 @@ class MujocoHal(Node):
 
     def on_activate(self) -> None:
         self.sim.reset(seed=self.seed)
+        if self.push_at_s >= 0:
+            self.sim.push(self.push_impulse, self.push_duration_s, at_s=self.push_at_s)
         self._t0_ns = self.now_ns()
         self._rtf_mark = (time.monotonic(), 0)  # (wall s, sim steps) where the RTF window starts
         self._rtf = 0.0

@@ -13,7 +13,9 @@ effort = effort limit):
     tau_max = clip(E * (1 - qd / V), 0, E),   tau_min = clip(E * (-1 - qd / V), -E, 0)
 
 ``torque_speed_limit=False`` clips to ±E only. A command takes effect ``actuator_delay_steps``
-physics steps after ``set_command``. Units: SI, angles in rad, quaternions wxyz.
+physics steps after ``set_command``. ``push`` applies an external force to the base body (MuJoCo's
+``xfrc_applied``, at its center of mass, world frame) for a number of physics steps: a scripted
+perturbation for acceptance tests. Units: SI, angles in rad, quaternions wxyz.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from krabgraph.nodes.hal_io import CommandError, RobotSnapshot, fill_robot_state
 from krabgraph.nodes.mujoco.scene import Scene, build_scene
 from krabgraph.nodes.mujoco.terrain import Terrain
 from krabgraph.nodes.robots import RobotDescription, load_robot
+from krabgraph.nodes.robots.motor import limit_torque
 
 SPAWN_CLEARANCE = 0.002  # m between the lowest foot and the ground at reset
 
@@ -79,6 +82,7 @@ class MujocoRobotSim:
         self._cmd = self._hold_default()
         self._tau = np.zeros(self.robot.num_joints)
         self._force6 = np.zeros(6)
+        self._push: tuple[int, int, np.ndarray] | None = None  # (first step, end step, force N world)
         self.reset()
 
     # -- time ---------------------------------------------------------------------------------
@@ -115,6 +119,7 @@ class MujocoRobotSim:
         self._pending.clear()
         self._cmd = self._hold_default()
         self._tau[:] = 0.0
+        self._push = None
 
     def _hold_default(self) -> _Command:
         r = self.robot
@@ -180,6 +185,23 @@ class MujocoRobotSim:
         self._cmd.kd[idx] = cmd.kd
         self._cmd.tau[idx] = cmd.tau
 
+    def push(self, impulse: Sequence[float] | np.ndarray, duration_s: float = 0.1, at_s: float | None = None) -> None:
+        """Push the base: a constant world-frame force ``impulse / duration`` (N·s / s) at its center of
+        mass, from simulated time ``at_s`` (default: the next step) for ``duration_s`` rounded to whole
+        physics steps (at least one; the force is scaled so the impulse is exact). Replaces a pending
+        push; ``reset`` cancels it. Raises ``ValueError`` on a non-finite impulse or a duration <= 0."""
+        j = np.asarray(impulse, dtype=np.float64).reshape(-1)
+        if j.shape != (3,) or not np.isfinite(j).all():
+            raise ValueError(f"push impulse must be 3 finite values [x, y, z] in N·s, got {list(j)}")
+        if not (np.isfinite(duration_s) and duration_s > 0):
+            raise ValueError(f"push duration must be finite and > 0 s, got {duration_s}")
+        if at_s is not None and not np.isfinite(at_s):
+            raise ValueError(f"push time must be finite, got {at_s}")
+        dt, now = self.dt, self.step_count
+        first = now if at_s is None else max(now, now + round((at_s - self.time) / dt))
+        n = max(1, round(duration_s / dt))
+        self._push = (first, first + n, j / (n * dt))
+
     # -- stepping -----------------------------------------------------------------------------
     def joint_torque(self, q: np.ndarray, qd: np.ndarray) -> np.ndarray:
         """Motor torque for joint state (q, qd) under the current command, after limits."""
@@ -190,10 +212,7 @@ class MujocoRobotSim:
         # physics step.
         if not self.torque_speed_limit:
             return np.minimum(np.maximum(tau, -effort), effort)
-        ratio = qd / r.velocity_limit
-        upper = np.minimum(np.maximum(effort * (1.0 - ratio), 0.0), effort)
-        lower = np.minimum(np.maximum(effort * (-1.0 - ratio), -effort), 0.0)
-        return np.minimum(np.maximum(tau, lower), upper)
+        return limit_torque(tau, qd, effort, r.velocity_limit)
 
     def step(self, n: int = 1) -> None:
         """Advance ``n`` physics steps."""
@@ -204,8 +223,17 @@ class MujocoRobotSim:
                 self._apply(idx, cmd)
             self._tau = self.joint_torque(d.qpos[s.qpos_adr], d.qvel[s.dof_adr])
             d.ctrl[s.actuator_id] = self._tau
+            if self._push is not None:
+                self._apply_push()
             mujoco.mj_step(self.model, d)
             self.step_count += 1
+
+    def _apply_push(self) -> None:
+        """Set the base's external force for the coming step; drop the push once it is over."""
+        first, end, force = self._push
+        self.data.xfrc_applied[self.scene.base_body, :3] = force if first <= self.step_count < end else 0.0
+        if self.step_count >= end:
+            self._push = None
 
     # -- state --------------------------------------------------------------------------------
     def read_state(self) -> SimState:

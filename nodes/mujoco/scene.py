@@ -17,6 +17,7 @@ import mujoco
 import numpy as np
 
 from krabgraph.nodes.assets import resolve_asset
+from krabgraph.nodes.mujoco.heightfield import HeightField
 from krabgraph.nodes.mujoco.terrain import Terrain, flat
 from krabgraph.nodes.robots import RobotDescription
 
@@ -57,9 +58,7 @@ def build_scene(robot: RobotDescription, terrain: Terrain | None = None) -> Scen
     terrain = terrain or flat()
     spec = _robot_spec(str(resolve_asset(robot.model, base_dir=robot.source.parent))).copy()
     spec.option.timestep = robot.sim_dt
-    _apply_joint_limits(spec, robot)
-    _apply_foot_contact(spec, robot)
-    _ensure_motors(spec, robot)
+    apply_description(spec, robot)
     _add_imu_sensors(spec, robot)
     _add_terrain(spec, terrain)
     _add_lights_and_camera(spec, robot)
@@ -73,6 +72,33 @@ def _robot_spec(path: str) -> mujoco.MjSpec:
     spec = mujoco.MjSpec.from_file(path)
     spec.compile()
     return spec
+
+
+def apply_description(spec: mujoco.MjSpec, robot: RobotDescription) -> None:
+    """Make the MJCF agree with the robot description: joint ranges, foot contact, one torque motor
+    per joint with the effort limit as its control range (the trainer's model starts here too)."""
+    _apply_joint_limits(spec, robot)
+    _apply_foot_contact(spec, robot)
+    _ensure_motors(spec, robot)
+
+
+def add_heightfield(spec: mujoco.MjSpec, field: HeightField, group: int = TERRAIN_GROUP) -> mujoco.MjsGeom:
+    """Add the height field as an ``hfield`` geom: MuJoCo stores heights normalised to [0, 1] times
+    the elevation range ``size[2]`` above the geom's z, on a ``size[3]`` thick base."""
+    heights = field.heights.astype(np.float64)
+    low, high = float(heights.min()), float(heights.max())
+    span = max(high - low, 1e-6)
+    n_y, n_x = field.shape
+    ex, ey = field.extent
+    cx, cy = field.center
+    spec.add_hfield(
+        name="krab_terrain", nrow=n_y, ncol=n_x, size=[ex / 2, ey / 2, span, 0.5],
+        userdata=((heights - low) / span).reshape(-1).tolist(),
+    )  # fmt: skip
+    return spec.worldbody.add_geom(
+        name="terrain_hfield", type=mujoco.mjtGeom.mjGEOM_HFIELD, hfieldname="krab_terrain", pos=[cx, cy, low],
+        rgba=[0.45, 0.42, 0.38, 1.0], group=group,
+    )  # fmt: skip
 
 
 def _apply_joint_limits(spec: mujoco.MjSpec, robot: RobotDescription) -> None:
@@ -140,6 +166,8 @@ def _add_terrain(spec: mujoco.MjSpec, terrain: Terrain) -> None:
         name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0, 0, 0.05], pos=[0, 0, terrain.floor_z],
         material="krab_floor", group=TERRAIN_GROUP,
     )  # fmt: skip
+    if terrain.heightfield is not None:
+        add_heightfield(spec, terrain.heightfield)
     for i, box in enumerate(terrain.boxes):
         shade = 0.45 + 0.35 * ((i * 0.618) % 1.0)
         spec.worldbody.add_geom(
@@ -230,4 +258,4 @@ def _descends_from(model: mujoco.MjModel, body: int, root: int) -> bool:
     return root == 0
 
 
-__all__ = ["TERRAIN_GROUP", "Scene", "SceneError", "build_scene"]
+__all__ = ["TERRAIN_GROUP", "Scene", "SceneError", "add_heightfield", "apply_description", "build_scene"]

@@ -26,18 +26,10 @@ import mujoco
 import numpy as np
 
 from krabgraph.msgs import DepthImage, HeightScan, set_array
+from krabgraph.nodes.mujoco.heightfield import grid_pattern
 from krabgraph.nodes.mujoco.scene import Scene
 
 RAY_ORIGIN_HEIGHT = 1000.0  # m above the base: common origin of the height-scan rays
-
-
-def grid_pattern(size: Sequence[float] = (1.6, 1.0), resolution: float = 0.1) -> np.ndarray:
-    """Isaac Lab GridPattern offsets in the base's yaw frame: [n_y, n_x, 2] (x, y), x along columns."""
-    eps = 1e-9
-    xs = np.arange(-size[0] / 2, size[0] / 2 + eps, resolution)
-    ys = np.arange(-size[1] / 2, size[1] / 2 + eps, resolution)
-    gx, gy = np.meshgrid(xs, ys, indexing="xy")
-    return np.stack([gx, gy], axis=-1)
 
 
 class HeightScanner:

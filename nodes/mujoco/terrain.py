@@ -1,10 +1,10 @@
-"""Terrains built only from boxes (MuJoCo collides meshes as convex hulls, boxes exactly).
+"""Terrains built from boxes (MuJoCo collides meshes as convex hulls, boxes exactly) and height fields.
 
 ``make_terrain(kind, seed, **params)`` returns a ``Terrain``: a ground plane at ``floor_z`` plus a
-tuple of axis-aligned ``Box`` es. Every generator is deterministic for a given seed and keeps a
-clear, flat start area (ground height 0) around the origin so the robot spawns on flat ground.
-Courses lie ahead of the robot, along +x. ``Terrain.height_at`` gives the expected ground height
-for tests and spawning. Units: m.
+tuple of axis-aligned ``Box`` es and, for ``rough``, the trainer's height-field tiles. Every
+generator is deterministic for a given seed and keeps a clear, flat start area (ground height 0)
+around the origin so the robot spawns on flat ground. Courses lie ahead of the robot, along +x.
+``Terrain.height_at`` gives the expected ground height for tests and spawning. Units: m.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-TERRAIN_KINDS = ("flat", "stairs", "steps", "parkour")
+from krabgraph.nodes.mujoco.heightfield import HeightField, rough_tiles
+
+TERRAIN_KINDS = ("flat", "stairs", "steps", "parkour", "rough")
 
 
 class TerrainError(ValueError):
@@ -42,18 +44,23 @@ class Box:
 
 @dataclass(frozen=True)
 class Terrain:
-    """A ground plane at ``floor_z`` plus boxes. ``params`` records how it was generated."""
+    """A ground plane at ``floor_z`` plus boxes and an optional height field. ``params`` records how
+    it was generated."""
 
     kind: str
     seed: int
     boxes: tuple[Box, ...]
     floor_z: float = 0.0
     params: dict[str, Any] = field(default_factory=dict, compare=False)
+    heightfield: HeightField | None = field(default=None, compare=False)
 
     def height_at(self, x: float | np.ndarray, y: float | np.ndarray) -> float | np.ndarray:
-        """Ground height (m) at (x, y): the highest box top covering the point, else ``floor_z``."""
+        """Ground height (m) at (x, y): the highest of the boxes covering the point, the height field
+        (if any) and ``floor_z``."""
         xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         h = np.full(np.broadcast(xs, ys).shape, self.floor_z)
+        if self.heightfield is not None:
+            h = np.maximum(h, self.heightfield.height_at(xs, ys))
         for box in self.boxes:
             h = np.where(box.covers(xs, ys), np.maximum(h, box.top), h)
         return float(h) if h.ndim == 0 else h
@@ -85,25 +92,48 @@ def stairs(
     start: float = 1.0,
     landing: float = 1.0,
     descend: bool = True,
+    length: float = 0.0,
+    gap: float = 0.5,
+    step_width_range: tuple[float, float] | None = None,
+    start_jitter: float = 0.0,
 ) -> Terrain:
     """A flight of ``step_count`` steps up along +x starting ``start`` m ahead, a ``landing`` m long
     landing at the top, then (if ``descend``) steps back down to the ground. Each step is one box
-    from the ground to its tread."""
+    from the ground to its tread.
+
+    Courses: with ``length`` > 0, flights (which must descend) repeat, ``gap`` m of flat ground
+    apart, until they cover at least ``length`` m from the first step. Drawn from ``seed``: the
+    first step ``start`` + U(0, ``start_jitter``) m ahead, and with ``step_width_range`` = (lo, hi)
+    each flight's tread width U(lo, hi) instead of ``step_width``. The defaults give one flight and
+    use no random numbers."""
     _require(step_height > 0 and step_width > 0 and step_count >= 1, "step height/width/count must be positive")
     _require(start >= 0.5, "start must leave at least 0.5 m of flat ground ahead of the origin")
+    _require(length <= 0 or (descend and gap >= 0), "a course (length > 0) needs descend: true and gap >= 0")
+    _require(start_jitter >= 0, "start_jitter must be >= 0")
+    if step_width_range is not None:
+        lo, hi = (float(v) for v in step_width_range)
+        _require(0 < lo <= hi, "step_width_range must be (lo, hi) with 0 < lo <= hi")
+    rng = np.random.default_rng(seed)
+    x0 = x = start + (rng.uniform(0.0, start_jitter) if start_jitter > 0 else 0.0)
     boxes: list[Box] = []
-    x = start
     up = [step_height * (i + 1) for i in range(step_count)]
-    tops = [*up, up[-1]]
-    lengths = [step_width] * step_count + [landing]
-    if descend:
-        tops += up[-2::-1]
-        lengths += [step_width] * (step_count - 1)
-    for top, length in zip(tops, lengths, strict=True):
-        boxes.append(Box((x + length / 2, 0.0, top / 2), (length / 2, width / 2, top / 2)))
-        x += length
+    while True:
+        tread = rng.uniform(lo, hi) if step_width_range is not None else step_width
+        tops = [*up, up[-1]]
+        lengths = [tread] * step_count + [landing]
+        if descend:
+            tops += up[-2::-1]
+            lengths += [tread] * (step_count - 1)
+        for top, run in zip(tops, lengths, strict=True):
+            boxes.append(Box((x + run / 2, 0.0, top / 2), (run / 2, width / 2, top / 2)))
+            x += run
+        if x - x0 >= length:
+            break
+        x += gap
     params = dict(step_height=step_height, step_width=step_width, step_count=step_count, width=width, start=start)
-    return Terrain("stairs", seed, tuple(boxes), params=params | dict(landing=landing, descend=descend))
+    params |= dict(landing=landing, descend=descend, length=length, gap=gap)
+    params |= dict(step_width_range=step_width_range, start_jitter=start_jitter)
+    return Terrain("stairs", seed, tuple(boxes), params=params)
 
 
 def steps(
@@ -178,11 +208,40 @@ def parkour(
     return Terrain("parkour", seed, tuple(boxes), floor_z=-pit_depth, params=params)
 
 
+def rough(seed: int = 0, rows: int = 4, tile_size: float = 8.0) -> Terrain:
+    """The trainer's rough-terrain tiles as a height field (``heightfield.rough_tiles``): ``rows``
+    difficulty levels along +y, one column per tile kind along +x; the robot starts on the
+    platform of the flat, easiest tile at the origin."""
+    _require(rows >= 1 and tile_size >= 3.0, "need rows >= 1 and tile_size >= 3 m")
+    grid = rough_tiles(seed, rows=rows, tile_size=tile_size)
+    floor = float(grid.field.heights.min()) - 0.1
+    params = dict(rows=rows, tile_size=tile_size, kinds=grid.kinds)
+    return Terrain("rough", seed, (), floor_z=floor, params=params, heightfield=grid.field)
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise TerrainError(message)
 
 
-_GENERATORS: dict[str, Callable[..., Terrain]] = {"flat": flat, "stairs": stairs, "steps": steps, "parkour": parkour}
+_GENERATORS: dict[str, Callable[..., Terrain]] = {
+    "flat": flat,
+    "stairs": stairs,
+    "steps": steps,
+    "parkour": parkour,
+    "rough": rough,
+}
 
-__all__ = ["TERRAIN_KINDS", "Box", "Terrain", "TerrainError", "flat", "make_terrain", "parkour", "stairs", "steps"]
+__all__ = [
+    "TERRAIN_KINDS",
+    "Box",
+    "HeightField",
+    "Terrain",
+    "TerrainError",
+    "flat",
+    "make_terrain",
+    "parkour",
+    "rough",
+    "stairs",
+    "steps",
+]

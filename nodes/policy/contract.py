@@ -14,7 +14,7 @@ import importlib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ TOP_LEVEL_KEYS = (
     "actions",
     "gains",
     "term_modules",
+    "provenance",
 )
 REQUIRED_KEYS = ("name", "robot", "weights", "format", "control_dt", "joints", "default_joint_pos")
 REQUIRED_KEYS += ("observations", "actions", "gains")
@@ -128,6 +129,7 @@ class Contract:
     actions: ActionMap
     kp: np.ndarray  # N·m/rad
     kd: np.ndarray  # N·m·s/rad
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # who trained it, how (written by the trainer)
 
     @property
     def obs_dim(self) -> int:
@@ -266,6 +268,7 @@ class _Parser:
             actions=self.actions(raw["actions"], joints, default_pos),
             kp=self.gain(raw["gains"], "kp", joints),
             kd=self.gain(raw["gains"], "kd", joints),
+            provenance=self.provenance(raw.get("provenance", {})),
         )
 
     # -- scalars -----------------------------------------------------------------------------
@@ -439,6 +442,11 @@ class _Parser:
         else:
             offset = self.per_joint(offset_raw, "actions.offset", joints, scalar_ok=True)
         return ActionMap(scale=scale, offset=offset, clip=self.clip(value.get("clip"), "actions.clip"))
+
+    def provenance(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail("provenance", f"must be a mapping (trainer, commit, env steps, ...), got {value!r}")
+        return dict(value)
 
     def gain(self, value: Any, key: str, joints: tuple[str, ...]) -> np.ndarray:
         self.keys(value, "gains", ("kp", "kd"), ("kp", "kd"))

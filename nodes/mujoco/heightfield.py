@@ -1,0 +1,193 @@
+"""Height fields: a grid of ground heights, and the rough-terrain tiles the trainer learns on.
+
+``HeightField`` is a regular grid of heights (m), row index along y, column index along x, sample
+``[0, 0]`` at ``origin``. Between samples the surface is MuJoCo's: each cell is split into two
+triangles along the diagonal from its (x0, y0) corner to its (x1, y1) corner, so
+``HeightField.height_at`` returns exactly what a ray cast onto the MuJoCo ``hfield`` geom hits.
+The trainer evaluates the same formula in JAX (``krabgraph.train.terrain``).
+
+``rough_tiles`` builds the curriculum grid: ``rows`` difficulty levels (row 0 easiest) by
+``len(kinds)`` columns of terrain kinds, each tile ``tile_size`` m square with a flat platform in
+its centre where robots spawn, surrounded by a flat ``border``. Kinds: ``flat``, ``rough``
+(smoothed uniform noise), ``slope_up`` / ``slope_down`` (pyramid slopes rising to / falling to the
+platform), ``stairs_up`` / ``stairs_down`` (pyramid stairs rising to / falling to the platform),
+``boxes`` (a random grid of flat-topped boxes). Difficulty ``d`` in [0, 1] scales each kind
+linearly between the ranges in ``DIFFICULTY``. Units: m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+TILE_KINDS = ("flat", "rough", "slope_up", "slope_down", "stairs_up", "stairs_down", "boxes")
+
+# (easiest, hardest) parameter of each kind: noise amplitude, slope (rise over run), riser or box height.
+DIFFICULTY = {
+    "rough": (0.01, 0.06),
+    "slope_up": (0.0, 0.35),
+    "slope_down": (0.0, 0.35),
+    "stairs_up": (0.03, 0.16),
+    "stairs_down": (0.03, 0.16),
+    "boxes": (0.02, 0.15),
+}
+STAIR_TREAD = 0.30  # m
+BOX_CELL = 0.45  # m, footprint of one box in the ``boxes`` kind
+NOISE_CELL = 0.20  # m, correlation length of the ``rough`` kind's noise
+PLATFORM = 2.0  # m, side of the flat spawn platform in every tile's centre
+
+
+def grid_pattern(size: Sequence[float] = (1.6, 1.0), resolution: float = 0.1) -> np.ndarray:
+    """Isaac Lab's GridPattern offsets in the base's yaw frame: [n_y, n_x, 2] (x, y), x along columns."""
+    eps = 1e-9
+    xs = np.arange(-size[0] / 2, size[0] / 2 + eps, resolution)
+    ys = np.arange(-size[1] / 2, size[1] / 2 + eps, resolution)
+    gx, gy = np.meshgrid(xs, ys, indexing="xy")
+    return np.stack([gx, gy], axis=-1)
+
+
+@dataclass(frozen=True, eq=False)
+class HeightField:
+    """Ground heights on a regular grid: ``heights[iy, ix]`` at ``origin + (ix, iy) * resolution``."""
+
+    heights: np.ndarray  # float32 [n_y, n_x], m
+    resolution: float  # m between samples
+    origin: tuple[float, float]  # world (x, y) of sample [0, 0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.heights.shape  # type: ignore[return-value]
+
+    @property
+    def extent(self) -> tuple[float, float]:
+        """Size (x, y) in m from the first to the last sample."""
+        n_y, n_x = self.shape
+        return (n_x - 1) * self.resolution, (n_y - 1) * self.resolution
+
+    @property
+    def center(self) -> tuple[float, float]:
+        ex, ey = self.extent
+        return self.origin[0] + ex / 2, self.origin[1] + ey / 2
+
+    def height_at(self, x: float | np.ndarray, y: float | np.ndarray) -> np.ndarray:
+        """Surface height (m) at world (x, y), MuJoCo's triangulation; clamped to the grid's edge."""
+        return surface_height(self.heights, self.resolution, self.origin, np.asarray(x, float), np.asarray(y, float))
+
+
+def surface_height(heights, resolution, origin, x, y, xp=np):
+    """Height of MuJoCo's triangulated height-field surface at (x, y); ``xp`` is numpy or jax.numpy.
+
+    Cell (ix, iy) spans [x_ix, x_ix+1] x [y_iy, y_iy+1]; with fractions (fx, fy) the point lies in
+    the triangle (0,0),(1,0),(1,1) when fx >= fy, else in (0,0),(0,1),(1,1).
+    """
+    n_y, n_x = heights.shape
+    gx = xp.clip((x - origin[0]) / resolution, 0.0, n_x - 1.000001)
+    gy = xp.clip((y - origin[1]) / resolution, 0.0, n_y - 1.000001)
+    ix, iy = xp.floor(gx).astype(xp.int32), xp.floor(gy).astype(xp.int32)
+    fx, fy = gx - ix, gy - iy
+    h00, h10 = heights[iy, ix], heights[iy, ix + 1]
+    h01, h11 = heights[iy + 1, ix], heights[iy + 1, ix + 1]
+    lower = h00 + fx * (h10 - h00) + fy * (h11 - h10)  # fx >= fy
+    upper = h00 + fy * (h01 - h00) + fx * (h11 - h01)  # fx < fy
+    return xp.where(fx >= fy, lower, upper)
+
+
+@dataclass(frozen=True, eq=False)
+class TileGrid:
+    """The curriculum grid: a height field plus what each tile is."""
+
+    field: HeightField
+    kinds: tuple[str, ...]  # per column
+    rows: int  # difficulty levels
+    tile_size: float  # m
+    centers: np.ndarray  # [rows, cols, 3] world position of each tile's platform centre (z = its height)
+
+    def difficulty(self, row: int) -> float:
+        return row / max(self.rows - 1, 1)
+
+
+def rough_tiles(
+    seed: int = 0,
+    rows: int = 10,
+    kinds: Sequence[str] = ("flat", "rough", "slope_up", "slope_down", "stairs_up", "stairs_down", "boxes", "boxes"),
+    tile_size: float = 8.0,
+    resolution: float = 0.05,
+    border: float = 4.0,
+) -> TileGrid:
+    """Build the tile grid (see module docstring); deterministic for a seed. Tile (0, 0)'s
+    platform centre is at the world origin."""
+    unknown = [k for k in kinds if k not in TILE_KINDS]
+    if unknown:
+        raise ValueError(f"unknown tile kind(s) {unknown}; choose from {', '.join(TILE_KINDS)}")
+    if rows < 1 or not kinds or tile_size < PLATFORM + 1.0 or resolution <= 0 or border < 0:
+        raise ValueError("need rows >= 1, at least one kind, tile_size >= 3 m, resolution > 0, border >= 0")
+    rng = np.random.default_rng(seed)
+    n_tile = round(tile_size / resolution)
+    n_border = round(border / resolution)
+    cols = len(kinds)
+    heights = np.zeros((2 * n_border + rows * n_tile + 1, 2 * n_border + cols * n_tile + 1), dtype=np.float64)
+    centers = np.zeros((rows, cols, 3))
+    # local coordinates of one tile's samples, relative to its centre
+    local = (np.arange(n_tile + 1) - n_tile / 2) * resolution
+    lx, ly = np.meshgrid(local, local, indexing="xy")
+    for r in range(rows):
+        d = r / max(rows - 1, 1)
+        for c, kind in enumerate(kinds):
+            tile = _tile(kind, d, lx, ly, tile_size, resolution, rng)
+            y0, x0 = n_border + r * n_tile, n_border + c * n_tile
+            heights[y0 : y0 + n_tile + 1, x0 : x0 + n_tile + 1] = tile
+            centers[r, c] = (c * tile_size, r * tile_size, tile[n_tile // 2, n_tile // 2])
+    origin = (-border - tile_size / 2, -border - tile_size / 2)
+    field = HeightField(heights.astype(np.float32), float(resolution), origin)
+    return TileGrid(field, tuple(kinds), rows, float(tile_size), centers)
+
+
+def _tile(
+    kind: str, d: float, lx: np.ndarray, ly: np.ndarray, size: float, res: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Heights of one tile (local grid ``lx``, ``ly`` around its centre); edges at height 0."""
+    lo, hi = DIFFICULTY.get(kind, (0.0, 0.0))
+    p = lo + d * (hi - lo)
+    half = size / 2
+    ring = np.maximum(np.abs(lx), np.abs(ly))  # square distance from the centre
+    on_platform = ring <= PLATFORM / 2
+    if kind == "flat":
+        return np.zeros_like(lx)
+    if kind == "rough":
+        n = round(size / NOISE_CELL) + 1
+        coarse = rng.uniform(-p, p, size=(n, n))
+        ix = np.clip(((lx + half) / NOISE_CELL).astype(int), 0, n - 1)
+        iy = np.clip(((ly + half) / NOISE_CELL).astype(int), 0, n - 1)
+        noise = coarse[iy, ix]
+        # one smoothing pass: neighbouring blocks blend over one sample, as rubble does
+        noise = (noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(np.roll(noise, 1, 0), 1, 1)) / 4
+        return np.where(on_platform, 0.0, noise) * _edge_fade(ring, half, res)
+    if kind in ("slope_up", "slope_down"):
+        # height rises (up) or falls (down) with the distance from the platform; edges at 0
+        run = np.clip(ring - PLATFORM / 2, 0.0, half - PLATFORM / 2)
+        total = p * (half - PLATFORM / 2)
+        rise = total - p * run  # platform at +total, edges at 0
+        return rise if kind == "slope_down" else -rise
+    if kind in ("stairs_up", "stairs_down"):
+        steps_from_edge = np.floor(np.clip(half - ring, 0.0, half - PLATFORM / 2) / STAIR_TREAD)
+        top = np.floor((half - PLATFORM / 2) / STAIR_TREAD)
+        h = np.minimum(steps_from_edge, top) * p
+        # stairs_down: the platform is the top, the robot walks down; stairs_up: a pit it climbs out of
+        return h if kind == "stairs_down" else -h
+    if kind == "boxes":
+        n = int(np.ceil(size / BOX_CELL)) + 1
+        cells = rng.uniform(0.0, p, size=(n, n))
+        ix = np.clip(((lx + half) / BOX_CELL).astype(int), 0, n - 1)
+        iy = np.clip(((ly + half) / BOX_CELL).astype(int), 0, n - 1)
+        return np.where(on_platform, 0.0, cells[iy, ix]) * _edge_fade(ring, half, res)
+    raise ValueError(f"unknown tile kind {kind!r}")
+
+
+def _edge_fade(ring: np.ndarray, half: float, res: float) -> np.ndarray:
+    """1 inside the tile, 0 on its outermost sample ring, so neighbouring tiles meet at height 0."""
+    return (ring < half - res / 2).astype(float)
+
+
+__all__ = ["DIFFICULTY", "TILE_KINDS", "HeightField", "TileGrid", "grid_pattern", "rough_tiles", "surface_height"]

@@ -1,0 +1,74 @@
+"""The terrain as the trainer sees it on the GPU: height lookups, the height scan, the curriculum.
+
+Heights come from ``krabgraph.nodes.mujoco.heightfield.surface_height`` evaluated with
+``jax.numpy``: the formula of MuJoCo's triangulated height-field surface, the one the CPU HAL's
+ray-cast scan hits (MJX rays do not hit height fields). The scan grid, yaw alignment, offset and
+ordering are the HAL's (``HeightScanner``): values ``base z - ground z - offset``, x fastest.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from krabgraph.nodes.mujoco.heightfield import TileGrid, grid_pattern, surface_height
+
+
+class TerrainArrays(NamedTuple):
+    """Device arrays of the tile grid (passed into jitted functions as arguments, not constants)."""
+
+    heights: jax.Array  # [n_y, n_x]
+    centers: jax.Array  # [rows, cols, 3] platform centre of each tile
+    scan_xy: jax.Array  # [n_scan, 2] scan points in the base's yaw frame, x fastest
+
+
+def terrain_arrays(grid: TileGrid, scan_size: tuple[float, float], scan_resolution: float) -> TerrainArrays:
+    pattern = grid_pattern(scan_size, scan_resolution)  # [n_y, n_x, 2], x along columns: x fastest flattened
+    return TerrainArrays(
+        heights=jnp.asarray(grid.field.heights),
+        centers=jnp.asarray(grid.centers, dtype=jnp.float32),
+        scan_xy=jnp.asarray(pattern.reshape(-1, 2), dtype=jnp.float32),
+    )
+
+
+def ground_height(grid: TileGrid, arrays: TerrainArrays, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Ground height (m) under world points (any shape)."""
+    field = grid.field
+    return surface_height(arrays.heights, field.resolution, field.origin, x, y, xp=jnp)
+
+
+def height_scan(grid: TileGrid, arrays: TerrainArrays, base_pos: jax.Array, yaw: jax.Array, offset: float) -> jax.Array:
+    """The HAL's height scan for one base: ``base z - ground z - offset`` at the yaw-aligned grid."""
+    c, s = jnp.cos(yaw), jnp.sin(yaw)
+    px, py = arrays.scan_xy[:, 0], arrays.scan_xy[:, 1]
+    wx = base_pos[0] + c * px - s * py
+    wy = base_pos[1] + s * px + c * py
+    return base_pos[2] - ground_height(grid, arrays, wx, wy) - offset
+
+
+def update_level(
+    level: jax.Array, walked: jax.Array, commanded: jax.Array, rows: int, tile_size: float, key: jax.Array
+) -> jax.Array:
+    """legged_gym's terrain curriculum for one finished episode: up a row after walking more than
+    half a tile, down a row after walking less than half the commanded distance; robots that
+    solve the hardest row restart on a random row."""
+    up = walked > tile_size / 2
+    down = (walked < 0.5 * commanded) & ~up
+    new = level + up.astype(jnp.int32) - down.astype(jnp.int32)
+    random_row = jax.random.randint(key, (), 0, rows)
+    return jnp.where(new >= rows, random_row, jnp.clip(new, 0, rows - 1))
+
+
+def numpy_scan(grid: TileGrid, base_pos: np.ndarray, yaw: float, size: tuple[float, float], res: float, offset: float):
+    """NumPy twin of ``height_scan`` for tests: shape [n_y, n_x]."""
+    pattern = grid_pattern(size, res)
+    c, s = np.cos(yaw), np.sin(yaw)
+    wx = base_pos[0] + c * pattern[..., 0] - s * pattern[..., 1]
+    wy = base_pos[1] + s * pattern[..., 0] + c * pattern[..., 1]
+    return base_pos[2] - grid.field.height_at(wx, wy) - offset
+
+
+__all__ = ["TerrainArrays", "ground_height", "height_scan", "numpy_scan", "terrain_arrays", "update_level"]
