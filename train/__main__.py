@@ -74,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     trainer = Trainer(task, device=device)
     if (checkpoint / "model.pt").exists():
-        trainer.load(checkpoint)
+        trainer.load(checkpoint, env_state=args.verb == "run")
         print(
             f"resumed {task.name} from {checkpoint}: iteration {trainer.progress.iteration}, "
             f"{trainer.progress.env_steps / 1e6:.1f} M env steps"
         )
     else:
-        print(f"new run of {task.name}: {task.num_envs} environments on {trainer.progress.gpu}")
+        print(f"new run of {task.name}: {task.num_envs} environments on {device}")
     print(
         f"set-up {time.monotonic() - started:.1f}s; training for up to {args.budget_min:.1f} min "
         f"towards {task.total_env_steps / 1e6:.0f} M env steps"
@@ -89,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train(args.budget_min * 60 - (time.monotonic() - started))
     if rank != 0:
         return 0
-    trainer.save(checkpoint)
-    print(
-        f"saved {checkpoint} at iteration {trainer.progress.iteration} "
-        f"({trainer.progress.env_steps / 1e6:.1f} M env steps, "
-        f"{trainer.progress.exploded} exploded environments reset, {trainer.progress.rollbacks} rollbacks)"
-    )
+    if args.verb == "run":
+        trainer.save(checkpoint)
+        print(
+            f"saved {checkpoint} at iteration {trainer.progress.iteration} "
+            f"({trainer.progress.env_steps / 1e6:.1f} M env steps, "
+            f"{trainer.progress.exploded} exploded environments reset, {trainer.progress.rollbacks} rollbacks)"
+        )
     if args.verb == "export" or not args.no_export:
         out = export_bundle(task, trainer.runner, trainer.progress, args.bundle_dir)
         print(f"wrote bundle {out}")

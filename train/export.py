@@ -42,6 +42,17 @@ def trainer_commit() -> str:
         return "unknown"
 
 
+def _embed_onnx_weights(path: Path) -> None:
+    """One self-contained ONNX file: torch's exporter may put the weights in ``<file>.data``."""
+    import onnx
+
+    model = onnx.load(str(path))  # reads external data from beside the file
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    external = path.with_name(path.name + ".data")
+    if external.exists():
+        external.unlink()
+
+
 def contract_dict(task: TaskConfig, robot: RobotDescription, provenance: dict[str, Any]) -> dict[str, Any]:
     """The bundle's contract as data (see ``nodes/policy/contract.py`` for the format)."""
     terms = []
@@ -80,6 +91,7 @@ def export_bundle(task: TaskConfig, runner, progress, out_dir: Path | None = Non
     out = out_dir or BUNDLES_DIR / task.name
     out.mkdir(parents=True, exist_ok=True)
     runner.export_policy_to_onnx(str(out), filename="policy.onnx")
+    _embed_onnx_weights(out / "policy.onnx")
     saved = runner.alg.save()
     torch.save(
         {

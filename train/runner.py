@@ -72,7 +72,7 @@ class Trainer:
         self.vec = RslRlEnv(self.env, state, device)
         self.runner = OnPolicyRunner(self.vec, task.ppo.runner_cfg(), log_dir=None, device=device)
         self.alg = self.runner.alg
-        self.progress = Progress(gpu=device_name(device))
+        self.progress = Progress()
         self._good = copy.deepcopy(self.alg.save())
 
     @property
@@ -88,6 +88,7 @@ class Trainer:
         """Iterate until the task's step total or ``budget_s`` wall seconds (minus the save margin)."""
         start = time.monotonic()
         self.progress.runs += 1
+        self.progress.gpu = device_name(self.device)
         per_iteration = 0.0
         while not self.done:
             elapsed = time.monotonic() - start
@@ -191,17 +192,18 @@ class Trainer:
         plot_learning_curves(self.progress.history, directory / "learning_curves.png", self.task.name)
         return directory
 
-    def load(self, directory: Path) -> None:
-        """Continue from a checkpoint directory written by ``save``."""
+    def load(self, directory: Path, env_state: bool = True) -> None:
+        """Continue from a checkpoint directory written by ``save`` (``env_state=False``: weights
+        and progress only, e.g. to export with fewer environments)."""
         infos = self.runner.load(str(directory / "model.pt"), map_location=self.device)
         if infos.get("task") != self.task.name:
             raise ValueError(f"{directory}: checkpoint of task {infos.get('task')!r}, not {self.task.name!r}")
         self.progress = Progress(**infos["progress"])
-        self.progress.gpu = device_name(self.device)
-        self.vec.state = load_env_state(self.vec.state, directory / "env_state.npz")
-        torch.set_rng_state(infos["torch_rng"])
+        if env_state:
+            self.vec.state = load_env_state(self.vec.state, directory / "env_state.npz")
+        torch.set_rng_state(infos["torch_rng"].cpu())  # map_location moved it to the training device
         if infos.get("cuda_rng") is not None and self.device.startswith("cuda"):
-            torch.cuda.set_rng_state_all(infos["cuda_rng"])
+            torch.cuda.set_rng_state_all([state.cpu() for state in infos["cuda_rng"]])
         self._good = copy.deepcopy(self.alg.save())
 
 
