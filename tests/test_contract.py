@@ -286,3 +286,24 @@ def test_term_modules_register_extra_terms_before_validation(tmp_path):
     bad.write_text(text.replace("term_modules: [krabgraph.nodes.isaac.parkour_terms]", "term_modules: [no_such_terms]"))
     with pytest.raises(ContractError, match=r"term_modules\[0\]: cannot import 'no_such_terms'"):
         load_contract(bad)
+
+
+def test_provenance_is_kept_and_must_be_a_mapping(tmp_path):
+    raw = yaml.safe_load((BUNDLES_DIR / "go2_walk" / "contract.yaml").read_text())
+    raw["weights"] = "policy.onnx"
+    raw["provenance"] = {"trainer": "krabgraph.train", "env_steps": 1000}
+    path = tmp_path / "contract.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_contract(path).provenance == {"trainer": "krabgraph.train", "env_steps": 1000}
+    raw["provenance"] = "yesterday"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ContractError, match=r"provenance: must be a mapping"):
+        load_contract(path)
+
+
+def test_go2_rough_is_written_by_the_trainer():
+    contract = load_contract("go2_rough")
+    assert contract.provenance["trainer"].startswith("krabgraph.train")
+    assert contract.provenance["env_steps"] > 100_000_000 and contract.provenance["gpu"]
+    assert "Written by krabgraph.train" in contract.path.read_text()
+    assert contract.obs_dim == 232 and contract.observations[-1].name == "height_scan"

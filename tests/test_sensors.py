@@ -92,3 +92,31 @@ def test_depth_camera_pitch_sees_the_floor_closer():
     # the center ray (between the two middle rows) points 30 degrees down
     center = depth[28:30, 43].mean()
     assert center == pytest.approx(cam_z / np.sin(np.radians(30)), rel=0.02)
+
+
+def test_height_scan_on_a_height_field_matches_its_surface_within_1cm():
+    """The HAL's ray cast hits MuJoCo's triangulated height field where ``HeightField.height_at``
+    (the formula the trainer evaluates on the GPU) says it is, on every tile kind."""
+    from krabgraph.nodes.mujoco.heightfield import grid_pattern as pattern
+    from krabgraph.nodes.mujoco.terrain import make_terrain
+
+    terrain = make_terrain("rough", seed=0, rows=3)
+    sim = MujocoRobotSim("go2", terrain)
+    scanner = HeightScanner(sim.scene)
+    rng = np.random.default_rng(0)
+    field = terrain.heightfield
+    worst, uneven = 0.0, 0
+    for _ in range(30):
+        x, y = rng.uniform(field.origin[0] + 2, field.origin[0] + field.extent[0] - 2), rng.uniform(-2.0, 18.0)
+        yaw = rng.uniform(-np.pi, np.pi)
+        sim.reset((x, y, yaw))
+        base = sim.data.xpos[sim.scene.base_body]
+        grid = pattern()
+        c, s = np.cos(yaw), np.sin(yaw)
+        wx, wy = base[0] + c * grid[..., 0] - s * grid[..., 1], base[1] + s * grid[..., 0] + c * grid[..., 1]
+        expected = base[2] - terrain.height_at(wx, wy) - scanner.offset
+        scan = scanner.scan(sim.data)
+        worst = max(worst, float(np.abs(scan - expected).max()))
+        uneven += int(np.ptp(expected) > 0.02)
+    assert worst < 0.01
+    assert uneven >= 10

@@ -112,7 +112,7 @@ def export_bundle(task: TaskConfig, runner, progress, out_dir: Path | None = Non
         "training_wall_minutes": round(progress.wall_s / 60, 1),
         "runs": int(progress.runs),
         "gpu": progress.gpu,
-        "num_envs": task.num_envs,
+        "num_envs": int(progress.num_envs or task.num_envs),
         "final_reward_per_step": round(float(last.get("reward_per_step", float("nan"))), 4),
         "final_episode_length_s": round(float(last.get("episode_length_s", float("nan"))), 2),
         "final_terrain_level": round(float(last.get("terrain_level", float("nan"))), 2),

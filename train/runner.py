@@ -52,6 +52,7 @@ class Progress:
     rollbacks: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     gpu: str = ""
+    num_envs: int = 0  # environments of the training runs
 
 
 def device_name(device: str) -> str:
@@ -89,6 +90,7 @@ class Trainer:
         start = time.monotonic()
         self.progress.runs += 1
         self.progress.gpu = device_name(self.device)
+        self.progress.num_envs = self.env.num_envs
         per_iteration = 0.0
         while not self.done:
             elapsed = time.monotonic() - start
@@ -199,6 +201,9 @@ class Trainer:
         if infos.get("task") != self.task.name:
             raise ValueError(f"{directory}: checkpoint of task {infos.get('task')!r}, not {self.task.name!r}")
         self.progress = Progress(**infos["progress"])
+        if not self.progress.num_envs:  # checkpoints from before the field: the saved environments tell
+            with np.load(directory / "env_state.npz") as saved:
+                self.progress.num_envs = int(saved["step"].shape[0])
         if env_state:
             self.vec.state = load_env_state(self.vec.state, directory / "env_state.npz")
         torch.set_rng_state(infos["torch_rng"].cpu())  # map_location moved it to the training device
