@@ -14,8 +14,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import mujoco
-import numpy as np
 from mujoco import mjx
 
 from krabgraph.nodes.mujoco.heightfield import rough_tiles
@@ -91,7 +89,6 @@ class RoughEnv:
         self.arrays = terrain_arrays(self.grid, SCAN_SIZE, SCAN_RESOLUTION)
         self.actor_terms = task.actor_terms
         self.joints = r.joint_names  # the policy's joint order = the description's
-        self.actuators = _actuator_ids(self.tm.model, r)
         self._consts = dict(
             q0=jnp.asarray(r.default_pos, jnp.float32),
             lower=jnp.asarray(r.pos_lower, jnp.float32),
@@ -221,7 +218,7 @@ class RoughEnv:
             goal = jnp.where(k < s.delay, s.target, target)
             q, qd = data.qpos[tm.qpos_adr], data.qvel[tm.dof_adr]
             tau = limit_torque(kp * (goal - q) - kd * qd, qd, c["effort"], c["vel_limit"], xp=jnp)
-            data = data.replace(ctrl=data.ctrl.at[self.actuators].set(tau), xfrc_applied=xfrc)
+            data = data.replace(ctrl=data.ctrl.at[tm.actuator_id].set(tau), xfrc_applied=xfrc)
             return mjx.step(model, data), tau
 
         data, taus = jax.lax.scan(physics_step, s.data, jnp.arange(self.decimation))
@@ -408,12 +405,6 @@ def _quat_to_mat(q: jax.Array) -> jax.Array:
 
 def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
     return jnp.reshape(mask, mask.shape + (1,) * (jnp.ndim(like) - jnp.ndim(mask)))
-
-
-def _actuator_ids(model: mujoco.MjModel, robot: RobotDescription) -> np.ndarray:
-    by_joint = {int(model.actuator_trnid[a, 0]): a for a in range(model.nu)}
-    joints = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in robot.joint_names]
-    return np.array([by_joint[j] for j in joints])
 
 
 __all__ = ["EnvState", "RoughEnv", "StepOut"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from krabgraph.nodes.assets import resolve_asset
 from krabgraph.nodes.mujoco.heightfield import TileGrid
-from krabgraph.nodes.mujoco.scene import add_heightfield, apply_description
+from krabgraph.nodes.mujoco.scene import add_heightfield, apply_description, joint_actuators, object_id
 from krabgraph.nodes.robots import RobotDescription
 
 MJX_CHANGES = (
@@ -40,6 +40,7 @@ class TrainingModel:
     model: mujoco.MjModel
     qpos_adr: np.ndarray
     dof_adr: np.ndarray
+    actuator_id: np.ndarray  # per joint: index into ctrl
     base_body: int
     foot_geoms: np.ndarray
     foot_radius: np.ndarray
@@ -78,16 +79,10 @@ def build_training_model(
     terrain.margin = 0.0
     model = spec.compile()
 
-    def named(kind: mujoco.mjtObj, name: str) -> int:
-        idx = mujoco.mj_name2id(model, kind, name)
-        if idx < 0:
-            raise ValueError(f"training model has no {kind.name[6:].lower()} {name!r}")
-        return idx
-
-    joints = [named(mujoco.mjtObj.mjOBJ_JOINT, n) for n in robot.joint_names]
-    feet_ids = np.array([named(mujoco.mjtObj.mjOBJ_GEOM, n) for n in robot.foot_geoms])
+    joints = [object_id(model, mujoco.mjtObj.mjOBJ_JOINT, n, robot) for n in robot.joint_names]
+    feet_ids = np.array([object_id(model, mujoco.mjtObj.mjOBJ_GEOM, n, robot) for n in robot.foot_geoms])
     calves = np.array([model.geom_bodyid[g] for g in feet_ids])
-    base = named(mujoco.mjtObj.mjOBJ_BODY, robot.base_body)
+    base = object_id(model, mujoco.mjtObj.mjOBJ_BODY, robot.base_body, robot)
     data = mujoco.MjData(model)
     data.qpos[model.jnt_qposadr[joints]] = robot.default_pos
     data.qpos[2] = 1.0
@@ -97,6 +92,7 @@ def build_training_model(
         model=model,
         qpos_adr=model.jnt_qposadr[joints].copy(),
         dof_adr=model.jnt_dofadr[joints].copy(),
+        actuator_id=joint_actuators(model, joints),
         base_body=base,
         foot_geoms=feet_ids,
         foot_radius=model.geom_size[feet_ids, 0].copy(),

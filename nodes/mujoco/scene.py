@@ -194,19 +194,29 @@ def _add_lights_and_camera(spec: mujoco.MjSpec, robot: RobotDescription) -> None
                     xyaxes=[0.707, -0.707, 0, 0.25, 0.25, 0.93])  # fmt: skip
 
 
-def _resolve(model: mujoco.MjModel, robot: RobotDescription, terrain: Terrain) -> Scene:
-    def obj_id(kind: mujoco.mjtObj, name: str) -> int:
-        idx = mujoco.mj_name2id(model, kind, name)
-        if idx < 0:
-            raise SceneError(f"MJCF has no {kind.name[6:].lower()} named {name!r} (robot {robot.name!r})")
-        return idx
+def object_id(model: mujoco.MjModel, kind: mujoco.mjtObj, name: str, robot: RobotDescription) -> int:
+    """Id of the named object, or a ``SceneError`` naming what is missing."""
+    idx = mujoco.mj_name2id(model, kind, name)
+    if idx < 0:
+        raise SceneError(f"MJCF has no {kind.name[6:].lower()} named {name!r} (robot {robot.name!r})")
+    return idx
 
-    joint_ids = [obj_id(mujoco.mjtObj.mjOBJ_JOINT, n) for n in robot.joint_names]
+
+def joint_actuators(model: mujoco.MjModel, joint_ids: list[int]) -> np.ndarray:
+    """The actuator (index into ``ctrl``) that drives each joint."""
     actuator_of_joint = {
         int(model.actuator_trnid[a, 0]): a
         for a in range(model.nu)
         if model.actuator_trntype[a] == mujoco.mjtTrn.mjTRN_JOINT
     }
+    return np.array([actuator_of_joint[j] for j in joint_ids])
+
+
+def _resolve(model: mujoco.MjModel, robot: RobotDescription, terrain: Terrain) -> Scene:
+    def obj_id(kind: mujoco.mjtObj, name: str) -> int:
+        return object_id(model, kind, name, robot)
+
+    joint_ids = [obj_id(mujoco.mjtObj.mjOBJ_JOINT, n) for n in robot.joint_names]
     base = obj_id(mujoco.mjtObj.mjOBJ_BODY, robot.base_body)
     free_joint = mujoco.mjtJoint.mjJNT_FREE
     free = [j for j in range(model.njnt) if model.jnt_bodyid[j] == base and model.jnt_type[j] == free_joint]
@@ -236,7 +246,7 @@ def _resolve(model: mujoco.MjModel, robot: RobotDescription, terrain: Terrain) -
         terrain=terrain,
         qpos_adr=model.jnt_qposadr[joint_ids].copy(),
         dof_adr=model.jnt_dofadr[joint_ids].copy(),
-        actuator_id=np.array([actuator_of_joint[j] for j in joint_ids]),
+        actuator_id=joint_actuators(model, joint_ids),
         base_body=base,
         base_qpos_adr=int(model.jnt_qposadr[free[0]]),
         base_dof_adr=int(model.jnt_dofadr[free[0]]),
@@ -258,4 +268,13 @@ def _descends_from(model: mujoco.MjModel, body: int, root: int) -> bool:
     return root == 0
 
 
-__all__ = ["TERRAIN_GROUP", "Scene", "SceneError", "add_heightfield", "apply_description", "build_scene"]
+__all__ = [
+    "TERRAIN_GROUP",
+    "Scene",
+    "SceneError",
+    "add_heightfield",
+    "apply_description",
+    "build_scene",
+    "joint_actuators",
+    "object_id",
+]
