@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from krabgraph.launch.checks import positive_seconds
 from krabgraph.launch.errors import GraphError, KrabgraphError
 from krabgraph.launch.graph import DEFAULT_TAP
 
@@ -35,7 +36,8 @@ def _build(args: argparse.Namespace):
 
 def cmd_check(args: argparse.Namespace) -> int:
     graph = _build(args)
-    print(f"{graph.name}: OK — {len(graph.nodes)} nodes, {len(graph.topics)} topics, clock {graph.clock.mode}")
+    robot = f", robot {graph.robot}" if graph.robot else ""
+    print(f"{graph.name}: OK — {len(graph.nodes)} nodes, {len(graph.topics)} topics, clock {graph.clock.mode}{robot}")
     for name, spec in graph.nodes.items():
         replaced = f" (replaces {spec.decl.replaced})" if spec.decl.replaced else ""
         where = f" in process {spec.process}" if len(graph.processes) > 1 else ""
@@ -46,14 +48,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("  processes: " + ", ".join(f"{n} on {p.host}" for n, p in graph.processes.items()))
         for line in describe(graph):
             print(f"  crosses: {line}")
+    for line in graph.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from krabgraph.launch.executor import Executor
+    from krabgraph.launch.monitor import RunMonitor
 
     graph = _build(args)
     log = logging.getLogger("krabgraph")
+    for line in graph.warnings:
+        log.warning("%s", line)
     log.info(
         "launching %s%s: %d nodes, clock %s%s",
         graph.name,
@@ -75,7 +82,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
         print(f"error: --process {args.process!r}: graph {graph.name!r} has no such process ({known})", file=sys.stderr)
         return 1
     executor = Executor(graph, process=args.process)
-    code = executor.run(duration_s=args.duration)
+    monitor = RunMonitor(executor)
+    code = monitor.finish(executor.run(duration_s=args.duration))
     log.info("%s stopped (exit code %d)", graph.name, code)
     return code
 
@@ -228,7 +236,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("launch", help="validate and run a graph")
     with_graph(sp)
-    sp.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much graph time")
+    sp.add_argument("--duration", type=positive_seconds, metavar="SECONDS", help="stop after this much graph time")
     sp.add_argument(
         "--tap",
         nargs="?",
@@ -270,7 +278,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("topic", nargs="?", metavar="TOPIC")
     sp.add_argument("--count", "-n", type=int, default=0, help="echo: stop after N messages")
     sp.add_argument("--window", type=int, default=1000, help="hz/bw: messages in the sliding window")
-    sp.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    sp.add_argument(
+        "--duration", type=positive_seconds, metavar="S", help="stop after S seconds (default: until Ctrl-C)"
+    )
     with_tap(sp)
     sp.set_defaults(func=cmd_topic)
 

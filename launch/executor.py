@@ -1,8 +1,9 @@
 """The single-process executor: one ``zmq.Context``, one inproc PUB/SUB endpoint per topic.
 
 Nodes run on the main thread by default, in one event loop whose dispatch order is fixed (messages
-in publish order, subscribers in graph order, timers by deadline then creation order), so the same
-inputs give the same outputs. A node marked ``thread: true`` runs its own loop on its own thread.
+in publish order, subscribers in graph order, timers by deadline, then the node's place in the graph
+file, then creation order within the node), so the same inputs give the same outputs, whatever
+observers are added. A node marked ``thread: true`` runs its own loop on its own thread.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ SPIN_S = 200e-6  # busy-wait this long before a timer deadline (wall clock) for 
 SUB_MS_STEP_NS = 100_000  # sub-millisecond waits sleep in steps this long, polling in between
 MAX_RESTARTS = 3
 HWM = 10_000
+STALL_PASSES = 100_000  # lockstep loop passes (deliveries, timer firings) at one graph time: a livelock
 
 
 def endpoint(topic: str, worker: int | str) -> str:
@@ -280,7 +282,14 @@ class Worker:
         rtf = clock.real_time_factor
         wall0, sim0 = time.monotonic_ns(), clock.t_ns
         tap = self.tap
+        passes, t_mark = 0, clock.t_ns  # livelock guard: graph time must move every STALL_PASSES passes
         while not ex.stopping:
+            passes += 1
+            if passes >= STALL_PASSES:
+                if clock.t_ns == t_mark:
+                    _stop_stalled(self, passes)
+                    break
+                passes, t_mark = 0, clock.t_ns
             if ready:
                 self.dispatch(ready.popleft())
                 continue
@@ -300,6 +309,23 @@ class Worker:
             if due > clock.t_ns and not timers[0].cancelled:
                 clock.t_ns = due
             self.fire_due(clock.t_ns, "sim")
+
+
+def _stop_stalled(worker: Worker, passes: int) -> None:
+    """Stop a lockstep graph whose clock no longer moves (a zero-delay publish cycle, a zero-period timer)."""
+    pending = sorted({f"{sub.topic} -> {sub.node.name}" for sub in worker.ready})
+    due = [t for t in worker.timers if not t.cancelled and t.due_ns <= worker.executor.clock.t_ns]
+    busy = sorted({f"{t.node.name}.{t.name} (period {t.period_ns} ns)" for t in due})
+    log.error(
+        "lockstep graph stalled: %d deliveries and timer firings without graph time moving from %.6f s "
+        "(pending: %s; due timers: %s); a zero-delay publish cycle or a zero-period timer livelocks the "
+        "graph (`krabgraph check` finds cycles unless an input wrongly declares triggers=False); stopping",
+        passes,
+        worker.executor.clock.t_ns * 1e-9,
+        ", ".join(pending) or "none",
+        ", ".join(busy) or "none",
+    )
+    worker.executor.stop(1)
 
 
 class Executor:
@@ -334,10 +360,12 @@ class Executor:
 
         self.local = {n: s for n, s in graph.nodes.items() if process is None or s.process == process}
         self.nodes: dict[str, Node] = {}
+        rank = {name: i for i, name in enumerate(graph.nodes)}  # the whole file's order, in every process
         for name, spec in self.local.items():
             node = spec.cls(name=name, **spec.params)
             node._clock = self.clock
             node._stop = self.stop
+            node._rank = rank[name]
             self.nodes[name] = node
 
         threaded = [n for n, s in self.local.items() if s.thread and self.clock.mode != "sim"]
@@ -601,6 +629,7 @@ class Executor:
                         round(duration_s * 1e9) + self.clock.now_ns(),
                         "duration",
                         0,
+                        -1,  # before every node's timer at that instant: the run ends at duration_s
                     )
                 )
             for worker in self.workers[1:]:

@@ -87,6 +87,7 @@ class NodeDecl:
     replaced: str = ""  # class this node had in the base graph, if an overlay replaced it
     process: str = ""  # `process:` key; "" = the implicit process (DEFAULT_PROCESS)
     host: str = ""  # the host of its process, set by validation when the graph declares processes
+    unsafe_direct_command: bool = False  # a HAL that takes commands without a safety node (benchmarks)
 
     def loc(self, key: str) -> Loc:
         return self.locs.get(key) or self.locs.get(key.split(".")[0]) or self.locs["node"]
@@ -115,6 +116,8 @@ class GraphDecl:
     base_port: int = DEFAULT_BASE_PORT  # first tcp port for topics crossing hosts
     base_port_loc: Loc = CLI
     curve: CurveSpec | None = None  # `security: {curve: ...}`
+    robot: str = ""  # `robot:`: the robot description every HAL, safety node and policy bundle is for
+    robot_loc: Loc = CLI
 
 
 @cache
@@ -205,9 +208,11 @@ def _node_from(name: str, raw: LocDict, key_loc: Loc) -> NodeDecl:
 
 
 def _overlay_node(decl: NodeDecl, raw: LocDict) -> None:
-    for key in ("class", "thread", "on_error", "process"):
+    for key in ("class", "thread", "on_error", "process", "unsafe_direct_command"):
         if key in raw:
             decl.locs[key] = raw.where(key)
+    if "unsafe_direct_command" in raw:
+        decl.unsafe_direct_command = raw["unsafe_direct_command"]
     if "process" in raw:
         decl.process = raw["process"]
     if "class" in raw:
@@ -223,6 +228,10 @@ def _overlay_node(decl: NodeDecl, raw: LocDict) -> None:
         decl.locs[section] = raw.where(section)
         target = getattr(decl, section)
         for key, value in values.items():
+            if value is None and section == "inputs":  # `inputs: {port: null}` disconnects an input
+                target.pop(key, None)
+                decl.locs.pop(f"{section}.{key}", None)
+                continue
             target[key] = copy.deepcopy(value)
             decl.locs[f"{section}.{key}"] = values.where(key) if isinstance(values, LocDict) else raw.where(section)
 
@@ -277,6 +286,8 @@ def _from_data(data: LocDict, path: Path, chain: tuple[Path, ...]) -> GraphDecl:
     graph.description = data.get("description", graph.description)
     if "clock" in data:
         graph.clock, graph.clock_loc = _clock(data["clock"]), data.where("clock")
+    if "robot" in data:
+        graph.robot, graph.robot_loc = data["robot"], data.where("robot")
     if "tap" in data:
         graph.tap = _tap(data["tap"], data.where("tap"), path.parent)
     for pname, raw in (data.get("processes") or {}).items():
@@ -372,7 +383,8 @@ def apply_overrides(graph: GraphDecl, sets: list[str], replaces: list[str]) -> N
             base = graph.nodes[name]
             base.replaced = base.replaced or base.class_ref
             base.class_ref, base.params = cls, {}
-            base.locs = {k: v for k, v in base.locs.items() if not k.startswith("params")}
+            base.unsafe_direct_command = False  # like parameters, an opt-out does not pass to another class
+            base.locs = {k: v for k, v in base.locs.items() if not k.startswith(("params", "unsafe"))}
             base.locs["class"] = CLI
     for item in sets:
         target, sep, value = item.partition("=")

@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from krabgraph.launch.checks import ParamProblem, RobotUse
 from krabgraph.launch.errors import ParamError
 from krabgraph.launch.params import Param
 from krabgraph.launch.ports import Input, InputPort, Output, OutputPort
@@ -31,17 +32,33 @@ NODE_KINDS = ("hal", "sensor", "policy", "safety", "teleop", "source", "recorder
 
 
 class Timer:
-    """A periodic callback on the graph clock, owned by a node."""
+    """A periodic callback on the graph clock, owned by a node.
 
-    __slots__ = ("callback", "cancelled", "count", "due_ns", "name", "node", "order", "period_ns")
+    Timers due at the same instant fire in one global order, (deadline, the owner's ``rank``, the
+    timer's creation ``order`` within its node): ``rank`` is the node's position in the graph file
+    (set by the executor), so the order of two timers never depends on which other nodes or timers
+    exist.
+    """
 
-    def __init__(self, node: Node, period_ns: int, callback: Callable[[], Any], due_ns: int, name: str, order: int):
+    __slots__ = ("callback", "cancelled", "count", "due_ns", "name", "node", "order", "period_ns", "rank")
+
+    def __init__(
+        self,
+        node: Node,
+        period_ns: int,
+        callback: Callable[[], Any],
+        due_ns: int,
+        name: str,
+        order: int,
+        rank: int = 0,
+    ):
         self.node = node
         self.period_ns = period_ns
         self.callback = callback
         self.due_ns = due_ns
         self.name = name
-        self.order = order  # creation order: ties at one deadline fire in this order
+        self.rank = rank  # the owner's declaration order in the graph: first tie-break
+        self.order = order  # creation order within the node: second tie-break
         self.cancelled = False
         self.count = 0
 
@@ -49,7 +66,7 @@ class Timer:
         self.cancelled = True
 
     def __lt__(self, other: Timer) -> bool:
-        return (self.due_ns, self.order) < (other.due_ns, other.order)
+        return (self.due_ns, self.rank, self.order) < (other.due_ns, other.rank, other.order)
 
 
 class _ManualClock:
@@ -108,6 +125,7 @@ class Node:
         self._timer_sink: Callable[[Timer], None] | None = None
         self._stop: Callable[[int], None] | None = None
         self._timer_order = 0
+        self._rank = 0  # declaration order in the graph (the executor sets it): orders same-instant timers
         self._lifecycle = "unconfigured"
         self._inputs = {k: InputPort(self, spec) for k, spec in cls._input_specs.items()}
         self._outputs = {k: OutputPort(self, spec) for k, spec in cls._output_specs.items()}
@@ -129,6 +147,26 @@ class Node:
     def summary(cls) -> str:
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[ParamProblem]:
+        """Static checks run by validation (`krabgraph check`) without building the node.
+
+        ``params`` are validated, defaults filled in. Return one ``ParamProblem(param, message)``
+        per problem (files that are missing, values that fit together badly); nothing may start.
+        """
+        return []
+
+    @classmethod
+    def robot_use(cls, params: dict[str, Any]) -> RobotUse | None:
+        """What this node assumes about the robot, checked against the graph's robot.
+
+        Default: a ``robot`` parameter names the robot description it is for; override to add
+        joints or a control period (a policy's bundle), or return None.
+        """
+        if "robot" in cls._param_specs:
+            return RobotUse("robot", robot=params["robot"])
+        return None
 
     @classmethod
     def validate_params(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -165,9 +203,8 @@ class Node:
             raise ValueError(f"{self.name}: timer period must be > 0 s, got {period_s}")
         period_ns = round(period_s * 1e9)
         self._timer_order += 1
-        timer = Timer(
-            self, period_ns, callback, self.now_ns() + period_ns, name or callback.__name__, self._timer_order
-        )
+        due_ns = self.now_ns() + period_ns
+        timer = Timer(self, period_ns, callback, due_ns, name or callback.__name__, self._timer_order, self._rank)
         self._timers.append(timer)
         if self._timer_sink is not None:
             self._timer_sink(timer)

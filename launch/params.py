@@ -10,6 +10,9 @@ from krabgraph.launch.errors import ParamError
 
 _REQUIRED = object()
 _TYPES = (bool, int, float, str, list, dict)
+# Float parameters in Hz (rates) and s (periods, timeouts) are kept to values a timer can serve:
+# unit -> (smallest nonzero magnitude, default upper bound when the Param sets none).
+TIME_LIMITS = {"Hz": (1e-3, 10_000.0), "s": (1e-6, 1e9)}
 
 
 class Param:
@@ -17,6 +20,8 @@ class Param:
 
     ``Param(float, 50.0, "control rate", unit="Hz", gt=0)``. ``default`` omitted → required.
     ``item`` types the elements of a ``list`` parameter. Ints are accepted for floats.
+    A float in ``Hz`` or ``s`` is also kept in ``TIME_LIMITS``: 0, or at least 1 mHz (1 µs) in
+    magnitude, and at most 10 kHz (10⁹ s) unless ``le``/``lt`` say otherwise.
     """
 
     def __init__(
@@ -40,6 +45,11 @@ class Param:
         self.unit = unit
         self.choices = tuple(choices) if choices is not None else None
         self.bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt}
+        self.smallest = 0.0  # nonzero values must be at least this large in magnitude
+        if type is float and unit in TIME_LIMITS:
+            self.smallest, upper = TIME_LIMITS[unit]
+            if le is None and lt is None:
+                self.bounds["le"] = upper
         self.item = item
         self.name = ""
         self.required = default is _REQUIRED
@@ -99,5 +109,7 @@ class Param:
         for key, bound in self.bounds.items():
             if bound is not None and not checks[key](value, bound):
                 unit = f" {self.unit}" if self.unit else ""
-                raise ParamError(f"{what} must be {symbols[key]} {bound}{unit}, got {value!r}")
+                raise ParamError(f"{what} must be {symbols[key]} {bound:g}{unit}, got {value!r}")
+        if self.smallest and 0 < abs(value) < self.smallest:
+            raise ParamError(f"{what} must be 0 or at least {self.smallest:g} {self.unit} in magnitude, got {value!r}")
         return value

@@ -96,6 +96,8 @@ class Input:
     ``queue=0`` (default) is latest-only: a slow reader sees the newest message and older ones are
     dropped (counted). ``queue=N`` keeps up to N messages in order, dropping the oldest (counted).
     The callback is ``callback`` (a method name) or ``on_<port>`` if the class defines it.
+    ``triggers=False`` declares that the callback never publishes (it stores the message; a timer
+    publishes later): validation then knows that a topic cycle through this input has a delay.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class Input:
         queue: int = 0,
         required: bool = True,
         callback: str | None = None,
+        triggers: bool = True,
         doc: str = "",
     ):
         if queue < 0:
@@ -113,6 +116,7 @@ class Input:
         self.queue = queue
         self.required = required
         self.callback = callback
+        self.triggers = triggers  # the callback may publish on receipt (a cycle through it has no delay)
         self.doc = doc
         self.name = ""
 
@@ -214,6 +218,17 @@ class OutputPort:
     def bind(self, sink: Callable[[Message], None]) -> None:
         """Route published messages to ``sink`` (done by the executor)."""
         self._sink = sink
+
+    def observe(self, callback: Callable[[Message], None]) -> None:
+        """Also hand each published message to ``callback``, after it is sent (in-process observers such
+        as the launcher's run monitor; they must not change it). Call after ``bind``."""
+        sink = self._sink
+
+        def send_and_observe(msg: Message) -> None:
+            sink(msg)
+            callback(msg)
+
+        self._sink = send_and_observe
 
     def publish(self, msg: Message) -> None:
         """Publish ``msg``; fills ``header.seq`` and, if unset, ``header.stamp_ns`` (graph clock)."""

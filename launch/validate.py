@@ -2,7 +2,9 @@
 
 Rejected, each with file:line and a fix: unknown node class; unknown, mistyped or invalid
 parameter; unknown port; port type mismatch; required input unconnected; a topic nobody publishes;
-several publishers on a topic that allows one; a bad clock or error policy.
+several publishers on a topic that allows one; a bad clock or error policy; and what
+``krabgraph.launch.checks`` proves (node classes' static checks, one robot, commands through a
+safety node, no self-wiring or zero-delay cycle).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import networkx as nx
 from google.protobuf.message import Message
 
+from krabgraph.launch import checks
 from krabgraph.launch.errors import GraphError, ParamError
 from krabgraph.launch.graph import DEFAULT_PROCESS, ON_ERROR, ClockSpec, GraphDecl, NodeDecl, ProcessDecl
 from krabgraph.launch.node import Node
@@ -61,6 +64,8 @@ class Graph:
     nx: nx.MultiDiGraph
     decl: GraphDecl
     processes: dict[str, ProcessDecl] = field(default_factory=dict)  # used ones, in declaration order
+    robot: str = ""  # the robot every HAL, safety node and policy bundle is for ("" if none names one)
+    warnings: list[str] = field(default_factory=list)  # e.g. a HAL that opted out of the safety node
 
 
 def _suggest(word: str, options: list[str]) -> str:
@@ -75,7 +80,9 @@ def default_topic(node: str, port: str) -> str:
 def build_graph(decl: GraphDecl) -> Graph:
     """Validate ``decl``; raise ``GraphError`` listing every problem, or return the ``Graph``."""
     errors: list[str] = []
+    warnings: list[str] = []
     specs: dict[str, NodeSpec] = {}
+    checkable: set[str] = set()  # nodes whose parameters are valid: their static checks can run
 
     clock = decl.clock
     if clock.mode == "topic" and not clock.topic:
@@ -96,7 +103,11 @@ def build_graph(decl: GraphDecl) -> Graph:
             continue
         params = {}
         param_specs = cls.params()
-        for key, value in nd.params.items():
+        values = dict(nd.params)
+        if decl.robot and "robot" in param_specs and "robot" not in values:
+            values["robot"] = decl.robot  # the robot is declared once: a `robot` parameter defaults to it
+        before = len(errors)
+        for key, value in values.items():
             spec = param_specs.get(key)
             if spec is None:
                 hint = _suggest(key, list(param_specs))
@@ -111,11 +122,12 @@ def build_graph(decl: GraphDecl) -> Graph:
             except ParamError as exc:
                 errors.append(f"{nd.loc('params.' + key)}: node {name!r}: {exc}")
         for key, spec in param_specs.items():
-            if key not in nd.params and spec.required:
+            if key not in values and spec.required:
                 errors.append(
                     f"{nd.loc('node')}: node {name!r}: missing required parameter {key!r} "
                     f"({spec.describe()}); add it under params:"
                 )
+        params_ok = len(errors) == before
         if nd.on_error not in ON_ERROR:
             errors.append(f"{nd.loc('on_error')}: node {name!r}: on_error must be one of {list(ON_ERROR)}")
         inputs, outputs = cls.inputs(), cls.outputs()
@@ -155,6 +167,9 @@ def build_graph(decl: GraphDecl) -> Graph:
                 )
         specs[name] = NodeSpec(name, cls, params, resolved_inputs, resolved_outputs, nd.thread, nd.on_error, nd)
         specs[name].raw_outputs = raw_outputs
+        if params_ok:
+            checkable.add(name)
+            checks.check_node_params(specs[name], errors, warnings)
 
     topics: dict[str, TopicInfo] = {}
     for tname, td in decl.topics.items():
@@ -244,6 +259,10 @@ def build_graph(decl: GraphDecl) -> Graph:
                     f"clock 'sim' (lockstep runs single-threaded); remove it or use clock 'wall'"
                 )
     processes = _check_processes(decl, specs, errors)
+    checks.check_clock(decl, errors)
+    robot = checks.check_robot(decl, {n: s for n, s in specs.items() if n in checkable}, errors)
+    checks.check_commands(specs, topics, errors, warnings)
+    checks.check_loops(specs, topics, errors)
     if decl.tap is not None:
         from krabgraph.launch.tap import check as check_tap
 
@@ -252,7 +271,7 @@ def build_graph(decl: GraphDecl) -> Graph:
         errors.append(f"{decl.files[-1] if decl.files else decl.name}: the graph has no nodes")
     if errors:
         raise GraphError(errors)
-    return Graph(decl.name, decl.description, clock, specs, topics, g, decl, processes)
+    return Graph(decl.name, decl.description, clock, specs, topics, g, decl, processes, robot, warnings)
 
 
 def _check_processes(decl: GraphDecl, specs: dict[str, NodeSpec], errors: list[str]) -> dict[str, ProcessDecl]:
@@ -303,7 +322,8 @@ def _expand_raw_inputs(
     """Resolve the topic lists of ``Input(AnyMessage)`` ports into ``NodeSpec.raw_inputs``.
 
     A name is taken as is (a missing publisher is reported like any input's); a glob (``hal/*``)
-    matches the topics something publishes or the graph declares, and must match at least one.
+    matches the topics something publishes or the graph declares, except the node's own outputs,
+    and must match at least one.
     """
     errors = []
     known = sorted(t for t, i in topics.items() if i.publishers or i.external)
@@ -311,11 +331,12 @@ def _expand_raw_inputs(
         spec = specs.get(name)
         if spec is None:
             continue
+        own = {*spec.outputs.values(), *(t for ts in spec.raw_outputs.values() for t in ts)}
         for port, entries in ports.items():
             names: list[str] = []
             for entry in entries:
                 if any(c in entry for c in "*?["):
-                    matched = fnmatch.filter(known, entry)
+                    matched = [t for t in fnmatch.filter(known, entry) if t not in own]
                     if not matched:
                         errors.append(
                             f"{spec.decl.loc(f'inputs.{port}')}: node {name!r}: input {port!r}: pattern "

@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from krabgraph.launch import Node, Output, Param
+from krabgraph.launch.checks import ParamProblem
 from krabgraph.launch.errors import ParamError
+from krabgraph.launch.params import TIME_LIMITS
 from krabgraph.msgs import VelocityCommand
+
+Phase = tuple[float, float, float, float]
+
+
+def parse_schedule(schedule: list[Any]) -> tuple[list[Phase], list[str]]:
+    """The phases of a schedule, and one message per malformed phase."""
+    phases, problems = [], []
+    longest = TIME_LIMITS["s"][1]
+    for i, phase in enumerate(schedule):
+        numbers = isinstance(phase, list) and len(phase) == 4
+        numbers = numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in phase)
+        if not numbers or not all(math.isfinite(v) for v in phase) or not 0 < phase[0] <= longest:
+            problems.append(
+                f"schedule[{i}] = {phase!r}; expected [duration_s > 0, vx, vy, yaw_rate]: 4 finite numbers, "
+                f"duration_s <= {longest:g} s"
+            )
+        else:
+            phases.append(tuple(float(v) for v in phase))
+    return phases, problems
 
 
 class ScriptedVelocity(Node):
@@ -20,13 +44,14 @@ class ScriptedVelocity(Node):
 
     cmd_vel = Output(VelocityCommand)
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[ParamProblem]:
+        return [ParamProblem("schedule", p) for p in parse_schedule(params["schedule"])[1]]
+
     def on_configure(self) -> None:
-        self.phases: list[tuple[float, float, float, float]] = []
-        for i, phase in enumerate(self.schedule):
-            ok = isinstance(phase, list) and len(phase) == 4 and all(isinstance(v, (int, float)) for v in phase)
-            if not ok or phase[0] <= 0:
-                raise ParamError(f"{self.name}: schedule[{i}] = {phase!r}; expected [duration_s > 0, vx, vy, yaw_rate]")
-            self.phases.append(tuple(float(v) for v in phase))
+        self.phases, problems = parse_schedule(self.schedule)
+        if problems:
+            raise ParamError(f"{self.name}: {problems[0]}")
 
     def on_activate(self) -> None:
         self.t0_ns = self.now_ns()

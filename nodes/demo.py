@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from krabgraph.launch import Input, Node, Output, Param
+from krabgraph.launch.checks import RobotUse
 from krabgraph.msgs import CommandSource, JointCommand, RobotState, set_array, to_numpy
 
 DEFAULT_JOINTS = [f"{leg}_{part}_joint" for leg in ("FL", "FR", "RL", "RR") for part in ("hip", "thigh", "calf")]
@@ -22,8 +25,13 @@ class FakeRobot(Node):
     rate_hz = Param(float, 50.0, "state publication rate", unit="Hz", gt=0)
     gain = Param(float, 0.5, "fraction of the remaining error closed per tick", gt=0, le=1)
 
-    command = Input(JointCommand)
+    command = Input(JointCommand, triggers=False)  # stored; the timer publishes the state
     state = Output(RobotState)
+
+    @classmethod
+    def robot_use(cls, params: dict[str, Any]) -> RobotUse:
+        """Its joints are the robot's (its rate is free: it stands in for any robot in tests)."""
+        return RobotUse("joints", joints=tuple(params["joints"]), exact=True)
 
     def on_configure(self) -> None:
         self.index = {n: i for i, n in enumerate(self.joints)}

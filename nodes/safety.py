@@ -12,7 +12,17 @@ import numpy as np
 
 from krabgraph.launch import Input, Node, Output, Param
 from krabgraph.launch.errors import ParamError
-from krabgraph.msgs import ArrayError, CommandSource, EStop, JointCommand, RobotState, SafetyStatus, set_array, to_numpy
+from krabgraph.msgs import (
+    ArrayError,
+    CommandSource,
+    EStop,
+    HeightScan,
+    JointCommand,
+    RobotState,
+    SafetyStatus,
+    set_array,
+    to_numpy,
+)
 from krabgraph.nodes.robots import RobotError, load_robot
 
 
@@ -25,6 +35,17 @@ class Mode(IntEnum):
     ACTIVE = SafetyStatus.Mode.ACTIVE
     DAMPING = SafetyStatus.Mode.DAMPING
     ESTOP = SafetyStatus.Mode.ESTOP
+
+
+class Fault(IntEnum):
+    """SafetyStatus.Fault as plain ints: why the robot is damped."""
+
+    NONE = SafetyStatus.Fault.FAULT_NONE
+    STATE_STALE = SafetyStatus.Fault.FAULT_STATE_STALE
+    COMMANDS_STALE = SafetyStatus.Fault.FAULT_COMMANDS_STALE
+    ATTITUDE = SafetyStatus.Fault.FAULT_ATTITUDE
+    BASE_HEIGHT = SafetyStatus.Fault.FAULT_BASE_HEIGHT
+    ESTOP = SafetyStatus.Fault.FAULT_ESTOP
 
 
 POLICY, OPERATOR, SAFETY = int(CommandSource.POLICY), int(CommandSource.OPERATOR), int(CommandSource.SAFETY)
@@ -100,10 +121,20 @@ class Safety(Node):
       The default 0.05 s (2.5 periods at 50 Hz) damps 2 control periods after the first missing
       command when the policy answers a state within half a period (always in lockstep), else 2.5.
     - Attitude: |roll| or |pitch| of the IMU orientation above ``attitude_limit`` -> DAMPING, latched.
+    - Base height (a fall that leaves the base level, e.g. legs folded onto a deck): in ACTIVE, the
+      base lower than ``min_base_height`` above the ground under it for ``min_base_height_s`` ->
+      DAMPING, latched. The height is the median of the ``height_scan`` cells within one resolution
+      of the base (value + offset = base z - ground z) while a scan is fresh (``state_timeout_s``);
+      without one, the base z of ``RobotState.base`` (simulators: ground truth) over a ground at
+      z = 0; with neither (a real robot without a scan) the check is off. Not armed before ACTIVE,
+      so a robot may stand up from lying down during SOFT_START.
     - E-stop: ``engage`` -> ESTOP, latched.
     - Latches survive deactivation; only an ``EStop`` with ``reset`` (and not ``engage``) clears them,
       and only while the state is fresh and the robot is within the attitude limit; it clears all of
       them and restarts with SOFT_START.
+
+    ``status.fault`` names the fault while DAMPING or ESTOP (``FAULT_NONE`` otherwise, and for the
+    damping sent on deactivation unless a fault was active then).
 
     Generated commands (damping, ramp, repeats) carry ``source = SAFETY`` and the stamp/seq of the
     latest robot state; forwarded ones carry POLICY or OPERATOR (by input port) and the command's own
@@ -129,6 +160,10 @@ class Safety(Node):
     command_timeout_s = Param(float, 0.05, "a command older than this is stale (ACTIVE -> DAMPING)", unit="s", gt=0)
     state_timeout_s = Param(float, 0.05, "a robot state older than this is stale (-> DAMPING)", unit="s", gt=0)
     attitude_limit = Param(float, 1.0, "|roll| or |pitch| above this -> DAMPING, latched", unit="rad", gt=0)
+    min_base_height = Param(
+        float, 0.15, "in ACTIVE, base lower than this above the ground -> DAMPING, latched; 0 = off", unit="m", ge=0
+    )
+    min_base_height_s = Param(float, 0.1, "how long the base must stay below min_base_height to trip", unit="s", ge=0)
     soft_start_s = Param(float, 2.0, "ramp duration from the measured pose to the default pose", unit="s", ge=0)
     status_hz = Param(float, 2.0, "heartbeat rate of status (also sent on every change)", unit="Hz", gt=0)
     log_interval_s = Param(float, 5.0, "at most one log line per kind of problem per interval", unit="s", gt=0)
@@ -137,6 +172,7 @@ class Safety(Node):
     command = Input(JointCommand, doc="the policy's joint command")
     operator = Input(JointCommand, required=False, doc="operator joint command; wins over the policy while fresh")
     estop = Input(EStop, required=False, doc="engage latches ESTOP; reset clears it")
+    height_scan = Input(HeightScan, required=False, doc="terrain around the base: its height above the ground")
     joint_command = Output(JointCommand, doc="the command the HAL executes, every joint, description order")
     status = Output(SafetyStatus, doc="mode, reason and counters")
 
@@ -150,6 +186,7 @@ class Safety(Node):
         self.names = list(r.joint_names)
         self.known = frozenset(self.names)
         self._index_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._centre_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._template = JointCommand(name=self.names)
         self.lower = r.pos_lower + self.soft_limit_margin
         self.upper = r.pos_upper - self.soft_limit_margin
@@ -173,11 +210,17 @@ class Safety(Node):
         self.problems: dict[str, int] = {}  # count per kind of rejection or clamp
         self.estop_reason = ""  # non-empty: e-stop latched
         self.attitude_reason = ""  # non-empty: attitude trip latched
+        self.height_reason = ""  # non-empty: base height trip latched
         self._log_marks: dict[str, tuple[int, int]] = {}
 
     def on_activate(self) -> None:
         self.mode: int = Mode.MODE_UNSPECIFIED
         self.reason = ""
+        self.fault: int = Fault.NONE
+        self.base_height: float | None = None  # m above the ground under the base (latest state), if known
+        self.low_since_ns: int | None = None  # graph time the base went below min_base_height (ACTIVE)
+        self.scan_height: float | None = None  # base height from the latest usable height scan
+        self.scan_ns = 0  # graph time of that scan
         self.q: np.ndarray | None = None  # measured joint positions (description order)
         self.tilt = (0.0, 0.0)  # roll, pitch (rad) of the latest state
         self.state_ns = 0  # graph time of the latest valid state
@@ -195,6 +238,8 @@ class Safety(Node):
         self.create_timer(1.0 / self.status_hz, self.publish_status)
 
     def on_deactivate(self) -> None:
+        if self.mode not in (Mode.DAMPING, Mode.ESTOP):
+            self.fault = Fault.NONE  # a normal end: damping, but no fault
         self.mode = Mode.ESTOP if self.estop_reason else Mode.DAMPING
         self.reason = "safety node deactivated"
         self.log.warning("deactivated: sending a last damping command")
@@ -210,7 +255,26 @@ class Safety(Node):
             self.attitude_reason = (
                 f"attitude trip: roll {roll:+.2f} rad, pitch {pitch:+.2f} rad (limit {self.attitude_limit} rad)"
             )
+        self._check_height(msg)
         self._update()
+
+    def on_height_scan(self, msg: HeightScan) -> None:
+        """Keep the base's height above the ground from the scan's centre cells (checked with the next state)."""
+        try:
+            heights = np.asarray(to_numpy(msg.heights), dtype=np.float64)
+        except (ArrayError, ValueError) as exc:
+            self._count_and_log(logging.ERROR, "ignored height scan: malformed", str(exc))
+            return
+        if heights.ndim != 2 or heights.size == 0 or not msg.resolution > 0:
+            text = f"heights of shape {heights.shape} at resolution {msg.resolution}; expected [n_y, n_x], > 0"
+            self._count_and_log(logging.ERROR, "ignored height scan: shape", text)
+            return
+        centre = heights.reshape(-1)[self._centre_cells(heights.shape)]
+        centre = centre[np.isfinite(centre)]
+        if centre.size == 0:
+            return
+        self.scan_height = float(np.median(centre)) + msg.offset
+        self.scan_ns = self.now_ns()
 
     def on_command(self, msg: JointCommand) -> None:
         self._on_joint_command(msg, POLICY)
@@ -238,7 +302,9 @@ class Safety(Node):
 
     def publish_status(self) -> None:
         self.status.publish(
-            SafetyStatus(mode=self.mode, reason=self.reason, rejected=self.rejected, clamped=self.clamped)
+            SafetyStatus(
+                mode=self.mode, reason=self.reason, rejected=self.rejected, clamped=self.clamped, fault=self.fault
+            )
         )
 
     # -- mode logic ---------------------------------------------------------------------------
@@ -247,15 +313,19 @@ class Safety(Node):
         now = self.now_ns()
         commander = self._commander(now)
         if self.estop_reason:
-            self._set_mode(Mode.ESTOP, self.estop_reason)
+            self._set_mode(Mode.ESTOP, self.estop_reason, Fault.ESTOP)
         elif self.attitude_reason:
-            self._set_mode(Mode.DAMPING, self.attitude_reason)
+            self._set_mode(Mode.DAMPING, self.attitude_reason, Fault.ATTITUDE)
+        elif self.height_reason:
+            self._set_mode(Mode.DAMPING, self.height_reason, Fault.BASE_HEIGHT)
         elif self.q is None:
             self._set_mode(Mode.WAITING, "no robot state yet")
         elif now - self.state_ns > self.state_timeout_s * 1e9:
-            self._trip(f"robot state stale (none for more than {self.state_timeout_s * 1e3:.0f} ms)")
+            why = f"robot state stale (none for more than {self.state_timeout_s * 1e3:.0f} ms)"
+            self._trip(why, Fault.STATE_STALE)
         elif self.mode == Mode.ACTIVE and commander is None:
-            self._trip(f"commands stale (no valid command for more than {self.command_timeout_s * 1e3:.0f} ms)")
+            why = f"commands stale (no valid command for more than {self.command_timeout_s * 1e3:.0f} ms)"
+            self._trip(why, Fault.COMMANDS_STALE)
         elif self.mode == Mode.WAITING:
             self._start_ramp()
         elif self.mode == Mode.DAMPING:
@@ -276,21 +346,21 @@ class Safety(Node):
                 return source
         return None
 
-    def _set_mode(self, mode: int, reason: str) -> None:
-        if (mode, reason) == (self.mode, self.reason):
+    def _set_mode(self, mode: int, reason: str, fault: int = Fault.NONE) -> None:
+        if (mode, reason, fault) == (self.mode, self.reason, self.fault):
             return
         entering = mode != self.mode
-        old, self.mode, self.reason = self.mode, mode, reason
+        old, self.mode, self.reason, self.fault = self.mode, mode, reason, fault
         level = logging.WARNING if mode in (Mode.DAMPING, Mode.ESTOP) else logging.INFO
         self.log.log(level, "%s -> %s: %s", MODE_NAMES[old], MODE_NAMES[mode], reason)
         self.publish_status()
         if entering and mode in (Mode.DAMPING, Mode.ESTOP):
             self._send(self._damping())
 
-    def _trip(self, reason: str) -> None:
+    def _trip(self, reason: str, fault: int) -> None:
         if self.mode != Mode.DAMPING:
             self.trip_ns = self.now_ns()
-            self._set_mode(Mode.DAMPING, reason)
+            self._set_mode(Mode.DAMPING, reason, fault)
 
     def _start_ramp(self) -> None:
         self.ramp_t0_ns = self.now_ns()
@@ -299,7 +369,7 @@ class Safety(Node):
         self._send(self._ramp())
 
     def _reset(self, why: str) -> None:
-        if not (self.estop_reason or self.attitude_reason):
+        if not (self.estop_reason or self.attitude_reason or self.height_reason):
             self.log.info("reset received with nothing latched (%s)", why or "no reason given")
             return
         blockers = []
@@ -312,7 +382,8 @@ class Safety(Node):
             self.log.error("reset refused: %s; still latched: %s", "; ".join(blockers), self.reason)
             return
         self.log.warning("reset (%s): clearing %s", why or "no reason given", self.reason)
-        self.estop_reason = self.attitude_reason = ""
+        self.estop_reason = self.attitude_reason = self.height_reason = ""
+        self.low_since_ns = None
         if self.q is None:
             self._set_mode(Mode.WAITING, "no robot state yet")
         else:
@@ -501,6 +572,38 @@ class Safety(Node):
         self.state_ns = self.now_ns()
         self.state_ref = (msg.header.stamp_ns, msg.header.seq)
         return True
+
+    def _centre_cells(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Flat indices of the scan cells within one grid step of its centre, the base (cached per shape)."""
+        idx = self._centre_cache.get(shape)
+        if idx is None:
+            n_y, n_x = shape
+            near_x = np.flatnonzero(np.abs(np.arange(n_x) - (n_x - 1) / 2) <= 1.0)
+            near_y = np.flatnonzero(np.abs(np.arange(n_y) - (n_y - 1) / 2) <= 1.0)
+            idx = self._centre_cache[shape] = (near_y[:, None] * n_x + near_x[None, :]).reshape(-1)
+        return idx
+
+    def _check_height(self, msg: RobotState) -> None:
+        """Latch a base height trip when the base stays too low in ACTIVE (see the class doc)."""
+        if self.scan_height is not None and self.now_ns() - self.scan_ns <= self.state_timeout_s * 1e9:
+            height, where = self.scan_height, "the ground under it (height scan)"
+        elif msg.has_base:
+            height, where = msg.base.position.z, "z = 0 (base pose, no height scan)"
+        else:
+            self.base_height = self.low_since_ns = None
+            return
+        self.base_height = height
+        if self.mode != Mode.ACTIVE or self.height_reason or not height < self.min_base_height:
+            self.low_since_ns = None
+            return
+        now = self.now_ns()
+        if self.low_since_ns is None:
+            self.low_since_ns = now
+        if now - self.low_since_ns >= self.min_base_height_s * 1e9:
+            self.height_reason = (
+                f"fall: base {height:.2f} m above {where} for {(now - self.low_since_ns) * 1e-9:.2f} s "
+                f"(minimum {self.min_base_height} m)"
+            )
 
     def _bad_state(self, kind: str, text: str) -> bool:
         self.bad_states += 1

@@ -35,7 +35,9 @@ def krabgraph(*args: str) -> subprocess.CompletedProcess:
 
 def test_check_ok(capsys):
     assert main(["check", "demo"]) == 0
-    assert "demo: OK — 2 nodes, 2 topics, clock sim" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "demo: OK — 3 nodes, 4 topics, clock sim, robot go2" in out.out
+    assert "  safety: Safety [safety]" in out.out and out.err == ""  # no warnings
 
 
 def test_launch_runs_for_duration(capsys):

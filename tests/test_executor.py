@@ -259,6 +259,7 @@ def test_threaded_node_and_wall_clock(no_thread_leak):
                 "thread": True,
                 "params": {"rate_hz": 200.0},
                 "inputs": {"command": "policy/joint_command"},
+                "unsafe_direct_command": True,
             },
             "policy": {"class": HoldPose, "inputs": {"state": "robot/state"}},
         },
@@ -274,7 +275,7 @@ def test_threaded_node_and_wall_clock(no_thread_leak):
 def test_closed_loop_in_lockstep_reaches_target():
     ex = run(
         {
-            "robot": {"class": FakeRobot, "inputs": {"command": "policy/joint_command"}},
+            "robot": {"class": FakeRobot, "inputs": {"command": "policy/joint_command"}, "unsafe_direct_command": True},
             "policy": {"class": HoldPose, "params": {"target": [0.3] * 12}, "inputs": {"state": "robot/state"}},
         },
         duration=0.5,
@@ -317,7 +318,7 @@ def test_startup_failure_starts_nothing():
 
     ex = run(
         {
-            "robot": {"class": FakeRobot, "inputs": {"command": "p/joint_command"}},
+            "robot": {"class": FakeRobot, "inputs": {"command": "p/joint_command"}, "unsafe_direct_command": True},
             "p": {"class": HoldPose, "inputs": {"state": "robot/state"}},
             "bad": {"class": BadConfig},
         }

@@ -62,7 +62,7 @@ async def session(port: int, topics: list[str], per_topic: int) -> tuple[dict, d
 
 def test_live_view_advertises_protobuf_channels_and_streams(no_thread_leak):
     nodes = {
-        "robot": {"class": "fake_robot", "inputs": {"command": "policy/joint_command"}},
+        "robot": {"class": "fake_robot", "inputs": {"command": "policy/joint_command"}, "unsafe_direct_command": True},
         "policy": {"class": "hold_pose", "inputs": {"state": "robot/state"}},
         "cam": {"class": Camera},
         "live": {"class": "foxglove", "params": {"port": 0}, "inputs": {"topics": ["robot/*", "policy/*", "cam/*"]}},
@@ -102,7 +102,7 @@ def schema_class(channel: dict):
 
 def test_nothing_is_sent_while_no_client_subscribes():
     nodes = {
-        "robot": {"class": "fake_robot", "inputs": {"command": "policy/joint_command"}},
+        "robot": {"class": "fake_robot", "inputs": {"command": "policy/joint_command"}, "unsafe_direct_command": True},
         "policy": {"class": "hold_pose", "inputs": {"state": "robot/state"}},
         "live": {"class": "foxglove", "params": {"port": 0}, "inputs": {"topics": ["robot/state"]}},
     }

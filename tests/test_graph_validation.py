@@ -13,6 +13,7 @@ nodes:
   robot:
     class: fake_robot
     inputs: {command: policy/joint_command}
+    unsafe_direct_command: true   # the runtime's own tests: no safety node
   policy:
     class: hold_pose
     params: {kp: 15.0}
@@ -38,33 +39,33 @@ def test_good_graph_builds(write_graph):
 def test_unknown_node_class(write_graph):
     path = write_graph(GOOD.replace("class: hold_pose", "class: hold_pos"))
     (err,) = errors_of(path)
-    assert err.startswith(f"{path}:7: node 'policy': unknown node class 'hold_pos'; did you mean 'hold_pose'?")
+    assert err.startswith(f"{path}:8: node 'policy': unknown node class 'hold_pos'; did you mean 'hold_pose'?")
 
 
 def test_unknown_module_path(write_graph):
     path = write_graph(GOOD.replace("class: hold_pose", "class: no_such_pkg.mod:Thing"))
     (err,) = errors_of(path)
-    assert err == f"{path}:7: node 'policy': unknown node class 'no_such_pkg.mod:Thing': no module 'no_such_pkg.mod'"
+    assert err == f"{path}:8: node 'policy': unknown node class 'no_such_pkg.mod:Thing': no module 'no_such_pkg.mod'"
 
 
 def test_unknown_parameter_with_suggestion(write_graph):
     path = write_graph(GOOD.replace("{kp: 15.0}", "{kpp: 15.0}"))
     (err,) = errors_of(path)
     assert err == (
-        f"{path}:8: node 'policy': unknown parameter 'kpp' for HoldPose; did you mean 'kp'? known: target, kp, kd"
+        f"{path}:9: node 'policy': unknown parameter 'kpp' for HoldPose; did you mean 'kp'? known: target, kp, kd"
     )
 
 
 def test_mistyped_parameter(write_graph):
     path = write_graph(GOOD.replace("{kp: 15.0}", "{kp: high}"))
     (err,) = errors_of(path)
-    assert err == f"{path}:8: node 'policy': parameter 'kp' must be float, got str 'high'"
+    assert err == f"{path}:9: node 'policy': parameter 'kp' must be float, got str 'high'"
 
 
 def test_out_of_range_parameter(write_graph):
     path = write_graph(GOOD.replace("{kp: 15.0}", "{kp: -1}"))
     (err,) = errors_of(path)
-    assert err == f"{path}:8: node 'policy': parameter 'kp' must be >= 0 N·m/rad, got -1.0"
+    assert err == f"{path}:9: node 'policy': parameter 'kp' must be >= 0 N·m/rad, got -1.0"
 
 
 def test_port_type_mismatch(write_graph):
@@ -80,7 +81,7 @@ def test_required_input_unconnected(write_graph):
     path = write_graph(GOOD.replace("    inputs: {state: robot/state}\n", ""))
     (err,) = errors_of(path)
     assert err == (
-        f"{path}:6: node 'policy': required input 'state' (RobotState) is not connected; "
+        f"{path}:7: node 'policy': required input 'state' (RobotState) is not connected; "
         "add `inputs: {state: <topic>}`"
     )
 
@@ -89,7 +90,7 @@ def test_unknown_topic(write_graph):
     path = write_graph(GOOD.replace("{state: robot/state}", "{state: robot/stat}"))
     (err,) = errors_of(path)
     assert err.startswith(
-        f"{path}:9: node 'policy': input 'state' is wired to topic 'robot/stat', which nothing "
+        f"{path}:10: node 'policy': input 'state' is wired to topic 'robot/stat', which nothing "
         "publishes; did you mean 'robot/state'?"
     )
 
@@ -98,7 +99,7 @@ def test_unknown_port(write_graph):
     path = write_graph(GOOD.replace("{state: robot/state}", "{state: robot/state, stat: robot/state}"))
     (err,) = errors_of(path)
     assert err == (
-        f"{path}:9: node 'policy': HoldPose has no input port 'stat'; did you mean 'state'? input ports: state"
+        f"{path}:10: node 'policy': HoldPose has no input port 'stat'; did you mean 'state'? input ports: state"
     )
 
 
@@ -113,7 +114,7 @@ def test_two_publishers_on_a_single_publisher_topic(write_graph):
     )
     path = write_graph(text)
     (err,) = errors_of(path)
-    assert err.startswith(f"{path}:13: topic 'policy/joint_command' has 2 publishers (policy.joint_command")
+    assert err.startswith(f"{path}:14: topic 'policy/joint_command' has 2 publishers (policy.joint_command")
     assert "but allows one; remap one output to another topic" in err
 
 
@@ -127,7 +128,7 @@ def test_all_errors_reported_together(write_graph):
 def test_schema_violation_names_key_and_line(write_graph):
     path = write_graph(GOOD.replace("    params: {kp: 15.0}", "    parms: {kp: 15.0}"))
     (err,) = errors_of(path)
-    assert err.startswith(f"{path}:8: nodes/policy: Additional properties are not allowed ('parms' was unexpected)")
+    assert err.startswith(f"{path}:9: nodes/policy: Additional properties are not allowed ('parms' was unexpected)")
 
 
 def test_invalid_yaml_reports_line(write_graph):
@@ -139,7 +140,7 @@ def test_invalid_yaml_reports_line(write_graph):
 def test_duplicate_node_name(write_graph):
     path = write_graph(GOOD + "  robot:\n    class: fake_robot\n")
     (err,) = errors_of(path)
-    assert err == f"{path}:10: duplicate key 'robot' (first at line 3); remove one"
+    assert err == f"{path}:11: duplicate key 'robot' (first at line 3); remove one"
 
 
 def test_empty_and_non_mapping_files(write_graph):

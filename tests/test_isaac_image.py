@@ -165,7 +165,7 @@ def test_parkour_isaac_graph_wires_hal_policy_safety_hal_in_lockstep():
     assert policy.inputs == {"state": "hal/state", "command": "command/cmd_vel", "height_scan": "hal/height_scan"}
     assert safety.inputs == {"state": "hal/state", "command": "policy/joint_command"}
     assert safety.outputs == {"joint_command": "hal/command"} and hal.inputs["command"] == "hal/command"
-    assert policy.params["bundle"] == "anymal_d_rough" and hal.params["robot"] == "anymal_d"
+    assert policy.params["bundle"] == "anymal_d_rough" and decl.robot == "anymal_d" and "robot" not in hal.params
 
 
 def test_default_graph_is_found_from_any_working_directory(monkeypatch, tmp_path):

@@ -43,7 +43,7 @@ def test_nodes_with_a_placement_are_boxed_by_host_and_process():
     graph.nodes["policy"].decl.process = "control"
     assert groups(graph) == {"robot/io": ["hal"], "main": ["command", "safety", "rec"], "robot/control": ["policy"]}
     dot = to_dot(graph)
-    assert 'subgraph "cluster_0" {\n    label="robot/io";' in dot
+    assert 'subgraph "cluster_1" {\n    label="robot/io";' in dot  # walk.yaml declares command (main) first
     mermaid = to_mermaid(graph)
     assert '  subgraph g2["robot/control"]\n    n_policy["policy<br/>PolicyNode"]' in mermaid
     assert "recorder @ main" in to_html(graph)

@@ -105,6 +105,8 @@ def test_an_overlay_swaps_the_hal_for_a_replay(walk_recording, write_graph):
             class: replay
             params: {{path: {walk_recording}}}
             outputs: {{frames: [hal/state]}}
+          safety:
+            inputs: {{height_scan: null}}   # this recording has no height scan
         """
     )
     graph = load_and_build(overlay)

@@ -86,7 +86,7 @@ def test_harness_measures_the_flat_phase_with_go2_walk():
 
 
 def test_harness_wiring_and_overrides():
-    scan_contract = "anymal_d_rough"  # a contract with a height_scan term
+    scan_contract = "go2_rough"  # a contract with a height_scan term (a Go2 one: the graph's robot is go2)
     assert acc.needs_height_scan(scan_contract) and not acc.needs_height_scan("go2_walk")
     graph = build_graph(acc.acceptance_graph(scan_contract, [[1.0, 0.0, 0.0, 0.0]], 1.0, steer="line"))
     assert graph.nodes["policy"].inputs["height_scan"] == "hal/height_scan"  # wired, and the graph validates

@@ -14,7 +14,16 @@ import pytest
 
 from krabgraph.launch import Executor, Input, Node, Output, Param, ParamError, build_graph, graph_from_dict
 from krabgraph.launch.testing import NodeHarness
-from krabgraph.msgs import CommandSource, EStop, JointCommand, RobotState, SafetyStatus, set_array, to_numpy
+from krabgraph.msgs import (
+    CommandSource,
+    EStop,
+    HeightScan,
+    JointCommand,
+    RobotState,
+    SafetyStatus,
+    set_array,
+    to_numpy,
+)
 from krabgraph.nodes.demo import FakeRobot
 from krabgraph.nodes.robots import load_robot
 from krabgraph.nodes.safety import Safety
@@ -27,6 +36,7 @@ DT_NS = round(DT * 1e9)
 MARGIN = 0.05  # Safety's default soft_limit_margin
 LOWER, UPPER = R.pos_lower + MARGIN, R.pos_upper - MARGIN
 Mode = SafetyStatus.Mode
+Fault = SafetyStatus.Fault
 POLICY, OPERATOR, SAFETY = CommandSource.POLICY, CommandSource.OPERATOR, CommandSource.SAFETY
 CROUCH = np.array([0.3, 1.3, -2.6, -0.3, 1.3, -2.6, 0.3, 1.3, -2.6, -0.3, 1.3, -2.6])  # inside the soft limits
 
@@ -39,6 +49,17 @@ def state_msg(q: np.ndarray, roll: float = 0.0, pitch: float = 0.0, names: list[
     cr, sr, cp, sp = math.cos(roll / 2), math.sin(roll / 2), math.cos(pitch / 2), math.sin(pitch / 2)
     o = msg.imu.orientation  # q = q_pitch * q_roll (ZYX with zero yaw)
     o.w, o.x, o.y, o.z = cp * cr, cp * sr, sp * cr, -sp * sr
+    return msg
+
+
+def scan_msg(height: float, shape: tuple[int, int] = (11, 17), offset: float = 0.5, around: float = 0.3) -> HeightScan:
+    """A 0.1 m height scan: the base ``height`` above the cells within 0.1 m of it, ``around`` elsewhere."""
+    heights = np.full(shape, around - offset, dtype=np.float32)
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+    near = (np.abs(np.arange(shape[0]) - cy) <= 1)[:, None] & (np.abs(np.arange(shape[1]) - cx) <= 1)[None, :]
+    heights[near] = height - offset
+    msg = HeightScan(resolution=0.1, size_x=(shape[1] - 1) * 0.1, size_y=(shape[0] - 1) * 0.1, offset=offset)
+    set_array(msg.heights, heights, np.float32)
     return msg
 
 
@@ -92,12 +113,34 @@ class Bench:
                 out.append(s.mode)
         return out
 
-    def step(self, n: int = 1, *, q=R.default_pos, cmd=None, operator=None, roll=0.0, pitch=0.0, state=True) -> None:
-        """For ``n`` periods: deliver the state and commands now (those given), then advance one period."""
+    def step(
+        self,
+        n: int = 1,
+        *,
+        q=R.default_pos,
+        cmd=None,
+        operator=None,
+        roll=0.0,
+        pitch=0.0,
+        state=True,
+        base_z: float | None = None,
+        scan: float | None = None,
+    ) -> None:
+        """For ``n`` periods: deliver the state and commands now (those given), then advance one period.
+
+        ``base_z``: the state's ground-truth base height (world z); ``scan``: a height scan first, the
+        base this high above the ground under it (as the HAL sends them: scan, then state).
+        """
         for _ in range(n):
             self.seq += 1
+            if scan is not None:
+                self.h.feed("height_scan", scan_msg(scan))
             if state:
-                self.h.feed("state", state_msg(q, roll, pitch))
+                msg = state_msg(q, roll, pitch)
+                if base_z is not None:
+                    msg.has_base = True
+                    msg.base.position.z = base_z
+                self.h.feed("state", msg)
             if cmd is not None:
                 self.h.feed("command", cmd if isinstance(cmd, JointCommand) else command_msg(cmd, seq=self.seq))
             if operator is not None:
@@ -403,6 +446,113 @@ def test_attitude_trip_latches_until_reset_while_upright(roll, pitch):
     assert b.node.mode == Mode.ACTIVE
 
 
+def test_base_height_trip_with_the_robot_level_latches_until_reset():
+    """Folded legs, base 0.12 m up, no tilt: the attitude check cannot see it; the height check damps."""
+    b = Bench().activate()
+    b.step(10, base_z=0.30, cmd=R.default_pos)
+    assert b.node.mode == Mode.ACTIVE and b.node.base_height == pytest.approx(0.30)
+    b.step(1, base_z=0.16, cmd=CROUCH)  # low, but above the 0.15 m minimum
+    b.step(5, base_z=0.12, cmd=CROUCH)  # below it for 4 periods (0.08 s) when the 5th state comes
+    assert b.node.mode == Mode.ACTIVE
+    mark = len(b.sent)
+    b.step(1, base_z=0.12, cmd=CROUCH)  # 0.10 s below the minimum: min_base_height_s
+    assert b.node.mode == Mode.DAMPING and is_damping(b.sent[mark])
+    status = b.statuses[-1]
+    assert status.mode == Mode.DAMPING and status.fault == Fault.FAULT_BASE_HEIGHT
+    assert status.reason == "fall: base 0.12 m above z = 0 (base pose, no height scan) for 0.10 s (minimum 0.15 m)"
+    b.step(20, base_z=0.30, cmd=R.default_pos)  # standing again with commands: still latched
+    assert b.node.mode == Mode.DAMPING and all(is_damping(m) for m in b.sent[mark:])
+    b.h.feed("estop", EStop(reset=True))  # a low base does not block the reset (a fallen robot must get up)
+    assert b.node.mode == Mode.SOFT_START
+    b.step(round(0.2 / DT) + 1, base_z=0.10, cmd=R.default_pos)  # lying during the soft start: not armed
+    assert b.node.mode == Mode.ACTIVE and b.statuses[-1].fault == Fault.FAULT_NONE
+
+
+def test_base_height_comes_from_the_height_scan_when_there_is_one():
+    """On a 0.3 m deck the base z says 0.42 m; the scan says 0.12 m above the deck, which is what counts."""
+    b = Bench().activate()
+    b.step(10, base_z=0.05, scan=0.30, cmd=R.default_pos)  # in a pit below z = 0, standing: fine
+    assert b.node.mode == Mode.ACTIVE and b.node.base_height == pytest.approx(0.30, abs=1e-6)
+    b.step(10, base_z=0.42, scan=0.12, cmd=CROUCH)
+    assert b.node.mode == Mode.DAMPING and b.statuses[-1].fault == Fault.FAULT_BASE_HEIGHT
+    assert "fall: base 0.12 m above the ground under it (height scan)" in b.node.reason
+    # the centre cells (within 0.1 m of the base) decide, whatever the terrain around is
+    c = Bench().activate()
+    c.h.feed("height_scan", scan_msg(0.30, around=0.05))
+    c.step(1, base_z=0.30, cmd=R.default_pos)
+    assert c.node.base_height == pytest.approx(0.30, abs=1e-6)
+    c.h.feed("height_scan", scan_msg(0.10, shape=(10, 16)))  # even sizes: the 2 x 2 cells around the base
+    c.step(1, base_z=0.30, cmd=R.default_pos)
+    assert c.node.base_height == pytest.approx(0.10, abs=1e-6)
+    # a stale scan (older than state_timeout_s) gives way to the base pose
+    c.step(3, base_z=0.31, cmd=R.default_pos)
+    assert c.node.base_height == pytest.approx(0.31) and c.node.mode == Mode.ACTIVE
+
+
+def test_base_height_check_is_off_without_base_pose_or_scan_and_with_zero_minimum():
+    b = Bench().activate()
+    b.step(20, cmd=CROUCH)  # a real robot's state: no base pose, and no scan
+    assert b.node.mode == Mode.ACTIVE and b.node.base_height is None
+    z = Bench(min_base_height=0.0).activate()
+    z.step(20, base_z=0.02, cmd=CROUCH)
+    assert z.node.mode == Mode.ACTIVE
+
+
+def _bad_scan(case: str) -> HeightScan:
+    """A scan whose centre reads 0.10 m, made unusable as ``case`` says."""
+    msg = scan_msg(0.10)
+    if case == "flat array":
+        set_array(msg.heights, to_numpy(msg.heights).reshape(-1), np.float32)
+    elif case == "no resolution":
+        msg.resolution = 0.0
+    else:  # bytes that do not fill the shape
+        msg.heights.data = msg.heights.data[:-4]
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("case", "kind"),
+    [
+        ("flat array", "ignored height scan: shape"),
+        ("no resolution", "ignored height scan: shape"),
+        ("short data", "ignored height scan: malformed"),
+    ],
+)
+def test_unusable_height_scans_are_ignored_and_counted(case, kind):
+    b = Bench().activate()
+    b.h.feed("height_scan", _bad_scan(case))
+    b.step(10, base_z=0.30, cmd=R.default_pos)
+    assert b.node.mode == Mode.ACTIVE and b.node.problems == {kind: 1}
+    assert b.node.base_height == pytest.approx(0.30)
+
+
+def test_status_fault_names_each_cause_and_a_normal_end_is_no_fault():
+    b = Bench().activate()
+    b.step(5)  # states, no commands
+    assert (b.statuses[-1].mode, b.statuses[-1].fault) == (Mode.DAMPING, Fault.FAULT_COMMANDS_STALE)
+    b.h.advance(0.1)  # no state either: still the first fault
+    assert b.statuses[-1].fault == Fault.FAULT_COMMANDS_STALE
+    quiet = Bench().activate()
+    quiet.h.advance(0.1)  # nothing at all: the state is checked first
+    assert (quiet.statuses[-1].mode, quiet.statuses[-1].fault) == (Mode.DAMPING, Fault.FAULT_STATE_STALE)
+    b.step(2, cmd=R.default_pos)
+    assert (b.statuses[-1].mode, b.statuses[-1].fault) == (Mode.SOFT_START, Fault.FAULT_NONE)
+    b.h.feed("estop", EStop(engage=True))
+    assert (b.statuses[-1].mode, b.statuses[-1].fault) == (Mode.ESTOP, Fault.FAULT_ESTOP)
+    b.h.stop()  # deactivated while latched: the fault stays named
+    assert (b.statuses[-1].mode, b.statuses[-1].fault) == (Mode.ESTOP, Fault.FAULT_ESTOP)
+    s = Bench().activate()
+    s.step(1, roll=1.2, cmd=R.default_pos)
+    assert (s.statuses[-1].mode, s.statuses[-1].fault) == (Mode.DAMPING, Fault.FAULT_ATTITUDE)
+    n = Bench().activate()
+    n.h.stop()  # deactivated while ACTIVE: damping, but no fault
+    assert (n.statuses[-1].mode, n.statuses[-1].fault, n.statuses[-1].reason) == (
+        Mode.DAMPING,
+        Fault.FAULT_NONE,
+        "safety node deactivated",
+    )
+
+
 def test_operator_wins_while_fresh_then_the_policy_resumes():
     b = Bench().activate()
     policy, operator = R.default_pos + 0.1, R.default_pos - 0.1
@@ -563,6 +713,7 @@ def test_graph_closed_loop_soft_starts_then_follows_the_policy():
     assert set(sources[:first_policy]) == {SAFETY} and robot.received[first_policy][0] >= 500_000_000
     modes = [s.mode for s in ex.nodes["log"].got]
     assert Mode.DAMPING not in modes[:-1] and modes[-1] == Mode.DAMPING  # damped only by the shutdown
+    assert ex.nodes["log"].got[-1].fault == Fault.FAULT_NONE  # which is no fault
     t_last, last = robot.received[-1]
     assert is_damping(last) and t_last == 1_500_000_000  # the HAL's last command: damping at shutdown
 
@@ -584,6 +735,7 @@ def test_graph_policy_fault_damps_within_two_periods_and_the_graph_keeps_running
     assert robot.rejected == 0
     trips = [s for s in ex.nodes["log"].got if s.mode == Mode.DAMPING]
     assert "commands stale" in trips[0].reason and trips[-1].reason == "safety node deactivated"
+    assert trips[0].fault == trips[-1].fault == Fault.FAULT_COMMANDS_STALE  # still in the fault at the end
     assert safety.rejected == (50 if fault == "nan" else 0)  # a NaN every period from 1.0 s to 1.98 s
     if fault == "raise":
         assert len(ex.failures) == 4 and ex.restarts["policy"] == 3  # restarted 3 times, then stopped
@@ -601,3 +753,4 @@ def test_graph_state_loss_damps_within_two_periods():
     assert [t for t, _ in damped] == list(range(t_damp, 1_500_000_001, DT_NS))
     trips = [s for s in ex.nodes["log"].got if s.mode == Mode.DAMPING]
     assert "robot state stale" in trips[0].reason and safety.rejected == 0
+    assert trips[0].fault == trips[-1].fault == Fault.FAULT_STATE_STALE

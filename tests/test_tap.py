@@ -116,7 +116,7 @@ def test_a_threaded_node_is_tapped_through_the_proxy(no_thread_leak):
 def test_graph_description_names_nodes_states_and_counters():
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     nodes = {
-        "robot": {"class": "fake_robot", "inputs": {"command": "policy/joint_command"}},
+        "robot": {"class": "fake_robot", "inputs": {"command": "policy/joint_command"}, "unsafe_direct_command": True},
         "policy": {"class": "hold_pose", "inputs": {"state": "robot/state"}},
     }
     with running(nodes, endpoint, clock={"mode": "sim", "real_time_factor": 1.0}) as ex, TapClient(endpoint) as c:

@@ -43,7 +43,7 @@ def test_rate_comes_from_receive_times_not_from_processing():
 def test_cli_topic_and_node_commands(capsys):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     nodes = {
-        "robot": {"class": "fake_robot", "inputs": {"command": "policy/joint_command"}},
+        "robot": {"class": "fake_robot", "inputs": {"command": "policy/joint_command"}, "unsafe_direct_command": True},
         "policy": {"class": "hold_pose", "inputs": {"state": "robot/state"}},
     }
     with running(nodes, endpoint):

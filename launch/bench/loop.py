@@ -33,7 +33,7 @@ class NullHal(Node):
     kind = "hal"
     rate_hz = Param(float, RATE_HZ, "", gt=0)
     count = Param(int, 20_000, "", ge=1)
-    command = Input(JointCommand)
+    command = Input(JointCommand, triggers=False)  # times the loop; publishes nothing
     state = Output(RobotState)
 
     def on_configure(self) -> None:

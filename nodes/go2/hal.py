@@ -59,7 +59,7 @@ class Go2Hal(Node):
     check_state_crc = Param(bool, False, "drop LowState samples whose crc field does not match their content")
     status_period_s = Param(float, 1.0, "log a one-line status (rates, rejections); 0 = off", unit="s", ge=0)
 
-    command = Input(JointCommand, queue=0)
+    command = Input(JointCommand, queue=0, triggers=False)  # written to DDS; the tick publishes the state
     state = Output(RobotState)
     clock = Output(Clock)
 

@@ -68,8 +68,10 @@ class IsaacHal(Node):
     scan_offset = Param(float, 0.5, "subtracted from height-scan values (Isaac Lab's height_scan default)", unit="m")
     lab_observation_group = Param(str, "policy", "Isaac Lab observation group published on lab_observation; '' = none")
 
-    command = Input(JointCommand, queue=0, doc="joint targets by name; applied for one control step")
-    velocity_command = Input(VelocityCommand, required=False, doc="mirrored into Isaac Lab's command buffer (debug)")
+    command = Input(JointCommand, queue=0, triggers=False, doc="joint targets by name; applied for one control step")
+    velocity_command = Input(
+        VelocityCommand, required=False, triggers=False, doc="mirrored into Isaac Lab's command buffer (debug)"
+    )
     state = Output(RobotState)
     clock = Output(Clock)
     height_scan = Output(HeightScan)

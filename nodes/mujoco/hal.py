@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 import os
 import time
+from typing import Any
 
 from krabgraph.launch import Input, Node, Output, Param, ParamError
-from krabgraph.msgs import Clock, DepthImage, HeightScan, JointCommand, RobotState, to_numpy
+from krabgraph.launch.checks import ParamProblem
+from krabgraph.msgs import Clock, CommandSource, DepthImage, HeightScan, JointCommand, RobotState, to_numpy
 from krabgraph.nodes.mujoco.physics import CommandError, MujocoRobotSim, fill_robot_state
 from krabgraph.nodes.mujoco.sensors import DepthCamera, HeightScanner
 from krabgraph.nodes.mujoco.terrain import TERRAIN_KINDS, TerrainError, make_terrain
+
+SOURCE_NAMES = {CommandSource.POLICY: "policy", CommandSource.OPERATOR: "operator", CommandSource.SAFETY: "safety"}
 
 
 class MujocoHal(Node):
@@ -53,24 +57,44 @@ class MujocoHal(Node):
     push_impulse = Param(list, [0.0, 0.0, 0.0], "push impulse [x, y, z], world frame", unit="N·s", item=float)
     push_duration_s = Param(float, 0.1, "duration of the push (force = impulse / duration)", unit="s", gt=0)
     status_period_s = Param(
-        float, 1.0, "log a one-line status (pose, speed, real-time factor); 0 = off", unit="s", ge=0
+        float, 1.0, "log a one-line status (pose, speed, real-time factor, command executed); 0 = off", unit="s", ge=0
     )
 
-    command = Input(JointCommand, queue=0)
+    command = Input(JointCommand, queue=0, triggers=False)  # stored; the tick publishes the state
     state = Output(RobotState)
     clock = Output(Clock)
     height_scan = Output(HeightScan)
     depth_image = Output(DepthImage)
 
-    def on_configure(self) -> None:
-        if len(self.push_impulse) != 3 or not all(math.isfinite(v) for v in self.push_impulse):
-            raise ParamError(
-                f"{self.name}: push_impulse must be 3 finite values [x, y, z] N·s, got {self.push_impulse}"
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[ParamProblem]:
+        """Push impulse, terrain parameters, and the MuJoCo model of the robot description on disk."""
+        from krabgraph.nodes.assets import AssetError, resolve_asset
+        from krabgraph.nodes.robots import RobotError, load_robot
+
+        problems = []
+        impulse = params["push_impulse"]
+        if len(impulse) != 3 or not all(math.isfinite(v) for v in impulse):
+            problems.append(
+                ParamProblem("push_impulse", f"push_impulse must be 3 finite values [x, y, z] N·s, got {impulse}")
             )
         try:
-            terrain = make_terrain(self.terrain, seed=self.seed, **self.terrain_params)
+            make_terrain(params["terrain"], seed=params["seed"], **params["terrain_params"])
         except TerrainError as exc:
-            raise ParamError(f"{self.name}: terrain_params: {exc}") from None
+            problems.append(ParamProblem("terrain_params", f"terrain_params: {exc}"))
+        try:
+            resolve_asset(load_robot(params["robot"]).model)
+        except RobotError:
+            pass  # reported with the graph's robot
+        except AssetError as exc:
+            problems.append(ParamProblem("robot", f"MuJoCo model of robot {params['robot']!r}: {exc}"))
+        return problems
+
+    def on_configure(self) -> None:
+        problems = self.check_params(self._params)
+        if problems:
+            raise ParamError(f"{self.name}: {problems[0].message}")
+        terrain = make_terrain(self.terrain, seed=self.seed, **self.terrain_params)
         self.sim = MujocoRobotSim(self.robot, terrain, actuator_delay_steps=self.actuator_delay_steps)
         self.description = self.sim.robot
         self.control_dt = self.description.control_dt
@@ -102,6 +126,7 @@ class MujocoHal(Node):
         self._t0_ns = self.now_ns()
         self._rtf_mark = (time.monotonic(), 0)  # (wall s, sim steps) where the RTF window starts
         self._rtf = 0.0
+        self._executing = "none"  # what the last valid command was: its source, or DAMPING (kp = 0)
         self._publish_state()
         self.create_timer(self.control_dt, self.tick)
         if self.camera is not None:
@@ -135,13 +160,15 @@ class MujocoHal(Node):
         """One line a person can follow in a headless run."""
         st = self.sim.read_state()
         self.log.info(
-            "t=%6.2fs  x=%6.2fm y=%5.2fm z=%4.2fm  vx=%5.2fm/s vy=%5.2fm/s yaw rate=%5.2frad/s  rtf=%.1f  rejected=%d",
+            "t=%6.2fs  x=%6.2fm y=%5.2fm z=%4.2fm  vx=%5.2fm/s vy=%5.2fm/s yaw rate=%5.2frad/s  rtf=%.1f  "
+            "rejected=%d  cmd=%s",
             self.sim.time,
             *st.base_pos,
             *st.base_lin_vel[:2],
             st.base_ang_vel[2],
             self._rtf,
             self.rejected,
+            self._executing,
         )
 
     def _publish_state(self) -> None:
@@ -174,6 +201,8 @@ class MujocoHal(Node):
             # set_command validates names, lengths and values; empty optional arrays mean defaults.
             columns = {key: to_numpy(getattr(msg, key)) for key in ("velocity", "effort", "kp", "kd")}
             self.sim.set_command(names, to_numpy(msg.position), **{k: v for k, v in columns.items() if v.size})
+            damping = columns["kp"].size > 0 and not columns["kp"].any()
+            self._executing = "DAMPING" if damping else SOURCE_NAMES.get(msg.source, "unspecified")
         except (CommandError, ValueError) as exc:
             self.rejected += 1
             reason = str(exc)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from krabgraph.launch import Input, Node, Output, Param
+from krabgraph.launch.checks import ParamProblem, RobotUse
 from krabgraph.msgs import (
     ArrayStamped,
     CommandSource,
@@ -15,7 +18,7 @@ from krabgraph.msgs import (
     set_array,
 )
 from krabgraph.nodes.policy.backends import load_backend
-from krabgraph.nodes.policy.contract import ActionError, load_contract
+from krabgraph.nodes.policy.contract import ActionError, ContractError, load_contract
 from krabgraph.nodes.policy.observations import MissingInputError, ObservationBuilder, ObservationError
 
 RATE_CHECK_TICKS = 10  # state intervals averaged before comparing the state rate with control_dt
@@ -46,6 +49,30 @@ class PolicyNode(Node):
 
     joint_command = Output(JointCommand, doc="position targets, kp, kd by joint name; source POLICY")
     observation = Output(ArrayStamped, doc="observation vector (float32) with per-element labels")
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[ParamProblem]:
+        """The bundle exists and its contract loads; a missing weights file is a warning (launch fails)."""
+        try:
+            contract = load_contract(params["bundle"])
+        except ContractError as exc:
+            return [ParamProblem("bundle", f"policy bundle: {exc}")]
+        try:
+            contract.weights_file()
+        except ContractError as exc:
+            return [
+                ParamProblem("bundle", f"policy bundle {contract.name!r}: {exc}; launch fails until it is there", True)
+            ]
+        return []
+
+    @classmethod
+    def robot_use(cls, params: dict[str, Any]) -> RobotUse | None:
+        """The bundle's robot, joints and control period (None if the contract does not load)."""
+        try:
+            c = load_contract(params["bundle"])
+        except ContractError:
+            return None
+        return RobotUse("bundle", c.robot, c.joints, control_dt=c.control_dt, what=f"policy bundle {c.name!r}")
 
     def on_configure(self) -> None:
         self.contract = load_contract(self.bundle)

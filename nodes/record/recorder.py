@@ -47,7 +47,7 @@ class Recorder(Node):
     chunk_kb = Param(int, 1024, "MCAP chunk size", unit="KB", ge=1)
     status_period_s = Param(float, 1.0, "publish diagnostics (and log new drops) this often", unit="s", gt=0)
 
-    topics = Input(AnyMessage, queue=100_000, doc="the topics to record (a list, globs allowed)")
+    topics = Input(AnyMessage, queue=100_000, triggers=False, doc="the topics to record (a list, globs allowed)")
     diagnostics = Output(Diagnostics, doc="written, dropped (by reason), files; WARN once anything was dropped")
 
     def on_configure(self) -> None:

@@ -35,7 +35,7 @@ class Replay(Node):
     stop_at_end = Param(bool, True, "stop the graph when the recording is exhausted")
 
     frames = Output(AnyMessage, doc="the recorded messages, each on its own topic")
-    command = Input(JointCommand, required=False, doc="ignored: lets a replay replace a HAL")
+    command = Input(JointCommand, required=False, triggers=False, doc="ignored: lets a replay replace a HAL")
 
     def on_configure(self) -> None:
         wired = dict(self.frames.topics)
