@@ -261,7 +261,7 @@ class Safety(Node):
     def on_height_scan(self, msg: HeightScan) -> None:
         """Keep the base's height above the ground from the scan's centre cells (checked with the next state)."""
         try:
-            heights = np.asarray(to_numpy(msg.heights), dtype=np.float64)
+            heights = to_numpy(msg.heights)
         except (ArrayError, ValueError) as exc:
             self._count_and_log(logging.ERROR, "ignored height scan: malformed", str(exc))
             return
@@ -270,10 +270,15 @@ class Safety(Node):
             self._count_and_log(logging.ERROR, "ignored height scan: shape", text)
             return
         centre = heights.reshape(-1)[self._centre_cells(heights.shape)]
-        centre = centre[np.isfinite(centre)]
-        if centre.size == 0:
+        finite = np.isfinite(centre)
+        if not finite.all():
+            centre = centre[finite]
+        n = centre.size
+        if n == 0:
             return
-        self.scan_height = float(np.median(centre)) + msg.offset
+        centre = np.sort(centre)
+        # the median of the finite cells (np.median costs ~10x more on a handful of values)
+        self.scan_height = float(centre[(n - 1) // 2] + centre[n // 2]) / 2 + msg.offset
         self.scan_ns = self.now_ns()
 
     def on_command(self, msg: JointCommand) -> None:
