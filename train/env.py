@@ -316,7 +316,7 @@ class RoughEnv:
         quat = data.qpos[3:7] / jnp.linalg.norm(data.qpos[3:7])
         rot = _quat_to_mat(quat)
         yaw = jnp.arctan2(rot[1, 0], rot[0, 0])
-        scan = height_scan(self.grid, arrays, data.qpos[0:3], yaw, SCAN_OFFSET)
+        scan = height_scan(self.grid, arrays.heights, arrays.scan_xy, data.qpos[0:3], yaw, SCAN_OFFSET)
         inputs = obs_terms.TermInputs(
             joint_pos=data.qpos[tm.qpos_adr],
             joint_vel=data.qvel[tm.dof_adr],
@@ -346,10 +346,6 @@ class RoughEnv:
 
     def observe(self, state: EnvState) -> tuple[jax.Array, jax.Array]:
         return self._obs(self.arrays, state)
-
-    @property
-    def critic_dim_extra(self) -> int:
-        return sum(size for _, size in self.task.critic_extras)
 
     def obs_names(self, critic: bool) -> list[tuple[str, int]]:
         """(term, size) of the actor's or the critic's observation."""

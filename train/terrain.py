@@ -12,7 +12,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from krabgraph.nodes.mujoco.heightfield import TileGrid, grid_pattern, surface_height
 
@@ -40,13 +39,15 @@ def ground_height(grid: TileGrid, arrays: TerrainArrays, x: jax.Array, y: jax.Ar
     return surface_height(arrays.heights, field.resolution, field.origin, x, y, xp=jnp)
 
 
-def height_scan(grid: TileGrid, arrays: TerrainArrays, base_pos: jax.Array, yaw: jax.Array, offset: float) -> jax.Array:
-    """The HAL's height scan for one base: ``base z - ground z - offset`` at the yaw-aligned grid."""
-    c, s = jnp.cos(yaw), jnp.sin(yaw)
-    px, py = arrays.scan_xy[:, 0], arrays.scan_xy[:, 1]
+def height_scan(grid: TileGrid, heights, scan_xy, base_pos, yaw, offset: float, xp=jnp):
+    """The HAL's height scan for one base: ``base z - ground z - offset`` at the yaw-aligned grid points
+    ``scan_xy`` [n, 2] (x fastest); ``xp`` is ``jax.numpy`` (training) or ``numpy`` (tests)."""
+    c, s = xp.cos(yaw), xp.sin(yaw)
+    px, py = scan_xy[:, 0], scan_xy[:, 1]
     wx = base_pos[0] + c * px - s * py
     wy = base_pos[1] + s * px + c * py
-    return base_pos[2] - ground_height(grid, arrays, wx, wy) - offset
+    field = grid.field
+    return base_pos[2] - surface_height(heights, field.resolution, field.origin, wx, wy, xp=xp) - offset
 
 
 def update_level(
@@ -62,13 +63,4 @@ def update_level(
     return jnp.where(new >= rows, random_row, jnp.clip(new, 0, rows - 1))
 
 
-def numpy_scan(grid: TileGrid, base_pos: np.ndarray, yaw: float, size: tuple[float, float], res: float, offset: float):
-    """NumPy twin of ``height_scan`` for tests: shape [n_y, n_x]."""
-    pattern = grid_pattern(size, res)
-    c, s = np.cos(yaw), np.sin(yaw)
-    wx = base_pos[0] + c * pattern[..., 0] - s * pattern[..., 1]
-    wy = base_pos[1] + s * pattern[..., 0] + c * pattern[..., 1]
-    return base_pos[2] - grid.field.height_at(wx, wy) - offset
-
-
-__all__ = ["TerrainArrays", "ground_height", "height_scan", "numpy_scan", "terrain_arrays", "update_level"]
+__all__ = ["TerrainArrays", "ground_height", "height_scan", "terrain_arrays", "update_level"]

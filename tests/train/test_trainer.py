@@ -18,6 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from krabgraph.msgs import HeightScan, RobotState, VelocityCommand, set_array  # noqa: E402
 from krabgraph.nodes.hal_io import RobotSnapshot, fill_robot_state  # noqa: E402
+from krabgraph.nodes.mujoco.heightfield import grid_pattern  # noqa: E402
 from krabgraph.nodes.policy.contract import load_contract, parse_contract  # noqa: E402
 from krabgraph.nodes.policy.observations import ObservationBuilder  # noqa: E402
 from krabgraph.train import rewards  # noqa: E402
@@ -26,7 +27,7 @@ from krabgraph.train.env import RoughEnv  # noqa: E402
 from krabgraph.train.export import contract_dict  # noqa: E402
 from krabgraph.train.observations import mirror_joint, mirror_map  # noqa: E402
 from krabgraph.train.runner import Trainer  # noqa: E402
-from krabgraph.train.terrain import height_scan, numpy_scan, update_level  # noqa: E402
+from krabgraph.train.terrain import height_scan, update_level  # noqa: E402
 
 TASK = get_task("go2_rough").smoke()
 
@@ -68,7 +69,11 @@ def test_observation_matches_the_runtime_for_the_same_state(env_and_state):
         )
         msg = fill_robot_state(RobotState(), snap, stamp_ns=0)
         cmd = np.asarray(state.command[i])
-        scan_values = numpy_scan(env.grid, qpos[0:3], _yaw(quat), SCAN_SIZE, SCAN_RESOLUTION, SCAN_OFFSET)
+        points = grid_pattern(SCAN_SIZE, SCAN_RESOLUTION).reshape(-1, 2)
+        heights = env.grid.field.heights
+        scan_values = height_scan(env.grid, heights, points, qpos[0:3], _yaw(quat), SCAN_OFFSET, xp=np).reshape(
+            SCAN_SHAPE
+        )
         scan = HeightScan(offset=SCAN_OFFSET)
         set_array(scan.heights, scan_values.astype(np.float32), np.float32)
         decoded = builder.decode(
@@ -98,7 +103,8 @@ def test_scan_matches_the_cpu_hal_raycast_within_1cm(env_and_state):
         sim.reset(pose)
         cpu = scanner.scan(sim.data).reshape(-1)
         base = sim.data.xpos[sim.scene.base_body]
-        jax_scan = np.asarray(height_scan(env.grid, env.arrays, jnp.asarray(base), jnp.asarray(pose[2]), SCAN_OFFSET))
+        args = (env.arrays.heights, env.arrays.scan_xy, jnp.asarray(base), jnp.asarray(pose[2]), SCAN_OFFSET)
+        jax_scan = np.asarray(height_scan(env.grid, *args))
         worst = max(worst, float(np.abs(cpu - jax_scan).max()))
         rough_points += int(np.ptp(cpu) > 0.02)
     assert worst < 0.01
