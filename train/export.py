@@ -88,6 +88,7 @@ def export_bundle(task: TaskConfig, runner, progress, out_dir: Path | None = Non
     """Write ``policy.onnx``, ``checkpoint.pt`` (actor and critic, rsl_rl layout), ``contract.yaml``
     and ``learning_curves.png`` into the bundle directory; returns it."""
     robot = load_robot(task.robot)
+    commit = trainer_commit()  # before this export rewrites the bundle's own files
     out = out_dir or BUNDLES_DIR / task.name
     out.mkdir(parents=True, exist_ok=True)
     runner.export_policy_to_onnx(str(out), filename="policy.onnx")
@@ -105,7 +106,7 @@ def export_bundle(task: TaskConfig, runner, progress, out_dir: Path | None = Non
     last = progress.history[-1] if progress.history else {}
     provenance = {
         "trainer": "krabgraph.train (MuJoCo MJX + rsl_rl PPO)",
-        "trainer_commit": trainer_commit(),
+        "trainer_commit": commit,
         "task": task.name,
         "env_steps": int(progress.env_steps),
         "iterations": int(progress.iteration),
