@@ -190,7 +190,10 @@ class Trainer:
         self.runner.save(str(tmp), infos=infos)
         os.replace(tmp, directory / "model.pt")
         save_env_state(self.vec.state, directory / "env_state.npz")
-        (directory / "progress.json").write_text(json.dumps(self.progress.history, indent=0))
+        rows = (
+            json.dumps({k: _compact(v) for k, v in row.items()}, separators=(",", ":")) for row in self.progress.history
+        )
+        (directory / "progress.json").write_text("[\n" + ",\n".join(rows) + "\n]\n")  # a row per line
         plot_learning_curves(self.progress.history, directory / "learning_curves.png", self.task.name)
         return directory
 
@@ -237,6 +240,11 @@ def load_env_state(like: EnvState, path: Path) -> EnvState:
                 raise ValueError(f"{path}: {name} has shape {z[name].shape}, the environment {np.shape(value)}")
             fields[name] = jnp.asarray(z[name], dtype=value.dtype)
     return EnvState(**fields)
+
+
+def _compact(value: float) -> float:
+    """Counts stay exact; measured floats keep 6 significant digits."""
+    return value if float(value).is_integer() else float(f"{value:.6g}")
 
 
 def _is_key(value: Any) -> bool:
