@@ -102,11 +102,12 @@ def test_endpoint_plan(tmp_path):
     # Sorted (topic, publishing process) pairs that cross: port base_port + k; hosts differ -> tcp.
     assert [(t, p, e.tcp, e.ipc) for (t, p), e in exports.items()] == [
         ("command/cmd_vel", "robot", "tcp://127.0.0.1:17000", ""),
-        ("hal/state", "robot", "tcp://127.0.0.1:17001", ""),
-        ("policy/joint_command", "brain", "tcp://127.0.0.2:17002", ""),
+        ("hal/height_scan", "robot", "tcp://127.0.0.1:17001", ""),
+        ("hal/state", "robot", "tcp://127.0.0.1:17002", ""),
+        ("policy/joint_command", "brain", "tcp://127.0.0.2:17003", ""),
     ]
     same_host = plan(build_graph(load_graph("walk_split")))
-    assert [e.port for e in same_host.values()] == [7600, 7601, 7602]
+    assert [e.port for e in same_host.values()] == [7600, 7601, 7602, 7603]
     assert all(e.ipc.startswith("ipc://") and e.ipc.endswith(f"walk_split.7600.{e.index}") for e in same_host.values())
     assert not any(e.tcp for e in same_host.values())
 

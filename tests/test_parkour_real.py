@@ -120,7 +120,7 @@ def test_parkour_real_walks_the_go2_emulator_over_dds(tmp_path):
     truth = load_truth(truth_path)  # t_monotonic_s, sim_time_s, x, y, z, vx_body, vy_body, yaw_rate
     cmds = np.array(probe.cmds)
 
-    # the schedule as the graph played it: stand 2 s, 0.5 m/s 8 s, 1.0 m/s 8 s, turn at 1 rad/s 6 s
+    # the schedule as the graph played it: stand 2 s, 0.5 m/s 8 s, 1.0 m/s 8 s, turn at 1 rad/s (6.3 s of 8)
     t_slow, t_fast, t_turn = first_time(cmds, 1, 0.5), first_time(cmds, 1, 1.0), first_time(cmds, 3, 1.0)
     assert t_fast - t_slow == pytest.approx(8.0, abs=0.05) and t_turn - t_fast == pytest.approx(8.0, abs=0.05)
 

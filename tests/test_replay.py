@@ -29,14 +29,14 @@ class Capture(Node):
 
 @pytest.fixture(scope="module")
 def walk_recording(tmp_path_factory) -> Path:
-    """A 3 s lockstep run of graphs/walk.yaml on flat ground: state, command and joint commands."""
+    """A 3 s lockstep run of graphs/walk.yaml on flat ground: state, height scan, command and joint commands."""
     path = tmp_path_factory.mktemp("rec") / "walk.mcap"
     decl = load_graph("walk", clock="sim", sets=["hal.terrain=flat", "hal.status_period_s=0"])
     decl.nodes["rec"] = NodeDecl(
         "rec",
         "recorder",
         params={"path": str(path)},
-        inputs={"topics": ["hal/state", "command/cmd_vel", "policy/joint_command"]},
+        inputs={"topics": ["hal/state", "hal/height_scan", "command/cmd_vel", "policy/joint_command"]},
         locs=dict(decl.nodes["hal"].locs),
     )
     ex = Executor(build_graph(decl))
@@ -54,12 +54,16 @@ def replay_into_policy(path: Path, **params) -> Executor:
                     "hal": {
                         "class": "replay",
                         "params": {"path": str(path), **params},
-                        "outputs": {"frames": ["hal/state", "command/cmd_vel"]},
+                        "outputs": {"frames": ["hal/state", "hal/height_scan", "command/cmd_vel"]},
                     },
-                    "policy": {
+                    "policy": {  # walk.yaml's
                         "class": "policy",
-                        "params": {"bundle": "go2_walk"},
-                        "inputs": {"state": "hal/state", "command": "command/cmd_vel"},
+                        "params": {"bundle": "go2_rough"},
+                        "inputs": {
+                            "state": "hal/state",
+                            "command": "command/cmd_vel",
+                            "height_scan": "hal/height_scan",
+                        },
                     },
                     "capture": {"class": Capture, "inputs": {"inp": ["policy/joint_command", "hal/state"]}},
                 },
@@ -73,10 +77,15 @@ def replay_into_policy(path: Path, **params) -> Executor:
 
 def test_replay_reproduces_the_recorded_joint_commands_bit_for_bit(walk_recording, no_thread_leak):
     recorded = read_recording(walk_recording)
-    assert recorded.counts == {"hal/state": 150, "command/cmd_vel": 150, "policy/joint_command": 150}
+    assert recorded.counts == {
+        "hal/state": 150,
+        "hal/height_scan": 150,
+        "command/cmd_vel": 150,
+        "policy/joint_command": 150,
+    }
     ex = replay_into_policy(walk_recording)
     assert ex.exit_code == 0
-    assert ex.nodes["hal"].published == 300
+    assert ex.nodes["hal"].published == 450
     got = [payload for topic, _, payload in ex.nodes["capture"].got if topic == "policy/joint_command"]
     want = [frame[frame.index(b"\0") + 1 :] for topic, _, frame in recorded.messages if topic == "policy/joint_command"]
     assert len(got) == len(want) == 150
@@ -104,9 +113,7 @@ def test_an_overlay_swaps_the_hal_for_a_replay(walk_recording, write_graph):
           hal:
             class: replay
             params: {{path: {walk_recording}}}
-            outputs: {{frames: [hal/state]}}
-          safety:
-            inputs: {{height_scan: null}}   # this recording has no height scan
+            outputs: {{frames: [hal/state, hal/height_scan]}}
         """
     )
     graph = load_and_build(overlay)
@@ -152,7 +159,7 @@ def test_topics_missing_from_the_recording_or_of_another_type_are_refused(walk_r
                     "hal": {
                         "class": "replay",
                         "params": {"path": str(walk_recording)},
-                        "outputs": {"frames": ["hal/state", "hal/height_scan"]},
+                        "outputs": {"frames": ["hal/state", "hal/clock"]},
                     },
                     "capture": {"class": Capture, "inputs": {"inp": "hal/state"}},
                 },
@@ -163,7 +170,10 @@ def test_topics_missing_from_the_recording_or_of_another_type_are_refused(walk_r
     assert ex.run(duration_s=1.0, handle_signals=False) == 1
     errors = _startup_errors(caplog)
     assert len(errors) == 1
-    assert "no messages on hal/height_scan; the recording has: command/cmd_vel (150), hal/state (150)" in errors[0]
+    assert (
+        "no messages on hal/clock; the recording has: command/cmd_vel (150), hal/height_scan (150), hal/state (150)"
+        in errors[0]
+    )
 
 
 def test_a_typed_subscriber_gives_the_replayed_topic_its_type(walk_recording):

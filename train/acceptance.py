@@ -310,6 +310,8 @@ def acceptance_graph(
         command.params["steer_line"] = steer == "line"
     if needs_height_scan(bundle):
         decl.nodes["policy"].inputs["height_scan"] = "hal/height_scan"
+    else:  # a blind bundle (go2_walk) in walk.yaml, whose go2_rough reads the scan
+        decl.nodes["policy"].inputs.pop("height_scan", None)
     probe = dict(course_x=course_x, window_s=window_s, stop_on_fall=stop_on_fall, end_s=duration_s)
     decl.nodes["probe"] = NodeDecl(
         "probe", GroundTruthProbe, params=probe, inputs={"state": "hal/state", "safety": "safety/status"}, locs=here
