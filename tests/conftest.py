@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import krabgraph.nodes.mujoco  # noqa: F401  (chooses MuJoCo's OpenGL backend before a test imports MuJoCo)
+
 
 @pytest.fixture
 def write_graph(tmp_path: Path):
