@@ -1,7 +1,8 @@
 """What ``krabgraph check`` proves beyond types and wiring, before anything starts.
 
 - Each node class's own static checks (``Node.check_params``): a policy bundle that exists and
-  loads, a well-formed schedule, a robot description and a MuJoCo model that are there.
+  loads, a well-formed schedule, a robot description and a MuJoCo model that are there; a HAL
+  whose backend ignores command gains (a warning).
 - One robot per graph: the top-level ``robot:`` (or, without it, the robot of the HAL), which every
   HAL, safety node and policy bundle agrees with (same robot; the bundle's joints on the robot;
   the bundle's control period equal to the robot's). See ``Node.robot_use``.

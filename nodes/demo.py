@@ -8,63 +8,66 @@ import numpy as np
 
 from krabgraph.launch import Input, Node, Output, Param
 from krabgraph.launch.checks import RobotUse
-from krabgraph.msgs import CommandSource, JointCommand, RobotState, set_array, to_numpy
+from krabgraph.msgs import CommandSource, JointCommand, RobotState, set_array
+from krabgraph.nodes.hal import CommandParser, Hal, JointTargets, RobotSnapshot
 
 DEFAULT_JOINTS = [f"{leg}_{part}_joint" for leg in ("FL", "FR", "RL", "RR") for part in ("hip", "thigh", "calf")]
 
 
-class FakeRobot(Node):
+class FakeRobot(Hal):
     """A kinematic stand-in robot: each joint moves a fixed fraction of the way to its target per tick.
 
-    Publishes ``state`` at ``rate_hz`` and follows the position targets of ``command`` (by joint
-    name). No physics: for tests and demos of the runtime only.
+    Publishes ``state`` at ``rate_hz`` and follows the position targets of ``command`` (the HAL
+    contract's meaning, ``krabgraph.nodes.hal``: every joint once, by name). No physics and no
+    clock of its own (no ``clock`` output): for tests and demos of the runtime only.
     """
 
-    kind = "hal"
+    clock_source = "wall"  # no simulated time: it moves once per tick of the graph clock
     joints = Param(list, DEFAULT_JOINTS, "joint names", item=str)
     rate_hz = Param(float, 50.0, "state publication rate", unit="Hz", gt=0)
     gain = Param(float, 0.5, "fraction of the remaining error closed per tick", gt=0, le=1)
-
-    command = Input(JointCommand, triggers=False)  # stored; the timer publishes the state
-    state = Output(RobotState)
+    status_period_s = Param(float, 0.0, "log a one-line status; 0 = off", unit="s", ge=0)
+    clock = None  # a stand-in keeps no time: the graph's clock is the only one
 
     @classmethod
     def robot_use(cls, params: dict[str, Any]) -> RobotUse:
         """Its joints are the robot's (its rate is free: it stands in for any robot in tests)."""
         return RobotUse("joints", joints=tuple(params["joints"]), exact=True)
 
-    def on_configure(self) -> None:
-        self.index = {n: i for i, n in enumerate(self.joints)}
+    def open(self) -> None:
         self.q = np.zeros(len(self.joints))
         self.q_prev = self.q.copy()
         self.target = self.q.copy()
-        self.rejected = 0
 
-    def on_activate(self) -> None:
-        self.create_timer(1.0 / self.rate_hz, self.tick)
+    def control_period(self) -> float:
+        return 1.0 / self.rate_hz
 
-    def on_command(self, msg: JointCommand) -> None:
-        names = list(msg.name)
-        pos = to_numpy(msg.position)
-        unknown = [n for n in names if n not in self.index]
-        if unknown or len(pos) != len(names) or not np.all(np.isfinite(pos)):
-            self.rejected += 1
-            self.log.error("rejected command: unknown joints %s or bad positions; holding last targets", unknown)
-            return
-        for name, value in zip(names, pos, strict=True):
-            self.target[self.index[name]] = value
+    def command_parser(self) -> CommandParser:
+        """Its joints; no gains (it is kinematic: velocity, effort, kp and kd are checked, then unused)."""
+        return CommandParser(self.joints, 0.0, 0.0, robot="fake_robot")
 
-    def tick(self) -> None:
+    def write(self, targets: JointTargets) -> None:
+        self.target[:] = targets.position
+
+    def advance(self, until_ns: int) -> None:
         self.q_prev = self.q.copy()
         self.q += self.gain * (self.target - self.q)
-        msg = RobotState()
-        msg.joints.name.extend(self.joints)
-        set_array(msg.joints.position, self.q)
-        set_array(msg.joints.velocity, (self.q - self.q_prev) * self.rate_hz)
-        set_array(msg.joints.effort, np.zeros_like(self.q))
-        msg.imu.orientation.w = 1.0
-        msg.imu.linear_acceleration.z = 9.81
-        self.state.publish(msg)
+
+    def read(self) -> RobotSnapshot:
+        n = len(self.joints)
+        return RobotSnapshot(
+            time=self.now(),
+            joint_names=tuple(self.joints),
+            q=self.q.copy(),
+            qd=(self.q - self.q_prev) * self.rate_hz,
+            tau=np.zeros(n),
+            imu_quat=np.array([1.0, 0.0, 0.0, 0.0]),
+            imu_gyro=np.zeros(3),
+            imu_accel=np.array([0.0, 0.0, 9.81]),
+            foot_names=(),
+            foot_contact=np.zeros(0, dtype=bool),
+            foot_force=np.zeros((0, 3)),
+        )
 
 
 class HoldPose(Node):

@@ -1,16 +1,21 @@
 """What every HAL reads and writes, in one place: a measured robot snapshot → ``RobotState``, and a
-``JointCommand`` → validated joint targets. Simulator and real-robot HALs share this code, so a
-policy sees the same message whichever HAL produced it.
+``JointCommand`` → validated joint targets (``CommandParser``, the one meaning of a command).
+Simulator and real-robot HALs and the safety node share this code, so a policy sees the same message
+whichever HAL produced it, and a command the safety node forwards is one every HAL accepts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from krabgraph.msgs import JointCommand, RobotState, set_array, to_numpy
+from krabgraph.msgs import ArrayError, JointCommand, RobotState, set_array, to_numpy
+
+if TYPE_CHECKING:
+    from krabgraph.nodes.robots import RobotDescription
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,50 +89,131 @@ def _set_quat(field, q: np.ndarray) -> None:
 
 
 class CommandError(ValueError):
-    """A joint command a HAL cannot apply (unknown or repeated joints, wrong lengths, bad values)."""
+    """A joint command no HAL applies; the message names the problem and how to fix it.
+
+    ``kind`` groups messages for counting and rate-limited logging: "joint names", "malformed
+    array", "non-finite value" or "negative gain".
+    """
+
+    def __init__(self, message: str, kind: str = "joint names"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True, eq=False)
 class JointTargets:
-    """A validated ``JointCommand``: FLOAT64 columns in ``names`` order; None = not given (defaults)."""
+    """A validated ``JointCommand``: one FLOAT64 value per joint of the robot, in its description order.
 
-    names: tuple[str, ...]
-    position: np.ndarray  # rad
-    velocity: np.ndarray | None  # rad/s
-    effort: np.ndarray | None  # N·m feed-forward
-    kp: np.ndarray | None  # N·m/rad
-    kd: np.ndarray | None  # N·m·s/rad
-
-
-def parse_joint_command(msg: JointCommand, known: Collection[str]) -> JointTargets:
-    """Check ``msg`` against the joints a HAL drives; raise ``CommandError`` naming the first problem.
-
-    Any order and any subset of ``known`` joints; ``position`` is required; empty velocity, effort,
-    kp and kd arrays mean "not given".
+    Empty velocity/effort/kp/kd of the command are filled in (0, 0, the description's gains);
+    ``gains_given`` says whether the command carried kp or kd.
     """
-    names = tuple(msg.name)
-    n = len(names)
-    if n == 0:
-        raise CommandError("no joint names")
-    if len(set(names)) != n:
-        raise CommandError("repeated joint names in command")
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise CommandError(f"unknown joint(s) {unknown}")
-    columns: dict[str, np.ndarray | None] = {}
-    for key in ("position", "velocity", "effort", "kp", "kd"):
-        try:
-            values = np.asarray(to_numpy(getattr(msg, key)), dtype=np.float64).reshape(-1)
-        except ValueError as exc:
-            raise CommandError(f"{key}: {exc}") from None
-        if values.size == 0 and key != "position":
-            columns[key] = None
-            continue
-        if values.size != n:
-            raise CommandError(f"{key}: expected {n} values for {n} joints, got {values.size}")
-        if not np.isfinite(values).all():
-            raise CommandError(f"{key}: non-finite values")
-        columns[key] = values
-    if any(g is not None and (g < 0).any() for g in (columns["kp"], columns["kd"])):
-        raise CommandError("kp and kd must be >= 0")
-    return JointTargets(names, **columns)
+
+    position: np.ndarray  # rad
+    velocity: np.ndarray  # rad/s
+    effort: np.ndarray  # N·m feed-forward
+    kp: np.ndarray  # N·m/rad
+    kd: np.ndarray  # N·m·s/rad
+    gains_given: bool = False
+
+
+ArrayLike = Sequence[float] | np.ndarray | None
+_FILLS = {"velocity": "0", "effort": "0", "kp": "the description's gains", "kd": "the description's gains"}
+
+
+class CommandParser:
+    """The one meaning of a ``JointCommand``, for one robot.
+
+    Every joint of the robot exactly once, by name, in any order; ``position`` required; empty
+    velocity, effort, kp and kd arrays mean 0, 0 and the description's gains. Unknown, missing or
+    repeated joints, wrong lengths, non-finite values and negative gains raise one ``CommandError``
+    naming the first problem and how to fix it.
+    """
+
+    def __init__(self, joint_names: Sequence[str], kp: np.ndarray, kd: np.ndarray, robot: str = "the robot"):
+        self.joint_names = tuple(joint_names)
+        self.n = len(self.joint_names)
+        self.robot = robot
+        self._index = {name: i for i, name in enumerate(self.joint_names)}
+        self._cache: dict[tuple[str, ...], np.ndarray] = {}  # name order -> description index
+        self._defaults = {
+            "velocity": np.zeros(self.n),
+            "effort": np.zeros(self.n),
+            "kp": np.broadcast_to(np.asarray(kp, dtype=np.float64), (self.n,)).copy(),
+            "kd": np.broadcast_to(np.asarray(kd, dtype=np.float64), (self.n,)).copy(),
+        }
+
+    @classmethod
+    def for_robot(cls, robot: RobotDescription) -> CommandParser:
+        """The parser of a robot description: its joints and gains."""
+        return cls(robot.joint_names, robot.kp, robot.kd, robot.name)
+
+    def parse(self, msg: JointCommand) -> JointTargets:
+        """Validate ``msg``; raise ``CommandError`` on the first problem."""
+        columns = {}
+        for key in ("position", "velocity", "effort", "kp", "kd"):
+            try:
+                columns[key] = to_numpy(getattr(msg, key))
+            except (ArrayError, ValueError, TypeError) as exc:
+                raise CommandError(f"{key}: {exc}", "malformed array") from None
+        return self.check(tuple(msg.name), **columns)
+
+    def check(
+        self,
+        names: Sequence[str],
+        position: ArrayLike,
+        velocity: ArrayLike = None,
+        effort: ArrayLike = None,
+        kp: ArrayLike = None,
+        kd: ArrayLike = None,
+    ) -> JointTargets:
+        """Validate a command given as arrays (None or empty = not given); raise ``CommandError``."""
+        names = tuple(names)
+        idx = self._cache.get(names)
+        if idx is None:
+            idx = self._indices(names)
+        given = {"position": position, "velocity": velocity, "effort": effort, "kp": kp, "kd": kd}
+        out: dict[str, np.ndarray] = {}
+        for key, values in given.items():
+            arr = np.zeros(0) if values is None else np.asarray(values, dtype=np.float64).reshape(-1)
+            if arr.size == 0 and key != "position":
+                out[key] = self._defaults[key].copy()
+                continue
+            if arr.size != self.n:
+                fill = f"; or leave it empty for {_FILLS[key]}" if key in _FILLS else ""
+                raise CommandError(
+                    f"{key}: expected {self.n} values (one per joint, in the order of `name`), got {arr.size}{fill}",
+                    "malformed array",
+                )
+            finite = np.isfinite(arr)
+            if not finite.all():
+                j = int(np.argmin(finite))
+                raise CommandError(f"{key} of {names[j]} is {arr[j]}; values must be finite", "non-finite value")
+            column = np.empty(self.n)
+            column[idx] = arr
+            out[key] = column
+        for key in ("kp", "kd"):
+            if (out[key] < 0).any():
+                j = int(np.argmax(out[key] < 0))
+                raise CommandError(
+                    f"{key} of {self.joint_names[j]} is {out[key][j]}; gains must be >= 0", "negative gain"
+                )
+        gains_given = any(g is not None and np.size(g) > 0 for g in (kp, kd))
+        return JointTargets(**out, gains_given=gains_given)
+
+    def _indices(self, names: tuple[str, ...]) -> np.ndarray:
+        """Description index per name if ``names`` is every joint exactly once (cached); else ``CommandError``."""
+        fix = f"commands must name every joint of {self.robot!r} exactly once"
+        if not names:
+            raise CommandError(f"no joint names; {fix} ({', '.join(self.joint_names)})")
+        if len(set(names)) != len(names):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            raise CommandError(f"repeated joint(s) {repeated}; {fix}")
+        unknown = [n for n in names if n not in self._index]
+        given = set(names)
+        missing = [n for n in self.joint_names if n not in given]
+        if unknown or missing:
+            problems = [f"unknown joint(s) {unknown}"] if unknown else []
+            problems += [f"missing joint(s) {missing}"] if missing else []
+            raise CommandError(f"{', '.join(problems)}; {fix}")
+        idx = self._cache[names] = np.array([self._index[n] for n in names], dtype=np.intp)
+        return idx

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -23,6 +22,7 @@ from krabgraph.msgs import (
     set_array,
     to_numpy,
 )
+from krabgraph.nodes.hal_io import CommandError, CommandParser
 from krabgraph.nodes.robots import RobotError, load_robot
 
 
@@ -67,12 +67,6 @@ class Target:
     observation_seq: int = 0
 
 
-class _Rejected(Exception):
-    def __init__(self, kind: str, detail: str):
-        super().__init__(detail)
-        self.kind = kind
-
-
 def roll_pitch(w: float, x: float, y: float, z: float) -> tuple[float, float]:
     """Roll and pitch (rad, ZYX Euler angles) of a unit quaternion, scalar first."""
     roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
@@ -99,10 +93,11 @@ class Safety(Node):
     policy; in ACTIVE a repeat of the last output (source SAFETY) on a tick with nothing forwarded
     since the previous one, so a late or rejected command leaves a gap of at most 2 periods.
 
-    Validation: a command must name every joint of the robot exactly once (any order, mapped by
-    name) with a finite ``position`` per joint; ``velocity``/``effort``/``kp``/``kd`` are either empty
-    (0, 0 and the description's gains, as the HALs read them) or one finite value per joint, gains
-    >= 0. Anything else is rejected (counted, one log line per kind of problem per
+    Validation: the HAL contract's one parser (``krabgraph.nodes.hal_io.CommandParser``, the one
+    every HAL uses, so a forwarded command is one every HAL accepts): every joint of the robot
+    exactly once (any order, mapped by name) with a finite ``position`` per joint;
+    ``velocity``/``effort``/``kp``/``kd`` either empty (0, 0 and the description's gains) or one
+    finite value per joint, gains >= 0. Anything else is rejected (counted, one log line per kind of problem per
     ``log_interval_s``) and the last output is held. On forwarding, kp/kd are capped at
     ``max_kp_scale``/``max_kd_scale`` times the description's; positions are clamped to the soft
     limits (hard limits shrunk by ``soft_limit_margin``) widened by ``s = stop_torque_fraction ·
@@ -159,10 +154,14 @@ class Safety(Node):
     damping_kd = Param(float, 1.0, "velocity gain of damping (kp = 0)", unit="N·m·s/rad", gt=0)
     command_timeout_s = Param(float, 0.05, "a command older than this is stale (ACTIVE -> DAMPING)", unit="s", gt=0)
     state_timeout_s = Param(float, 0.05, "a robot state older than this is stale (-> DAMPING)", unit="s", gt=0)
-    attitude_limit = Param(float, 1.0, "|roll| or |pitch| above this -> DAMPING, latched", unit="rad", gt=0)
+    attitude_limit = Param(
+        float, None, "|roll| or |pitch| above this -> DAMPING, latched; default: the robot's fall.max_tilt",
+        unit="rad", gt=0,
+    )  # fmt: skip
     min_base_height = Param(
-        float, 0.15, "in ACTIVE, base lower than this above the ground -> DAMPING, latched; 0 = off", unit="m", ge=0
-    )
+        float, None, "in ACTIVE, base lower than this above the ground -> DAMPING, latched; 0 = off; "
+        "default: the robot's fall.min_base_height", unit="m", ge=0,
+    )  # fmt: skip
     min_base_height_s = Param(float, 0.1, "how long the base must stay below min_base_height to trip", unit="s", ge=0)
     soft_start_s = Param(float, 2.0, "ramp duration from the measured pose to the default pose", unit="s", ge=0)
     status_hz = Param(float, 2.0, "heartbeat rate of status (also sent on every change)", unit="Hz", gt=0)
@@ -188,6 +187,10 @@ class Safety(Node):
         self._index_cache: dict[tuple[str, ...], np.ndarray] = {}
         self._centre_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._template = JointCommand(name=self.names)
+        self.parser = CommandParser.for_robot(r)
+        # fall limits: the graph's parameters, else the robot description's
+        self.max_tilt = r.fall_max_tilt if self.attitude_limit is None else self.attitude_limit
+        self.min_height = r.fall_min_base_height if self.min_base_height is None else self.min_base_height
         self.lower = r.pos_lower + self.soft_limit_margin
         self.upper = r.pos_upper - self.soft_limit_margin
         if np.any(self.lower >= self.upper):
@@ -251,9 +254,9 @@ class Safety(Node):
         if not self._read_state(msg):
             return
         roll, pitch = self.tilt
-        if not self.attitude_reason and max(abs(roll), abs(pitch)) > self.attitude_limit:
+        if not self.attitude_reason and max(abs(roll), abs(pitch)) > self.max_tilt:
             self.attitude_reason = (
-                f"attitude trip: roll {roll:+.2f} rad, pitch {pitch:+.2f} rad (limit {self.attitude_limit} rad)"
+                f"attitude trip: roll {roll:+.2f} rad, pitch {pitch:+.2f} rad (limit {self.max_tilt} rad)"
             )
         self._check_height(msg)
         self._update()
@@ -381,7 +384,7 @@ class Safety(Node):
         if self.q is not None and self.now_ns() - self.state_ns > self.state_timeout_s * 1e9:
             blockers.append("robot state stale")
         roll, pitch = self.tilt
-        if max(abs(roll), abs(pitch)) > self.attitude_limit:
+        if max(abs(roll), abs(pitch)) > self.max_tilt:
             blockers.append(f"attitude still beyond the limit (roll {roll:+.2f} rad, pitch {pitch:+.2f} rad)")
         if blockers:
             self.log.error("reset refused: %s; still latched: %s", "; ".join(blockers), self.reason)
@@ -397,14 +400,17 @@ class Safety(Node):
     # -- commands in ----------------------------------------------------------------------------
     def _on_joint_command(self, msg: JointCommand, source: int) -> None:
         try:
-            target = self._validate(msg, source)
-        except _Rejected as exc:
+            t = self.parser.parse(msg)
+        except CommandError as exc:
             self.rejected += 1
             self._count_and_log(logging.ERROR, f"rejected {exc.kind}", f"{SOURCE_NAMES[source]}: {exc}")
             return
         self.fresh[source] = self.now_ns()
         self._update()
         if self.mode == Mode.ACTIVE and self._commander(self.now_ns()) == source:
+            target = Target(
+                t.position, t.velocity, t.effort, t.kp, t.kd, source, msg.observation_stamp_ns, msg.observation_seq
+            )
             self._send(self._limit(target))
 
     def _joint_index(self, names: tuple[str, ...]) -> np.ndarray | None:
@@ -413,60 +419,6 @@ class Safety(Node):
         if idx is None and len(names) == self.n and set(names) == self.known:
             idx = self._index_cache[names] = self.description.indices(names)
         return idx
-
-    def _validate(self, msg: JointCommand, source: int) -> Target:
-        """The command as a Target in description order; raises ``_Rejected`` naming the first problem."""
-        names = tuple(msg.name)
-        idx = self._joint_index(names)
-        if idx is not None:
-            return self._read_columns(msg, names, idx, source)
-        names = list(names)
-        if len(set(names)) != len(names):
-            repeated = sorted({n for n in names if names.count(n) > 1})
-            raise _Rejected("joint names", f"repeated joint(s) {repeated}")
-        given = set(names)
-        unknown = [n for n in names if n not in self.known]
-        missing = [n for n in self.names if n not in given]
-        if unknown or missing:
-            raise _Rejected(
-                "joint names",
-                f"unknown joint(s) {unknown}, missing joint(s) {missing}; "
-                f"commands must name every joint of {self.description.name!r} exactly once",
-            )
-        return self._read_columns(msg, names, self.description.indices(names), source)
-
-    def _read_columns(self, msg: JointCommand, names: Sequence[str], idx: np.ndarray, source: int) -> Target:
-        columns: dict[str, np.ndarray] = {}
-        for key, default in (
-            ("position", None),
-            ("velocity", 0.0),
-            ("effort", 0.0),
-            ("kp", self.description.kp),
-            ("kd", self.description.kd),
-        ):
-            try:
-                values = np.asarray(to_numpy(getattr(msg, key)), dtype=np.float64).reshape(-1)
-            except (ArrayError, ValueError, TypeError) as exc:
-                raise _Rejected("malformed array", f"{key}: {exc}") from None
-            if values.size == 0 and default is not None:
-                columns[key] = np.broadcast_to(default, (self.n,)).astype(np.float64)
-                continue
-            if values.size != len(names):
-                raise _Rejected("malformed array", f"{key}: expected {len(names)} values, got {values.size}")
-            if not np.isfinite(values).all():
-                bad = names[int(np.argmin(np.isfinite(values)))]
-                raise _Rejected("non-finite value", f"{key} of {bad} is {values[~np.isfinite(values)][0]}")
-            column = np.empty(self.n)
-            column[idx] = values
-            columns[key] = column
-        if (columns["kp"] < 0).any() or (columns["kd"] < 0).any():
-            raise _Rejected("negative gain", "kp and kd must be >= 0")
-        return Target(
-            **columns,
-            source=source,
-            observation_stamp_ns=msg.observation_stamp_ns,
-            observation_seq=msg.observation_seq,
-        )
 
     def _limit(self, t: Target) -> Target:
         """``t`` clamped to the soft limits, the step limit, the gain caps and the velocity/effort limits."""
@@ -598,7 +550,7 @@ class Safety(Node):
             self.base_height = self.low_since_ns = None
             return
         self.base_height = height
-        if self.mode != Mode.ACTIVE or self.height_reason or not height < self.min_base_height:
+        if self.mode != Mode.ACTIVE or self.height_reason or not height < self.min_height:
             self.low_since_ns = None
             return
         now = self.now_ns()
@@ -607,7 +559,7 @@ class Safety(Node):
         if now - self.low_since_ns >= self.min_base_height_s * 1e9:
             self.height_reason = (
                 f"fall: base {height:.2f} m above {where} for {(now - self.low_since_ns) * 1e-9:.2f} s "
-                f"(minimum {self.min_base_height} m)"
+                f"(minimum {self.min_height} m)"
             )
 
     def _bad_state(self, kind: str, text: str) -> bool:

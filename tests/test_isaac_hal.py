@@ -120,25 +120,29 @@ def test_stand_in_hal_command_in_another_order_lands_on_the_named_joints_for_one
     assert h.outputs["clock"][2].sim_time_ns == 2 * STEP_MS
 
 
-def test_stand_in_hal_subset_commands_keep_other_targets_and_invalid_ones_are_rejected(caplog):
+def test_stand_in_hal_refuses_subsets_and_invalid_commands_and_keeps_the_last_targets(caplog):
     h = NodeHarness(StandInIsaacHal).start()
-    h.feed("command", joint_command(["RH_KFE", "LF_HFE"], [1.0, 0.9]))
+    wanted = DEFAULT.copy()
+    wanted[[11, 4]] = [1.0, 0.9]
+    order = LAB_ORDER[::-1]  # any order: targets go by name
+    h.feed("command", joint_command(order, wanted[::-1]))
     h.advance(0.02)
-    expected = DEFAULT.copy()
-    expected[[11, 4]] = [1.0, 0.9]
-    np.testing.assert_allclose(targets(h), expected, atol=1e-6)
+    np.testing.assert_allclose(targets(h), wanted, atol=1e-6)
     with caplog.at_level(logging.ERROR):
-        h.feed("command", joint_command(["RH_KFE", "FR_hip_joint"], [0.0, 0.0]))
-        h.feed("command", joint_command(["RH_KFE", "LF_HFE"], [0.0]))
-        h.feed("command", joint_command(["RH_KFE"], [float("nan")]))
-        h.feed("command", joint_command(["RH_KFE", "RH_KFE"], [0.1, 0.2]))
-        h.feed("command", joint_command(["RH_KFE"], [0.1], velocity=[1.0, 2.0]))
+        h.feed("command", joint_command(["RH_KFE", "LF_HFE"], [0.0, 0.0]))  # a subset: refused
+        h.feed("command", joint_command([*LAB_ORDER[:-1], "FR_hip_joint"], np.zeros(12)))
+        h.feed("command", joint_command(LAB_ORDER, np.zeros(11)))
+        h.feed("command", joint_command(LAB_ORDER, [float("nan")] * 12))
+        h.feed("command", joint_command([*LAB_ORDER[:-1], "LF_HAA"], np.zeros(12)))
+        h.feed("command", joint_command(LAB_ORDER, np.zeros(12), velocity=[1.0, 2.0]))
     h.advance(0.02)
-    assert h.node.rejected == 5 and (h.node.applied, h.node.held) == (1, 1)
-    np.testing.assert_allclose(targets(h), expected, atol=1e-6)
+    assert h.node.rejected == 6 and (h.node.applied, h.node.held) == (1, 1)
+    np.testing.assert_allclose(targets(h), wanted, atol=1e-6)
     text = caplog.text
-    assert "unknown joint(s) ['FR_hip_joint']" in text and "position: expected 2 values for 2 joints, got 1" in text
-    assert "non-finite" in text and "repeated joint names" in text and "velocity: expected 1 values" in text
+    assert "missing joint(s) ['LF_HAA', 'LH_HAA'" in text and "unknown joint(s) ['FR_hip_joint']" in text
+    assert "position: expected 12 values (one per joint, in the order of `name`), got 11" in text
+    assert "position of LF_HAA is nan" in text and "repeated joint(s) ['LF_HAA']" in text
+    assert "velocity: expected 12 values" in text
 
 
 def test_stand_in_hal_publishes_clock_scan_and_lab_observation_before_state():

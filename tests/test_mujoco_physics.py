@@ -100,14 +100,18 @@ def test_actuator_delay_in_physics_steps(go2):
     np.testing.assert_allclose(taus[3], 5.0)
 
 
+GO2_NAMES = list(load_robot("go2").joint_names)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         (dict(names=["FL_knee"], position=[0.0]), "unknown joint"),
-        (dict(names=["FL_hip_joint", "FL_hip_joint"], position=[0.0, 0.0]), "repeated"),
-        (dict(names=["FL_hip_joint"], position=[0.0, 1.0]), "position: expected 1 values, got 2"),
-        (dict(names=["FL_hip_joint"], position=[np.nan]), "position: non-finite"),
-        (dict(names=["FL_hip_joint"], position=[0.0], kp=[-1.0]), "kp and kd must be >= 0"),
+        (dict(names=["FL_hip_joint"], position=[0.0]), "missing joint"),  # a subset: every joint, always
+        (dict(names=[*GO2_NAMES[:-1], "FL_hip_joint"], position=[0.0] * 12), "repeated"),
+        (dict(names=GO2_NAMES, position=[0.0] * 11), r"position: expected 12 values \(one per joint"),
+        (dict(names=GO2_NAMES, position=[np.nan] * 12), "position of FL_hip_joint is nan"),
+        (dict(names=GO2_NAMES, position=[0.0] * 12, kp=[-1.0] * 12), "gains must be >= 0"),
     ],
 )
 def test_bad_commands_are_rejected_and_change_nothing(go2, kwargs, message):

@@ -78,6 +78,10 @@ def _write_variant(tmp_path: Path, edit) -> Path:
         (lambda r: r.update(feet=["FL", "FL"]), r"'feet' must be a non-empty list of distinct geom names"),
         (lambda r: r["foot_contact"].update(solimp=[0.9, 0.95]), r"foot_contact: solimp needs 5 finite number"),
         (lambda r: r["foot_contact"].update(condim=2), r"foot_contact: condim must be 1, 3, 4 or 6"),
+        (lambda r: r["fall"].update(min_base_height=-0.1), r"fall.min_base_height must be a finite number >= 0"),
+        (lambda r: r["fall"].update(max_tilt=0), r"fall.max_tilt must be > 0 rad"),
+        (lambda r: r["fall"].update(height=0.2), r"fall: unknown field\(s\): height"),
+        (lambda r: r.update(fall=[0.15]), r"'fall' must be a mapping of min_base_height, max_tilt"),
     ],
 )
 def test_invalid_description_names_the_problem(tmp_path, edit, message):
@@ -95,3 +99,9 @@ def test_valid_copy_loads_from_path(tmp_path):
 def test_missing_file_path():
     with pytest.raises(RobotError, match="robot description file not found"):
         load_robot("/nonexistent/robot.yaml")
+
+
+def test_fall_limits_default_to_no_height_check_and_1_rad():
+    assert (load_robot("go2").fall_min_base_height, load_robot("go2").fall_max_tilt) == (0.15, 1.0)
+    anymal = load_robot("anymal_d")  # no `fall:`: the defaults
+    assert (anymal.fall_min_base_height, anymal.fall_max_tilt) == (0.0, 1.0)

@@ -337,10 +337,11 @@ def test_rejections_log_one_line_per_kind_per_interval(caplog):
         b.h.feed("command", command_msg(BAD_COMMANDS["nan position"]["position"]))
     lines = [r.getMessage() for r in caplog.records if r.name == "krabgraph.safety" and "rejected" in r.getMessage()]
     assert lines == [
-        "rejected non-finite value: policy: position of FR_thigh_joint is nan",
+        "rejected non-finite value: policy: position of FR_thigh_joint is nan; values must be finite",
         "rejected joint names: policy: unknown joint(s) ['tail_joint'], missing joint(s) ['RR_calf_joint']; "
         "commands must name every joint of 'go2' exactly once",
-        "rejected non-finite value: policy: position of FR_thigh_joint is nan (+19 more since the last report)",
+        "rejected non-finite value: policy: position of FR_thigh_joint is nan; values must be finite "
+        "(+19 more since the last report)",
     ]
     assert b.node.rejected == 22
 
@@ -496,6 +497,27 @@ def test_base_height_check_is_off_without_base_pose_or_scan_and_with_zero_minimu
     z = Bench(min_base_height=0.0).activate()
     z.step(20, base_z=0.02, cmd=CROUCH)
     assert z.node.mode == Mode.ACTIVE
+
+
+def test_fall_limits_come_from_the_robot_description_unless_the_graph_sets_them(tmp_path):
+    """go2.yaml's ``fall:`` (0.15 m, 1 rad) is the default; another description's limits apply as
+    written, and the graph's parameters win over both."""
+    import yaml
+
+    assert (R.fall_min_base_height, R.fall_max_tilt) == (0.15, 1.0)
+    raw = yaml.safe_load(R.source.read_text())
+    raw["fall"] = {"min_base_height": 0.25, "max_tilt": 0.5}
+    path = tmp_path / "tall_go2.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    tall = Bench(robot=str(path)).activate()
+    tall.step(10, base_z=0.22, cmd=CROUCH)  # fine for go2.yaml, a fall for this description
+    assert tall.node.mode == Mode.DAMPING and tall.node.reason.endswith("(minimum 0.25 m)")
+    tilted = Bench(robot=str(path)).activate()
+    tilted.step(1, roll=0.6, cmd=R.default_pos)
+    assert tilted.node.mode == Mode.DAMPING and "(limit 0.5 rad)" in tilted.node.reason
+    overridden = Bench(robot=str(path), min_base_height=0.1, attitude_limit=1.0).activate()
+    overridden.step(10, base_z=0.22, roll=0.6, cmd=CROUCH)
+    assert overridden.node.mode == Mode.ACTIVE
 
 
 def _bad_scan(case: str) -> HeightScan:

@@ -46,12 +46,14 @@ from krabgraph.msgs import RobotState, SafetyStatus, VelocityCommand
 from krabgraph.nodes.command import ScriptedVelocity
 from krabgraph.nodes.mujoco.terrain import Terrain, make_terrain
 from krabgraph.nodes.policy.contract import load_contract
+from krabgraph.nodes.robots import load_robot
 from krabgraph.nodes.safety import roll_pitch
 
 GRAPH = "walk"
 STAND_S = 2.0  # s of zero command at the start: the safety node's soft start
-FALL_HEIGHT = 0.15  # m: base this close to the ground under it is a fall
-FALL_ATTITUDE = 1.0  # rad: |roll| or |pitch| beyond this is a fall
+GO2 = load_robot("go2")
+FALL_HEIGHT = GO2.fall_min_base_height  # m: base this close to the ground under it is a fall (go2.yaml)
+FALL_ATTITUDE = GO2.fall_max_tilt  # rad: |roll| or |pitch| beyond this is a fall (go2.yaml)
 TRACKING_TOLERANCE = 0.1  # m/s or rad/s
 DRIFT_LIMIT = 0.05  # rad/s
 TERRAIN_WINDOW_S = 20.0

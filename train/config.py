@@ -192,8 +192,6 @@ class TaskConfig:
     commands: Commands = Commands()
     terrain: TerrainConfig = TerrainConfig()
     ppo: PPOConfig = PPOConfig()
-    fall_tilt: float = 1.0  # rad of roll or pitch that ends an episode
-    fall_height: float = 0.15  # m, base above the ground under it, below which an episode ends
     seed: int = 0
 
     def smoke(self) -> TaskConfig:

@@ -230,8 +230,11 @@ class RoughEnv:
         exploded |= jnp.abs(data.qvel).max() > EXPLODED_SPEED
         pitch = jnp.arcsin(jnp.clip(k.gravity[0], -1.0, 1.0))
         roll = jnp.arctan2(-k.gravity[1], -k.gravity[2])
+        r = self.robot  # a fall as the robot description defines it (the safety node's too)
         fell = (
-            (jnp.abs(roll) > task.fall_tilt) | (jnp.abs(pitch) > task.fall_tilt) | (k.base_clearance < task.fall_height)
+            (jnp.abs(roll) > r.fall_max_tilt)
+            | (jnp.abs(pitch) > r.fall_max_tilt)
+            | (k.base_clearance < r.fall_min_base_height)
         )
         time_out = s.step + 1 >= self.max_steps
 

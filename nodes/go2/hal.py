@@ -6,34 +6,34 @@ from typing import Any
 
 import numpy as np
 
-from krabgraph.launch import Input, Node, Output, Param
-from krabgraph.msgs import Clock, JointCommand, RobotState, to_numpy
+from krabgraph.launch import Param
 from krabgraph.nodes.go2.dds import GO2_DOMAIN_ID, LOWCMD_TOPIC, LOWSTATE_TOPIC, open_participant, require_cyclonedds
-from krabgraph.nodes.go2.motors import CommandError, MotorMap
-from krabgraph.nodes.hal_io import RobotSnapshot, fill_robot_state
+from krabgraph.nodes.go2.motors import MotorMap
+from krabgraph.nodes.hal import Hal, JointTargets, RobotSnapshot
 from krabgraph.nodes.robots import load_robot
 
 
-class Go2Hal(Node):
+class Go2Hal(Hal):
     """Unitree Go2 over DDS: joint PD commands out as ``rt/lowcmd``, robot state in from ``rt/lowstate``.
 
     Same ports as the MuJoCo HAL, so a graph swaps one for the other with ``class:``.
 
-    ``command`` (JointCommand, keyed by joint name, every joint of the robot exactly once; empty
-    velocity/effort/kp/kd mean 0, 0 and the description's gains) is converted at once into a
+    ``command`` (JointCommand with the HAL contract's meaning, ``krabgraph.nodes.hal``: every joint
+    of the robot exactly once, by name; empty velocity/effort/kp/kd mean 0, 0 and the description's
+    gains) is converted at once into a
     ``LowCmd_``: joint ``j`` goes to motor slot ``motor_index[j]`` of the robot description, every
     motor in FOC mode, unused slots with zero gains; the CRC is computed as the robot checks it
     (``krabgraph.nodes.go2.crc``) and the sample is written. Invalid commands are rejected (logged
     once per reason, counted) and nothing is sent for them.
 
     Every ``control_dt`` of the description (20 ms for the Go2) the node takes the newest
-    ``LowState_`` (the robot publishes at 500 Hz) and publishes ``state`` (RobotState: joint
-    position, velocity and estimated torque by name, in rad, rad/s, N·m; IMU quaternion w, x, y, z,
-    gyroscope rad/s, accelerometer m/s²; foot contacts where ``foot_force`` exceeds
-    ``contact_threshold``, the force in ``contacts.force[:, 2]`` in the sensor's units;
-    ``has_base = False``: the robot measures no ground-truth base state) and ``clock`` (the graph's
-    wall time). Without a new ``LowState_`` since the last tick nothing is published, so a
-    downstream safety node sees the state go stale; a warning is logged after
+    ``LowState_`` (the robot publishes at 500 Hz) and publishes ``clock`` (the graph's wall time),
+    then ``state`` (RobotState: joint position, velocity and estimated torque by name, in rad,
+    rad/s, N·m; IMU quaternion w, x, y, z, gyroscope rad/s, accelerometer m/s²; foot contacts where
+    ``foot_force`` exceeds ``contact_threshold``, the force in ``contacts.force[:, 2]`` in the
+    sensor's units; ``has_base = False``: the robot measures no ground-truth base state). Without a
+    new ``LowState_`` since the last tick nothing is published, so a downstream safety node sees the
+    state go stale; a warning is logged after
     ``state_timeout_s``. The node never publishes its own commands as the joint state.
 
     Never blocks the graph: the reader keeps only the newest sample and is read without waiting
@@ -47,7 +47,8 @@ class Go2Hal(Node):
     configuration. See ``krabgraph.nodes.go2.dds`` and docs/sim-to-real.md.
     """
 
-    kind = "hal"
+    clock_source = "wall"
+
     robot = Param(str, "go2", "robot description name or path (joint names, motor_index, gains)")
     domain_id = Param(int, GO2_DOMAIN_ID, "DDS domain id (the Go2 uses 0)", ge=0, le=232)
     interface = Param(str, "lo", "network interface to the robot (name or IPv4 address); lo = loopback only")
@@ -57,13 +58,8 @@ class Go2Hal(Node):
     )
     state_timeout_s = Param(float, 0.1, "warn when no LowState arrived for this long", unit="s", gt=0)
     check_state_crc = Param(bool, False, "drop LowState samples whose crc field does not match their content")
-    status_period_s = Param(float, 1.0, "log a one-line status (rates, rejections); 0 = off", unit="s", ge=0)
 
-    command = Input(JointCommand, queue=0, triggers=False)  # written to DDS; the tick publishes the state
-    state = Output(RobotState)
-    clock = Output(Clock)
-
-    def on_configure(self) -> None:
+    def open(self) -> None:
         mode = getattr(self._clock, "mode", "manual")
         if mode not in ("wall", "manual"):
             raise RuntimeError(f"go2_hal drives a real-time robot: run the graph on the wall clock (clock is {mode!r})")
@@ -80,20 +76,14 @@ class Go2Hal(Node):
             self.dds.close()
             raise
         self.low_cmd = LowCmd_()
-        self.rejected = 0
         self.write_errors = 0
         self.crc_errors = 0
-        self._reported: set[str] = set()
         self._foot_names = list(self.motors.foot_names)
 
-    def on_activate(self) -> None:
+    def start(self) -> None:
         self.last_state_ns: int | None = None
-        self._start_ns = self.now_ns()
         self._stale_logged = False
         self._counts = [0, 0]  # states, commands since the last status line
-        self.create_timer(self.description.control_dt, self.tick)
-        if self.status_period_s > 0:
-            self.create_timer(self.status_period_s, self.log_status)
 
     # -- state ------------------------------------------------------------------------------------
     def _take_newest(self) -> Any | None:
@@ -105,16 +95,17 @@ class Go2Hal(Node):
                 continue
             if self.check_state_crc and sample.crc != low_state_crc(sample):
                 self.crc_errors += 1
-                self._report_once("crc", "dropped a LowState with a wrong crc (further ones are counted)")
+                self.report("dropped a LowState with a wrong crc (further ones are counted)")
                 continue
             return sample
         return None
 
-    def tick(self) -> None:
+    def read(self) -> RobotSnapshot | None:
+        """The newest LowState as a snapshot; None (and a warning once it is stale) when none arrived."""
         now = self.now_ns()
         sample = self._take_newest()
         if sample is None:
-            since = self.last_state_ns if self.last_state_ns is not None else self._start_ns
+            since = self.last_state_ns if self.last_state_ns is not None else self.t0_ns
             if (now - since) * 1e-9 > self.state_timeout_s and not self._stale_logged:
                 self._stale_logged = True
                 what = "no LowState yet" if self.last_state_ns is None else "LowState stopped"
@@ -122,23 +113,20 @@ class Go2Hal(Node):
                     "%s on %s (domain %d, interface %r) for %.2f s: is the robot (or emulator) up?",
                     what, LOWSTATE_TOPIC, self.domain_id, self.interface, (now - since) * 1e-9,
                 )  # fmt: skip
-            return
+            return None
         if self._stale_logged:
             self.log.info("LowState flowing again")
             self._stale_logged = False
         self.last_state_ns = now
         self._counts[0] += 1
-        self.state.publish(self._robot_state(sample, now))
-        clock = Clock(sim_time_ns=now, real_time_factor=1.0)
-        clock.header.stamp_ns = now
-        self.clock.publish(clock)
+        return self._snapshot(sample, now)
 
-    def _robot_state(self, sample: Any, stamp_ns: int) -> RobotState:
-        """The RobotState of a LowState sample (no ground-truth base on the real robot)."""
+    def _snapshot(self, sample: Any, stamp_ns: int) -> RobotSnapshot:
+        """The snapshot of a LowState sample (no ground-truth base on the real robot)."""
         r = self.motors.read_low_state(sample)
         force = np.zeros((len(self._foot_names), 3))
         force[:, 2] = r["foot_force"]  # the Go2 reports one foot-force value per foot
-        snap = RobotSnapshot(
+        return RobotSnapshot(
             time=stamp_ns * 1e-9,
             joint_names=tuple(self.motors.joint_names),
             q=r["q"],
@@ -151,49 +139,34 @@ class Go2Hal(Node):
             foot_contact=np.asarray(r["foot_force"]) > self.contact_threshold,
             foot_force=force,
         )
-        return fill_robot_state(RobotState(), snap, stamp_ns)
 
     # -- commands ---------------------------------------------------------------------------------
-    def on_command(self, msg: JointCommand) -> None:
+    def write(self, targets: JointTargets) -> None:
+        """Send validated targets as one ``LowCmd_`` (CRC set); a failed write is counted and logged once."""
         from cyclonedds.core import DDSException
 
         from krabgraph.nodes.go2.crc import low_cmd_crc
 
-        try:
-            targets = self.motors.targets(
-                msg.name,
-                *(np.asarray(to_numpy(getattr(msg, k)), dtype=np.float64).reshape(-1)
-                  for k in ("position", "velocity", "effort", "kp", "kd")),
-            )  # fmt: skip
-        except (CommandError, ValueError) as exc:
-            self.rejected += 1
-            self._report_once(f"reject:{exc}", f"rejected joint command ({exc}); nothing sent for it")
-            return
-        cmd = self.motors.fill_low_cmd(self.low_cmd, targets)
+        cmd = self.motors.fill_low_cmd(self.low_cmd, self.motors.slot_targets(targets))
         cmd.crc = low_cmd_crc(cmd)
         try:
             self.writer.write(cmd)
         except DDSException as exc:
             self.write_errors += 1
-            self._report_once("write", f"LowCmd write failed ({exc}); further failures are counted")
+            self.report(f"LowCmd write failed ({exc}); further failures are counted", key="write")
             return
         self._counts[1] += 1
 
     # -- status -----------------------------------------------------------------------------------
-    def _report_once(self, key: str, text: str) -> None:
-        if key not in self._reported:
-            self._reported.add(key)
-            self.log.error(text)
-
-    def log_status(self) -> None:
+    def status_text(self) -> str:
         states, cmds = self._counts
         self._counts = [0, 0]
         age = "none" if self.last_state_ns is None else f"{(self.now_ns() - self.last_state_ns) * 1e-6:.0f} ms"
-        self.log.info(
-            "go2 over DDS: states %.0f/s (newest %s old)  commands %.0f/s  rejected=%d  write errors=%d  crc errors=%d",
-            states / self.status_period_s, age, cmds / self.status_period_s,
-            self.rejected, self.write_errors, self.crc_errors,
-        )  # fmt: skip
+        return (
+            f"go2 over DDS: states {states / self.status_period_s:.0f}/s (newest {age} old)  "
+            f"commands {cmds / self.status_period_s:.0f}/s  write errors={self.write_errors}  "
+            f"crc errors={self.crc_errors}"
+        )
 
     def on_shutdown(self) -> None:
         dds = getattr(self, "dds", None)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from krabgraph.nodes.hal_io import CommandError, CommandParser, JointTargets
 from krabgraph.nodes.robots import RobotDescription
 
 HEAD = (0xFE, 0xEF)  # LowCmd_.head
@@ -27,10 +28,6 @@ MOTOR_ON = 0x01  # MotorCmd_.mode: FOC servo
 POS_STOP = 2.146e9  # MotorCmd_.q meaning "no position control"
 VEL_STOP = 16000.0  # MotorCmd_.dq meaning "no velocity control"
 MOTORS_PER_LEG = 3
-
-
-class CommandError(ValueError):
-    """A joint command that cannot be sent (unknown, missing or repeated joints, bad values)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,7 @@ class MotorMap:
         self.robot = robot
         self.num_motors = num_motors
         self.joint_names = robot.joint_names
+        self.parser = CommandParser.for_robot(robot)
         self.slots = np.asarray(robot.motor_index, dtype=np.intp)  # description order -> motor slot
         if self.slots.max() >= num_motors:
             raise ValueError(f"motor_index up to {self.slots.max()} does not fit {num_motors} motor slots")
@@ -80,45 +78,13 @@ class MotorMap:
         kp: np.ndarray | None = None,
         kd: np.ndarray | None = None,
     ) -> MotorTargets:
-        """Per-slot targets from a command naming every joint of the robot exactly once (any order).
+        """Per-slot targets from arrays, validated by the HAL contract's parser (``CommandParser``):
+        every joint exactly once, any order; empty or None ``velocity``/``effort`` mean 0,
+        ``kp``/``kd`` the description's gains. Raises ``CommandError`` naming the problem."""
+        return self.slot_targets(self.parser.check(names, position, velocity, effort, kp, kd))
 
-        Empty or None ``velocity``/``effort`` mean 0, ``kp``/``kd`` the description's gains.
-        Raises ``CommandError`` on unknown, missing or repeated joints, wrong lengths, non-finite
-        values or negative gains.
-        """
-        r = self.robot
-        names = list(names)
-        unknown = [n for n in names if n not in r._index]
-        if unknown:
-            raise CommandError(f"unknown joint(s) {unknown} for robot {r.name!r}")
-        if len(set(names)) != len(names):
-            raise CommandError("repeated joint names")
-        missing = sorted(set(r.joint_names) - set(names))
-        if missing:
-            raise CommandError(f"missing joint(s) {missing}: the real robot needs a target for every joint")
-        idx = r.indices(names)
-        n = len(names)
-
-        def column(values: np.ndarray | None, default: np.ndarray, what: str) -> np.ndarray:
-            out = default.copy()
-            if values is None or np.size(values) == 0:
-                return out
-            arr = np.asarray(values, dtype=np.float64).reshape(-1)
-            if arr.size != n:
-                raise CommandError(f"{what}: expected {n} values, got {arr.size}")
-            if not np.all(np.isfinite(arr)):
-                raise CommandError(f"{what}: non-finite values")
-            out[idx] = arr
-            return out
-
-        if position is None or np.size(position) != n:
-            raise CommandError(f"position: expected {n} values, got {0 if position is None else np.size(position)}")
-        zeros = np.zeros(r.num_joints)
-        q = column(position, zeros, "position")
-        dq, tau = column(velocity, zeros, "velocity"), column(effort, zeros, "effort")
-        gains_p, gains_d = column(kp, np.asarray(r.kp), "kp"), column(kd, np.asarray(r.kd), "kd")
-        if np.any(gains_p < 0) or np.any(gains_d < 0):
-            raise CommandError("kp and kd must be >= 0")
+    def slot_targets(self, t: JointTargets) -> MotorTargets:
+        """Per-slot targets of validated joint targets (description order); unused slots off (zero gains)."""
         m = self.num_motors
         out = MotorTargets(
             mode=np.full(m, MOTOR_ON, dtype=np.uint8),
@@ -129,7 +95,7 @@ class MotorMap:
             kd=np.zeros(m),
         )
         s = self.slots
-        out.q[s], out.dq[s], out.tau[s], out.kp[s], out.kd[s] = q, dq, tau, gains_p, gains_d
+        out.q[s], out.dq[s], out.tau[s], out.kp[s], out.kd[s] = t.position, t.velocity, t.effort, t.kp, t.kd
         return out
 
     def fill_low_cmd(self, cmd: object, t: MotorTargets) -> object:

@@ -8,7 +8,7 @@ run it on a stand-in environment. Lockstep protocol in a ``clock: sim`` graph:
 2. Everything published inside a callback is delivered before the executor fires the next timer
    (``Worker.run_lockstep``: pending messages first, then time jumps to the next deadline), so
    state k → policy → safety → ``command`` k reaches this node before tick k+1.
-3. Tick k+1 applies the latest valid command (targets by joint name) for exactly one control
+3. Tick k+1 applies the latest valid command (every joint, by name) for exactly one control
    step (``decimation`` physics steps), then publishes ``clock``, ``height_scan``,
    ``lab_observation`` and, last, ``state`` k+1: a node woken by the state already has the scan of
    the same instant. Without a new command the previous targets are held (counted in ``held``);
@@ -20,45 +20,41 @@ control step per tick, so the simulation runs at most in real time (``Clock.real
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from krabgraph.launch import Input, Node, Output, Param
-from krabgraph.msgs import (
-    ArrayStamped,
-    Clock,
-    HeightScan,
-    JointCommand,
-    RobotState,
-    VelocityCommand,
-    set_array,
-    to_numpy,
-)
-from krabgraph.nodes.hal_io import CommandError, fill_robot_state, parse_joint_command
+from krabgraph.launch import Input, Output, Param
+from krabgraph.msgs import ArrayStamped, HeightScan, VelocityCommand, set_array
+from krabgraph.nodes.hal import Hal, JointTargets, RobotSnapshot
 from krabgraph.nodes.isaac.adapter import IsaacAdapter, IsaacTaskError
 from krabgraph.nodes.robots import RobotDescription, load_robot
 
 DEFAULT_TASK = "Isaac-Velocity-Rough-Anymal-D-Play-v0"
 
 
-class IsaacHal(Node):
+class IsaacHal(Hal):
     """Simulated robot in Isaac Sim through an Isaac Lab task: joint targets in, robot state out, lockstep.
 
-    Every control period of the task (``sim.dt × decimation``) the latest ``command`` (JointCommand,
-    keyed by joint name, any order or subset; position targets in rad, velocity in rad/s, effort in
-    N·m) is applied for one control step, then ``state`` (RobotState: joints in rad, rad/s, N·m;
-    IMU; foot contacts in N; ground-truth base), ``clock`` (Clock, simulated time),
+    Every control period of the task (``sim.dt × decimation``) the latest ``command`` (JointCommand
+    with the HAL contract's meaning, ``krabgraph.nodes.hal``: every joint once, by name, any order;
+    position targets in rad, velocity in rad/s, effort in N·m) is applied for one control step,
+    then ``state`` (RobotState: joints in rad, rad/s, N·m; IMU; foot contacts in N; ground-truth
+    base), ``clock`` (Clock, simulated time),
     ``height_scan`` (HeightScan, m, from the task's ray caster) and ``lab_observation``
     (ArrayStamped: Isaac Lab's own policy observation, for comparison with the policy node's) are
-    published; see the module docstring for the lockstep protocol. kp/kd of a command are ignored:
-    the task's actuator models, which the policy was trained with, stay in charge. Invalid commands
+    published; see the module docstring for the lockstep protocol. kp/kd of a command are ignored
+    (``honours_gains = False``, reported by ``krabgraph check``): the task's actuator models, which
+    the policy was trained with, stay in charge. Invalid commands
     are rejected (logged once per reason) and the last valid targets stay. ``velocity_command``
     is mirrored into Isaac Lab's command buffer for ``lab_observation`` only. Without Isaac Sim,
     configuring fails with one error saying what is needed.
     """
 
-    kind = "hal"
+    honours_gains = False
+    gains_note = "the task's actuator models stay in charge"
+    has_ground_truth = True
+    publishes_height_scan = True
+    clock_source = "sim"
+
     task = Param(str, DEFAULT_TASK, "Isaac Lab task id (gymnasium registry)")
     task_package = Param(str, "", "module imported before the task is looked up, e.g. an extension adding tasks")
     headless = Param(bool, True, "run Isaac Sim without its GUI")
@@ -68,12 +64,9 @@ class IsaacHal(Node):
     scan_offset = Param(float, 0.5, "subtracted from height-scan values (Isaac Lab's height_scan default)", unit="m")
     lab_observation_group = Param(str, "policy", "Isaac Lab observation group published on lab_observation; '' = none")
 
-    command = Input(JointCommand, queue=0, triggers=False, doc="joint targets by name; applied for one control step")
     velocity_command = Input(
         VelocityCommand, required=False, triggers=False, doc="mirrored into Isaac Lab's command buffer (debug)"
     )
-    state = Output(RobotState)
-    clock = Output(Clock)
     height_scan = Output(HeightScan)
     lab_observation = Output(ArrayStamped, doc="Isaac Lab's observation of lab_observation_group (debug)")
 
@@ -90,15 +83,16 @@ class IsaacHal(Node):
             observation_group=self.lab_observation_group,
         )
 
-    def on_configure(self) -> None:
+    def open(self) -> None:
         self.description = load_robot(self.robot)
         self.adapter = self.make_adapter(self.description)
         self._check_robot()
-        self._known = frozenset(self.adapter.joint_names)
+        self._ids = self.adapter.indices(self.description.joint_names)  # description order -> task order
         self.applied = 0  # control steps that applied a new command
         self.held = 0  # control steps that held the previous targets
-        self.rejected = 0
-        self._reported: set[str] = set()
+
+    def control_period(self) -> float:
+        return self.adapter.step_dt
 
     def _check_robot(self) -> None:
         d, a = self.description, self.adapter
@@ -121,75 +115,60 @@ class IsaacHal(Node):
         if not np.allclose(task_default, mine, atol=1e-6):
             self.log.warning("task default pose differs from robot %s default_pos; the task's is held", d.name)
 
-    def on_activate(self) -> None:
+    def start(self) -> None:
         a = self.adapter
-        self._t0_ns = self.now_ns()
         self._steps0 = a.physics_steps
-        self.targets = a.default_joint_pos()
+        self.targets_task = a.default_joint_pos()  # task order
         self.velocity = np.zeros(len(a.joint_names))
         self.effort = np.zeros(len(a.joint_names))
-        a.set_joint_targets(a.joint_names, self.targets, self.velocity, self.effort)
+        a.set_joint_targets(a.joint_names, self.targets_task, self.velocity, self.effort)
         self._pending = False
-        self._rtf_mark = (time.monotonic(), a.physics_steps)
-        self._rtf = 0.0
-        self._publish()
-        self.create_timer(a.step_dt, self.tick)
 
-    def on_command(self, msg: JointCommand) -> None:
-        try:
-            cmd = parse_joint_command(msg, self._known)
-        except CommandError as exc:
-            self.rejected += 1
-            self._report(f"rejected joint command ({exc}); keeping the last valid targets")
-            return
-        ids = self.adapter.indices(cmd.names)
-        self.targets[ids] = cmd.position
-        self.velocity[ids] = 0.0 if cmd.velocity is None else cmd.velocity
-        self.effort[ids] = 0.0 if cmd.effort is None else cmd.effort
+    # -- backend ----------------------------------------------------------------------------------
+    def write(self, targets: JointTargets) -> None:
+        ids = self._ids
+        self.targets_task[ids] = targets.position
+        self.velocity[ids] = targets.velocity
+        self.effort[ids] = targets.effort
         self._pending = True
-        if to_numpy(msg.kp).size or to_numpy(msg.kd).size:
-            self._report("JointCommand kp/kd are ignored: the task's actuator models stay in charge", error=False)
 
     def on_velocity_command(self, msg: VelocityCommand) -> None:
         if not self.adapter.mirror_velocity_command(msg.vx, msg.vy, msg.yaw_rate):
-            self._report("the task has no velocity command term; lab_observation keeps its own command", error=False)
+            self.report("the task has no velocity command term; lab_observation keeps its own command", error=False)
 
-    def tick(self) -> None:
+    def advance(self, until_ns: int) -> None:
+        """One control step per tick (``decimation`` physics steps) with the latest valid targets."""
         a = self.adapter
         if self._pending:
-            a.set_joint_targets(a.joint_names, self.targets, self.velocity, self.effort)
-            if self.lab_observation_group and not a.mirror_action(self.targets):
-                self._report("the task's action terms are not joint-position actions; last_action not mirrored", False)
+            a.set_joint_targets(a.joint_names, self.targets_task, self.velocity, self.effort)
+            if self.lab_observation_group and not a.mirror_action(self.targets_task):
+                self.report("the task's action terms are not joint-position actions; last_action not mirrored", False)
             self.applied += 1
             self._pending = False
         else:
             self.held += 1
         a.step()
-        self._publish()
 
-    def _publish(self) -> None:
+    def read(self) -> RobotSnapshot:
+        return self.adapter.read()
+
+    def sim_time_ns(self) -> int:
         a = self.adapter
-        now = self.now_ns()
-        snap = a.read()
-        steps = a.physics_steps - self._steps0
-        wall = time.monotonic()
-        wall0, steps0 = self._rtf_mark
-        if wall - wall0 >= 1.0:
-            self._rtf = (a.physics_steps - steps0) * a.physics_dt / (wall - wall0)
-            self._rtf_mark = (wall, a.physics_steps)
-        clock = Clock(sim_time_ns=round(steps * a.physics_dt * 1e9), real_time_factor=self._rtf)
-        clock.header.stamp_ns = now
-        self.clock.publish(clock)
+        return round((a.physics_steps - self._steps0) * a.physics_dt * 1e9)
+
+    def publish_sensors(self, snap: RobotSnapshot, stamp_ns: int) -> None:
         if snap.scan is not None:
-            self.height_scan.publish(self._scan_message(snap.scan, now))
+            self.height_scan.publish(self._scan_message(snap.scan, stamp_ns))
         if self.lab_observation_group:
-            observed = a.lab_observation()
+            observed = self.adapter.lab_observation()
             if observed is not None:
                 debug = ArrayStamped(labels=observed[1])
-                debug.header.stamp_ns = now
+                debug.header.stamp_ns = stamp_ns
                 set_array(debug.data, observed[0])
                 self.lab_observation.publish(debug)
-        self.state.publish(fill_robot_state(RobotState(), snap, stamp_ns=now))
+
+    def status_text(self) -> str:
+        return f"task {self.task}: applied={self.applied} held={self.held}"
 
     def _scan_message(self, heights: np.ndarray, stamp_ns: int) -> HeightScan:
         grid = self.adapter.scan_grid
@@ -200,11 +179,6 @@ class IsaacHal(Node):
         msg.offset = grid.offset
         msg.max_distance = grid.max_distance
         return msg
-
-    def _report(self, message: str, error: bool = True) -> None:
-        if message not in self._reported:
-            self._reported.add(message)
-            (self.log.error if error else self.log.warning)(message)
 
     def on_shutdown(self) -> None:
         adapter = getattr(self, "adapter", None)

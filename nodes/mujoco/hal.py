@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Any
 
-from krabgraph.launch import Input, Node, Output, Param, ParamError
+from krabgraph.launch import Output, Param, ParamError
 from krabgraph.launch.checks import ParamProblem
-from krabgraph.msgs import Clock, CommandSource, DepthImage, HeightScan, JointCommand, RobotState, to_numpy
-from krabgraph.nodes.mujoco.physics import CommandError, MujocoRobotSim, fill_robot_state
+from krabgraph.msgs import DepthImage, HeightScan
+from krabgraph.nodes.hal import Hal, JointTargets, RobotSnapshot
+from krabgraph.nodes.mujoco.physics import MujocoRobotSim
 from krabgraph.nodes.mujoco.sensors import DepthCamera, HeightScanner
 from krabgraph.nodes.mujoco.terrain import TERRAIN_KINDS, TerrainError, make_terrain
 
-SOURCE_NAMES = {CommandSource.POLICY: "policy", CommandSource.OPERATOR: "operator", CommandSource.SAFETY: "safety"}
 
-
-class MujocoHal(Node):
+class MujocoHal(Hal):
     """Simulated legged robot in MuJoCo: joint PD commands in, robot state and height scan out.
 
     Every control period of the robot description (``control_dt``, 20 ms for the Go2) the node
@@ -28,12 +26,13 @@ class MujocoHal(Node):
     activation. Simulated time 0 is the graph time of activation, so in a sim-clock graph the
     simulation runs in lockstep with the graph.
 
-    ``command`` (JointCommand, keyed by joint name, any order or subset) sets the targets of
-    ``tau = kp (q* - q) + kd (qd* - qd) + tau_ff`` applied at physics rate and limited by the
-    motor torque-speed line (see ``krabgraph.nodes.mujoco.physics``). Empty velocity, effort,
-    kp or kd arrays mean 0, 0 and the description's gains. Invalid commands (unknown joints,
-    wrong lengths, non-finite values, negative gains) are rejected, logged once per reason,
-    and the last valid targets stay. Until the first valid command the robot holds its default
+    ``command`` (JointCommand with the HAL contract's meaning, ``krabgraph.nodes.hal``: every
+    joint once, by name, any order) sets the targets of ``tau = kp (q* - q) + kd (qd* - qd) +
+    tau_ff`` applied at physics rate and limited by the motor torque-speed line (see
+    ``krabgraph.nodes.mujoco.physics``). Empty velocity, effort, kp or kd arrays mean 0, 0 and the
+    description's gains. Invalid commands (unknown, missing or repeated joints, wrong lengths,
+    non-finite values, negative gains) are rejected, logged once per reason, and the last valid
+    targets stay. Until the first valid command the robot holds its default
     pose with the description's gains. With ``depth_hz`` > 0 a forward depth image (58 x 87,
     m along the optical axis, 0 = no return within 2 m) is published on ``depth_image``.
 
@@ -43,7 +42,10 @@ class MujocoHal(Node):
     simulated time for ``push_duration_s``, applied at physics rate (``MujocoRobotSim.push``).
     """
 
-    kind = "hal"
+    has_ground_truth = True
+    publishes_height_scan = True
+    clock_source = "sim"
+
     robot = Param(str, "go2", "robot description name or path")
     terrain = Param(str, "flat", " | ".join(TERRAIN_KINDS), choices=TERRAIN_KINDS)
     terrain_params = Param(dict, {}, "terrain generator parameters, e.g. {step_height: 0.1} (see terrain.py)")
@@ -56,13 +58,7 @@ class MujocoHal(Node):
     push_at_s = Param(float, -1.0, "simulated time of a push on the base; < 0 = no push", unit="s")
     push_impulse = Param(list, [0.0, 0.0, 0.0], "push impulse [x, y, z], world frame", unit="N·s", item=float)
     push_duration_s = Param(float, 0.1, "duration of the push (force = impulse / duration)", unit="s", gt=0)
-    status_period_s = Param(
-        float, 1.0, "log a one-line status (pose, speed, real-time factor, command executed); 0 = off", unit="s", ge=0
-    )
 
-    command = Input(JointCommand, queue=0, triggers=False)  # stored; the tick publishes the state
-    state = Output(RobotState)
-    clock = Output(Clock)
     height_scan = Output(HeightScan)
     depth_image = Output(DepthImage)
 
@@ -72,7 +68,7 @@ class MujocoHal(Node):
         from krabgraph.nodes.assets import AssetError, resolve_asset
         from krabgraph.nodes.robots import RobotError, load_robot
 
-        problems = []
+        problems = super().check_params(params)
         impulse = params["push_impulse"]
         if len(impulse) != 3 or not all(math.isfinite(v) for v in impulse):
             problems.append(
@@ -90,19 +86,16 @@ class MujocoHal(Node):
             problems.append(ParamProblem("robot", f"MuJoCo model of robot {params['robot']!r}: {exc}"))
         return problems
 
-    def on_configure(self) -> None:
-        problems = self.check_params(self._params)
+    def open(self) -> None:
+        problems = [p for p in self.check_params(self._params) if not p.warning]
         if problems:
             raise ParamError(f"{self.name}: {problems[0].message}")
         terrain = make_terrain(self.terrain, seed=self.seed, **self.terrain_params)
         self.sim = MujocoRobotSim(self.robot, terrain, actuator_delay_steps=self.actuator_delay_steps)
         self.description = self.sim.robot
-        self.control_dt = self.description.control_dt
         self.scanner = HeightScanner(self.sim.scene)
         self.camera = DepthCamera(self.sim.scene) if self.depth_hz > 0 else None
         self.sim_dt_ns = round(self.description.sim_dt * 1e9)
-        self.rejected = 0
-        self._reported: set[str] = set()
         self.recorder = None
         self.window = None
         if self.viewer:
@@ -119,32 +112,45 @@ class MujocoHal(Node):
 
             self.recorder = VideoRecorder(self.sim.model, self.video, self.description.base_body, fps=self.video_fps)
 
-    def on_activate(self) -> None:
+    def start(self) -> None:
         self.sim.reset(seed=self.seed)
         if self.push_at_s >= 0:
             self.sim.push(self.push_impulse, self.push_duration_s, at_s=self.push_at_s)
-        self._t0_ns = self.now_ns()
-        self._rtf_mark = (time.monotonic(), 0)  # (wall s, sim steps) where the RTF window starts
-        self._rtf = 0.0
-        self._executing = "none"  # what the last valid command was: its source, or DAMPING (kp = 0)
-        self._publish_state()
-        self.create_timer(self.control_dt, self.tick)
+
+    def extra_timers(self) -> None:
         if self.camera is not None:
             self.create_timer(1.0 / self.depth_hz, self.publish_depth)
         if self.recorder is not None:
             self.create_timer(1.0 / self.video_fps, self.capture_frame)
-        if self.status_period_s > 0:
-            self.create_timer(self.status_period_s, self.log_status)
 
-    def _advance(self) -> None:
-        """Step physics up to the graph clock."""
-        target = (self.now_ns() - self._t0_ns) // self.sim_dt_ns
+    # -- backend ----------------------------------------------------------------------------------
+    def advance(self, until_ns: int) -> None:
+        """Step physics up to graph time ``until_ns``."""
+        target = (until_ns - self.t0_ns) // self.sim_dt_ns
         if target > self.sim.step_count:
             self.sim.step(int(target - self.sim.step_count))
 
+    def read(self) -> RobotSnapshot:
+        return self.sim.read_state()
+
+    def write(self, targets: JointTargets) -> None:
+        self.sim.set_targets(targets)
+
+    def sim_time_ns(self) -> int:
+        return self.sim.step_count * self.sim_dt_ns
+
+    def publish_sensors(self, snap: RobotSnapshot, stamp_ns: int) -> None:
+        self.height_scan.publish(self.scanner.message(self.sim.data, stamp_ns=stamp_ns))
+
+    def status_text(self) -> str:
+        st = self.sim.read_state()
+        x, y, z = st.base_pos
+        vx, vy = st.base_lin_vel[:2]
+        yaw_rate = st.base_ang_vel[2]
+        return f"x={x:6.2f}m y={y:5.2f}m z={z:4.2f}m  vx={vx:5.2f}m/s vy={vy:5.2f}m/s yaw rate={yaw_rate:5.2f}rad/s"
+
     def tick(self) -> None:
-        self._advance()
-        self._publish_state()
+        super().tick()
         if self.window is not None:
             if not self.window.is_running():
                 self.log.info("viewer closed: stopping the graph")
@@ -153,62 +159,12 @@ class MujocoHal(Node):
                 self.window.sync()
 
     def capture_frame(self) -> None:
-        self._advance()
+        self.advance(self.now_ns())
         self.recorder.capture(self.sim.data)
 
-    def log_status(self) -> None:
-        """One line a person can follow in a headless run."""
-        st = self.sim.read_state()
-        self.log.info(
-            "t=%6.2fs  x=%6.2fm y=%5.2fm z=%4.2fm  vx=%5.2fm/s vy=%5.2fm/s yaw rate=%5.2frad/s  rtf=%.1f  "
-            "rejected=%d  cmd=%s",
-            self.sim.time,
-            *st.base_pos,
-            *st.base_lin_vel[:2],
-            st.base_ang_vel[2],
-            self._rtf,
-            self.rejected,
-            self._executing,
-        )
-
-    def _publish_state(self) -> None:
-        """Clock and height scan first, state last: a policy that runs on the state then reads the
-        scan of the same instant (same-thread delivery follows publish order)."""
-        now = self.now_ns()
-        steps = self.sim.step_count
-        wall = time.monotonic()
-        wall0, steps0 = self._rtf_mark
-        if wall - wall0 >= 1.0:
-            self._rtf = (steps - steps0) * self.description.sim_dt / (wall - wall0)
-            self._rtf_mark = (wall, steps)
-        elif steps0 == 0 and wall > wall0:  # the first second: the factor since activation
-            self._rtf = steps * self.description.sim_dt / (wall - wall0)
-        msg = Clock(sim_time_ns=steps * self.sim_dt_ns, real_time_factor=self._rtf)
-        msg.header.stamp_ns = now
-        self.clock.publish(msg)
-        self.height_scan.publish(self.scanner.message(self.sim.data, stamp_ns=now))
-        self.state.publish(fill_robot_state(RobotState(), self.sim.read_state(), stamp_ns=now))
-
     def publish_depth(self) -> None:
-        self._advance()
+        self.advance(self.now_ns())
         self.depth_image.publish(self.camera.message(self.sim.data, stamp_ns=self.now_ns()))
-
-    def on_command(self, msg: JointCommand) -> None:
-        try:
-            names = tuple(msg.name)
-            if not names:
-                raise CommandError("no joint names")
-            # set_command validates names, lengths and values; empty optional arrays mean defaults.
-            columns = {key: to_numpy(getattr(msg, key)) for key in ("velocity", "effort", "kp", "kd")}
-            self.sim.set_command(names, to_numpy(msg.position), **{k: v for k, v in columns.items() if v.size})
-            damping = columns["kp"].size > 0 and not columns["kp"].any()
-            self._executing = "DAMPING" if damping else SOURCE_NAMES.get(msg.source, "unspecified")
-        except (CommandError, ValueError) as exc:
-            self.rejected += 1
-            reason = str(exc)
-            if reason not in self._reported:
-                self._reported.add(reason)
-                self.log.error("rejected joint command (%s); keeping the last valid targets", reason)
 
     def on_shutdown(self) -> None:
         if self.recorder is not None:

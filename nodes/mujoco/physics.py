@@ -12,8 +12,9 @@ effort = effort limit):
 
     tau_max = clip(E * (1 - qd / V), 0, E),   tau_min = clip(E * (-1 - qd / V), -E, 0)
 
-``torque_speed_limit=False`` clips to ±E only. A command takes effect ``actuator_delay_steps``
-physics steps after ``set_command``. ``push`` applies an external force to the base body (MuJoCo's
+``torque_speed_limit=False`` clips to ±E only. A command (``set_targets``: targets the HAL
+contract's parser validated; ``set_command``: arrays, validated by that same parser) takes effect
+``actuator_delay_steps`` physics steps after it is set. ``push`` applies an external force to the base body (MuJoCo's
 ``xfrc_applied``, at its center of mass, world frame) for a number of physics steps: a scripted
 perturbation for acceptance tests. Units: SI, angles in rad, quaternions wxyz.
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from krabgraph.nodes.hal_io import CommandError, RobotSnapshot, fill_robot_state
+from krabgraph.nodes.hal_io import CommandError, CommandParser, JointTargets, RobotSnapshot, fill_robot_state
 from krabgraph.nodes.mujoco.scene import Scene, build_scene
 from krabgraph.nodes.mujoco.terrain import Terrain
 from krabgraph.nodes.robots import RobotDescription, load_robot
@@ -71,14 +72,14 @@ class MujocoRobotSim:
         self.robot = load_robot(robot) if isinstance(robot, str) else robot
         self.scene = scene or build_scene(self.robot, terrain)
         self.model = self.scene.model
-        self._index_cache: dict[tuple[str, ...], np.ndarray] = {}  # joint names -> description index
+        self.parser = CommandParser.for_robot(self.robot)
         self.data = mujoco.MjData(self.model)
         self.actuator_delay_steps = actuator_delay_steps
         self.torque_speed_limit = torque_speed_limit
         self.contact_threshold = contact_threshold
         self.reset_joint_noise = reset_joint_noise
         self.step_count = 0
-        self._pending: deque[tuple[int, np.ndarray, _Command]] = deque()
+        self._pending: deque[tuple[int, _Command]] = deque()
         self._cmd = self._hold_default()
         self._tau = np.zeros(self.robot.num_joints)
         self._force6 = np.zeros(6)
@@ -136,54 +137,22 @@ class MujocoRobotSim:
         kd: Sequence[float] | np.ndarray | None = None,
         effort: Sequence[float] | np.ndarray | None = None,
     ) -> None:
-        """Set PD targets for the named joints (any order, any subset; others keep theirs).
+        """Set PD targets for every joint, named in any order (the HAL contract's one meaning).
 
-        ``velocity`` and ``effort`` default to 0, ``kp``/``kd`` to the description's gains.
-        Raises ``CommandError`` (and changes nothing) on unknown or repeated names, wrong lengths,
+        ``velocity`` and ``effort`` default to 0, ``kp``/``kd`` to the description's gains. Raises
+        ``CommandError`` (and changes nothing) on unknown, missing or repeated names, wrong lengths,
         non-finite values or negative gains.
         """
-        r = self.robot
-        names = tuple(names)
-        idx = self._index_cache.get(names)
-        if idx is None:
-            unknown = [n for n in names if n not in r._index]
-            if unknown:
-                raise CommandError(f"unknown joint(s) {unknown} for robot {r.name!r}")
-            if len(set(names)) != len(names):
-                raise CommandError("repeated joint names in command")
-            idx = self._index_cache[names] = r.indices(names)
+        self.set_targets(self.parser.check(names, position, velocity, effort, kp, kd))
 
-        def column(values: Sequence[float] | np.ndarray | None, default: np.ndarray, what: str) -> np.ndarray:
-            if values is None:
-                return default[idx].copy()
-            arr = np.asarray(values, dtype=np.float64).reshape(-1)
-            if arr.shape != (len(names),):
-                raise CommandError(f"{what}: expected {len(names)} values, got {arr.size}")
-            if not np.isfinite(arr).all():
-                raise CommandError(f"{what}: non-finite values")
-            return arr
-
-        zeros = np.zeros(r.num_joints)
-        cmd = _Command(
-            column(position, r.default_pos, "position"),
-            column(velocity, zeros, "velocity"),
-            column(kp, r.kp, "kp"),
-            column(kd, r.kd, "kd"),
-            column(effort, zeros, "effort"),
-        )
-        if (cmd.kp < 0).any() or (cmd.kd < 0).any():
-            raise CommandError("kp and kd must be >= 0")
+    def set_targets(self, targets: JointTargets) -> None:
+        """Set validated PD targets (every joint, description order; see ``CommandParser``)."""
+        t = targets
+        cmd = _Command(t.position.copy(), t.velocity.copy(), t.kp.copy(), t.kd.copy(), t.effort.copy())
         if self.actuator_delay_steps == 0:
-            self._apply(idx, cmd)
+            self._cmd = cmd
         else:
-            self._pending.append((self.step_count + self.actuator_delay_steps, idx, cmd))
-
-    def _apply(self, idx: np.ndarray, cmd: _Command) -> None:
-        self._cmd.q[idx] = cmd.q
-        self._cmd.qd[idx] = cmd.qd
-        self._cmd.kp[idx] = cmd.kp
-        self._cmd.kd[idx] = cmd.kd
-        self._cmd.tau[idx] = cmd.tau
+            self._pending.append((self.step_count + self.actuator_delay_steps, cmd))
 
     def push(self, impulse: Sequence[float] | np.ndarray, duration_s: float = 0.1, at_s: float | None = None) -> None:
         """Push the base: a constant world-frame force ``impulse / duration`` (N·s / s) at its center of
@@ -219,8 +188,7 @@ class MujocoRobotSim:
         s, d = self.scene, self.data
         for _ in range(n):
             while self._pending and self._pending[0][0] <= self.step_count:
-                _, idx, cmd = self._pending.popleft()
-                self._apply(idx, cmd)
+                self._cmd = self._pending.popleft()[1]
             self._tau = self.joint_torque(d.qpos[s.qpos_adr], d.qvel[s.dof_adr])
             d.ctrl[s.actuator_id] = self._tau
             if self._push is not None:

@@ -20,7 +20,8 @@ ROBOTS_DIR = Path(__file__).resolve().parent
 
 JOINT_FIELDS = ("default", "lower", "upper", "effort", "velocity", "kp", "kd", "motor_index")
 TOP_LEVEL_FIELDS = ("name", "model", "base_body", "imu_site", "feet", "sim_dt", "control_dt", "joints")
-OPTIONAL_FIELDS = ("foot_contact",)
+OPTIONAL_FIELDS = ("foot_contact", "fall")
+FALL_DEFAULTS = {"min_base_height": 0.0, "max_tilt": 1.0}  # without `fall:`: no height check, 1 rad
 FOOT_CONTACT_FIELDS = {"condim": 1, "friction": 3, "solref": 2, "solimp": 5}  # MJCF geom attribute -> length
 
 
@@ -44,6 +45,8 @@ class RobotDescription:
     foot_contact: Mapping[str, Any]  # MJCF geom attributes overriding the foot geoms' (may be empty)
     sim_dt: float
     control_dt: float
+    fall_min_base_height: float  # m above the ground under the base below which the robot has fallen; 0 = none
+    fall_max_tilt: float  # rad of |roll| or |pitch| beyond which the robot has fallen
     joint_names: tuple[str, ...]
     default_pos: np.ndarray
     pos_lower: np.ndarray
@@ -120,6 +123,7 @@ def parse_robot(raw: Any, source: Path) -> RobotDescription:
         raise RobotError(f"{where}: 'feet' must be a non-empty list of distinct geom names")
 
     foot_contact = _parse_foot_contact(raw.get("foot_contact", {}), where)
+    fall = _parse_fall(raw.get("fall", {}), where)
 
     sim_dt = _positive(raw["sim_dt"], f"{where}: sim_dt")
     control_dt = _positive(raw["control_dt"], f"{where}: control_dt")
@@ -177,6 +181,8 @@ def parse_robot(raw: Any, source: Path) -> RobotDescription:
         foot_contact=foot_contact,
         sim_dt=sim_dt,
         control_dt=control_dt,
+        fall_min_base_height=fall["min_base_height"],
+        fall_max_tilt=fall["max_tilt"],
         joint_names=names,
         default_pos=frozen(columns["default"]),
         pos_lower=frozen(columns["lower"]),
@@ -198,6 +204,21 @@ def _check_keys(mapping: dict, expected: tuple[str, ...], where: str, optional: 
     if unknown:
         allowed = ", ".join((*expected, *optional))
         raise RobotError(f"{where}: unknown field(s): {', '.join(unknown)} (expected: {allowed})")
+
+
+def _parse_fall(raw: Any, where: str) -> dict[str, float]:
+    """``fall: {min_base_height: m, max_tilt: rad}``: when the robot has fallen (safety and trainer)."""
+    if not isinstance(raw, dict):
+        raise RobotError(f"{where}: 'fall' must be a mapping of {', '.join(FALL_DEFAULTS)}")
+    _check_keys(raw, (), f"{where}: fall", optional=tuple(FALL_DEFAULTS))
+    fall = dict(FALL_DEFAULTS)
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise RobotError(f"{where}: fall.{key} must be a finite number >= 0, got {value!r}")
+        fall[key] = float(value)
+    if not fall["max_tilt"] > 0:
+        raise RobotError(f"{where}: fall.max_tilt must be > 0 rad, got {fall['max_tilt']}")
+    return fall
 
 
 def _parse_foot_contact(raw: Any, where: str) -> dict[str, Any]:

@@ -1,0 +1,215 @@
+"""The HAL contract: one ``Hal`` base owns timing, publishing and command parsing; backends hold only
+backend code (after ros2_control's hardware interface: the framework owns the loop, the backend
+implements ``read`` and ``write``).
+
+A backend implements:
+
+- ``open()`` (on configure): load the robot description into ``self.description``, start the
+  simulator or connect to the robot. ``control_period()`` and ``command_parser()`` default to the
+  description's ``control_dt`` and joints/gains.
+- ``start()`` (on activate, before the first publication): reset the simulation, zero counters.
+- ``advance(until_ns)``: simulators step up to graph time ``until_ns`` (called before every read).
+- ``read()`` → ``RobotSnapshot`` of now, or None when there is nothing new (nothing is published).
+- ``write(targets)``: apply ``JointTargets`` the one parser has validated (every joint, description
+  order); they stay until the next valid command.
+- ``sim_time_ns()`` for ``clock_source = "sim"``, ``publish_sensors()`` for height scans and the
+  like, ``status_text()`` for the backend's part of the status line.
+
+and declares its capabilities as class data: ``honours_gains`` (False: command kp/kd have no effect,
+and ``krabgraph check`` warns), ``has_ground_truth`` (``RobotState.base`` is filled),
+``publishes_height_scan`` and ``clock_source`` ("sim": simulated time, published by ``clock`` with
+a measured real-time factor, a first state at activation; "wall": the robot runs in real time,
+``clock`` carries graph time with factor 1, and a state only when the robot sent one).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from krabgraph.launch import Input, Node, Output, Param
+from krabgraph.launch.checks import ParamProblem
+from krabgraph.msgs import Clock, CommandSource, JointCommand, RobotState
+from krabgraph.nodes.hal_io import CommandError, CommandParser, JointTargets, RobotSnapshot, fill_robot_state
+
+SOURCE_NAMES = {CommandSource.POLICY: "policy", CommandSource.OPERATOR: "operator", CommandSource.SAFETY: "safety"}
+
+
+class Hal(Node):
+    """Base of every HAL node: control timer, clock → sensors → state, status line, command parsing.
+
+    Every ``control_period()`` (the robot description's ``control_dt``) the node advances the
+    backend to the graph clock, reads it and publishes, at one instant, ``clock`` first, then the
+    backend's sensors (height scan...), ``state`` last: a node woken by the state already has the
+    sensors of the same instant. ``command`` (JointCommand) is parsed with the one meaning
+    (``CommandParser``: every joint exactly once, by name, any order; empty velocity/effort/kp/kd
+    mean 0, 0 and the description's gains); an invalid one is counted in ``rejected``, logged once
+    per reason, and the last valid targets stay. Every ``status_period_s`` one status line is logged.
+    """
+
+    kind = "hal"
+    honours_gains: ClassVar[bool] = True  # False: JointCommand kp/kd have no effect (check warns)
+    gains_note: ClassVar[str] = ""  # why gains are ignored, for the warning
+    has_ground_truth: ClassVar[bool] = False  # RobotState.base is filled
+    publishes_height_scan: ClassVar[bool] = False
+    clock_source: ClassVar[str] = "sim"  # "sim" | "wall" (see the module docstring)
+
+    status_period_s = Param(
+        float, 1.0, "log a one-line status (backend, real-time factor, rejections, command executed); 0 = off",
+        unit="s", ge=0,
+    )  # fmt: skip
+    command = Input(JointCommand, queue=0, triggers=False, doc="joint targets by name; stored, applied by the backend")
+    state = Output(RobotState)
+    clock = Output(Clock)
+
+    # -- checks -------------------------------------------------------------------------------
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[ParamProblem]:
+        """A backend that ignores command gains is reported (a warning: the graph still runs)."""
+        if cls.honours_gains:
+            return []
+        why = f" ({cls.gains_note})" if cls.gains_note else ""
+        return [
+            ParamProblem(
+                "",
+                f"{cls.__name__} ignores JointCommand kp/kd{why}: gains sent by the policy or safety node "
+                "have no effect",
+                warning=True,
+            )
+        ]
+
+    # -- backend interface (override) -------------------------------------------------------
+    def open(self) -> None:
+        """Configure the backend; set ``self.description`` (or override ``control_period``/``command_parser``)."""
+        raise NotImplementedError
+
+    def control_period(self) -> float:
+        """Seconds between two ticks."""
+        return self.description.control_dt
+
+    def command_parser(self) -> CommandParser:
+        """The parser of commands for this robot."""
+        return CommandParser.for_robot(self.description)
+
+    def start(self) -> None:
+        """Activation, before the first state (``self.t0_ns`` is the graph time of activation)."""
+
+    def extra_timers(self) -> None:
+        """Create the backend's own timers (after the control timer, before the status timer)."""
+
+    def advance(self, until_ns: int) -> None:
+        """Simulators: step up to graph time ``until_ns``."""
+
+    def read(self) -> RobotSnapshot | None:
+        """The robot now, or None when there is nothing new to publish."""
+        raise NotImplementedError
+
+    def write(self, targets: JointTargets) -> None:
+        """Apply validated targets (every joint, description order) until the next ones."""
+        raise NotImplementedError
+
+    def sim_time_ns(self) -> int:
+        """Simulated time since activation (``clock_source = "sim"``)."""
+        return self.now_ns() - self.t0_ns
+
+    def publish_sensors(self, snap: RobotSnapshot, stamp_ns: int) -> None:
+        """Publish the backend's sensor messages of this instant (between clock and state)."""
+
+    def status_text(self) -> str:
+        """The backend's part of the status line."""
+        return ""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def on_configure(self) -> None:
+        self.rejected = 0  # invalid commands since configure
+        self._reported: set[str] = set()
+        self.open()
+        self.parser = self.command_parser()
+        self.control_dt = self.control_period()
+
+    def on_activate(self) -> None:
+        self.t0_ns = self.now_ns()
+        self.targets: JointTargets | None = None  # the last valid command
+        self.executing = "none"  # the last valid command's source, or DAMPING (kp = 0)
+        self.rtf = 0.0
+        self.start()
+        self._rtf_mark = (time.monotonic(), self._sim_ns())  # (wall s, sim ns) where the window starts
+        if self.clock_source == "sim":
+            self.publish()
+        self.create_timer(self.control_dt, self.tick)
+        self.extra_timers()
+        if self.status_period_s > 0:
+            self.create_timer(self.status_period_s, self.log_status)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """The control timer: advance, then publish."""
+        self.advance(self.now_ns())
+        self.publish()
+
+    def publish(self) -> None:
+        """Clock, sensors, state: one instant, in this order (same-thread delivery follows it)."""
+        snap = self.read()
+        if snap is None:
+            return
+        now = self.now_ns()
+        self._update_rtf()
+        if self.clock is not None:
+            msg = Clock(sim_time_ns=self._sim_ns(), real_time_factor=self.rtf)
+            msg.header.stamp_ns = now
+            self.clock.publish(msg)
+        self.publish_sensors(snap, now)
+        self.state.publish(fill_robot_state(RobotState(), snap, stamp_ns=now))
+
+    def _sim_ns(self) -> int:
+        return self.sim_time_ns() if self.clock_source == "sim" else self.now_ns()
+
+    def _update_rtf(self) -> None:
+        """Simulated seconds per wall second over windows of at least 1 s (the first: since activation)."""
+        if self.clock_source != "sim":
+            self.rtf = 1.0
+            return
+        sim, wall = self._sim_ns(), time.monotonic()
+        wall0, sim0 = self._rtf_mark
+        if wall - wall0 >= 1.0:
+            self.rtf = (sim - sim0) * 1e-9 / (wall - wall0)
+            self._rtf_mark = (wall, sim)
+        elif sim0 == 0 and wall > wall0:
+            self.rtf = sim * 1e-9 / (wall - wall0)
+
+    # -- commands -------------------------------------------------------------------------------
+    def on_command(self, msg: JointCommand) -> None:
+        try:
+            targets = self.parser.parse(msg)
+        except CommandError as exc:
+            self.rejected += 1
+            self.report(f"rejected joint command ({exc}); keeping the last valid targets")
+            return
+        if targets.gains_given and not self.honours_gains:
+            why = f": {self.gains_note}" if self.gains_note else ""
+            self.report(f"JointCommand kp/kd are ignored{why}", error=False)
+        self.targets = targets
+        self.executing = "DAMPING" if not targets.kp.any() else SOURCE_NAMES.get(msg.source, "unspecified")
+        self.write(targets)
+
+    # -- logging --------------------------------------------------------------------------------
+    def report(self, message: str, error: bool = True, key: str | None = None) -> None:
+        """Log ``message`` once per ``key`` (default: the message) per node lifetime; callers count repeats."""
+        key = message if key is None else key
+        if key not in self._reported:
+            self._reported.add(key)
+            (self.log.error if error else self.log.warning)(message)
+
+    def log_status(self) -> None:
+        """One line a person can follow in a headless run."""
+        self.log.info(
+            "t=%6.2fs  %s  rtf=%.1f  rejected=%d  cmd=%s",
+            self._sim_ns() * 1e-9 if self.clock_source == "sim" else (self.now_ns() - self.t0_ns) * 1e-9,
+            self.status_text(),
+            self.rtf,
+            self.rejected,
+            self.executing,
+        )
+
+
+__all__ = ["SOURCE_NAMES", "CommandError", "CommandParser", "Hal", "JointTargets", "RobotSnapshot"]
