@@ -9,7 +9,8 @@ message is sent, unchanged, so it alters no byte of any topic):
   A recovery (a non-latched fault that clears) is one INFO line.
 - ``finish`` logs a summary: graph time, the distance the base travelled (the horizontal path of the
   HAL's base pose sampled every ``PATH_SAMPLE_S`` of graph time, so a gait's sway does not count;
-  unknown without a base pose), the safety trips, the node failures, and how the run ended.
+  unknown without a base pose), on a course the obstacles passed (the HAL's ``course_progress``), the
+  safety trips, the node failures, and how the run ended.
 - Exit code: the executor's when nonzero; else ``FAULT_EXIT_CODE`` (3) when a safety node was in a
   fault as the run ended (before the shutdown's own damping); else 0.
 """
@@ -69,12 +70,13 @@ class RunMonitor:
         self._sample: tuple[int, float, float] | None = None  # graph time, x, y of the last path sample
         self._last: tuple[float, float] | None = None  # the latest position
         hal_state = None
+        self.hal = None  # the first HAL node (for its course_progress, if any)
         for node in executor.nodes.values():
             for port in node._outputs.values():
                 if port.spec.msg_type is SafetyStatus:
                     port.observe(partial(self._on_status, node.name))
                 elif port.spec.msg_type is RobotState and node.kind == "hal" and hal_state is None:
-                    hal_state = port
+                    hal_state, self.hal = port, node
         if hal_state is not None:
             hal_state.observe(self._on_state)
 
@@ -136,6 +138,10 @@ class RunMonitor:
             parts.append(f"{distance:.2f} m travelled ({net:.2f} m from the start)")
         else:
             parts.append("distance unknown (the HAL's state has no base pose)")
+        progress = getattr(self.hal, "course_progress", None)
+        if progress is not None:
+            passed, total, finished = progress
+            parts.append(f"obstacles passed {passed}/{total}" + (", finish line crossed" if finished else ""))
         parts.append(f"{len(self.trips)} safety trip{'s' * (len(self.trips) != 1)}")
         if failures:
             parts.append("node failures: " + ", ".join(f"{n} {c}" for n, c in failures.items()))

@@ -1,10 +1,13 @@
 """``python -m krabgraph.train``: train a task for a wall-clock budget, resume, export its bundle.
 
     python -m krabgraph.train run [--task go2_rough] [--budget-min 9] [--checkpoint DIR] [--device cuda]
+    python -m krabgraph.train run --task go2_parkour [--init-from go2_rough]   # stage 2, warm-started
     python -m krabgraph.train run --smoke           # CPU, seconds: a few environments and iterations
-    python -m krabgraph.train export [--checkpoint DIR]
+    python -m krabgraph.train export [--task go2_rough] [--checkpoint DIR]
 
-``run`` continues from ``DIR/model.pt`` when it exists, trains until the task's env-step total or
+``run`` continues from ``DIR/model.pt`` when it exists; otherwise a task with ``init_from`` (or
+``--init-from TASK``) starts from that task's checkpoint ``train/checkpoints/TASK/model.pt``
+(weights and normalizers; fresh optimizer, curriculum and progress). It trains until the task's env-step total or
 the budget, saves the checkpoint back to ``DIR`` and writes the bundle ``nodes/policy/bundles/<task>/``
 from it (its provenance says how far training got). Several GPUs: start it with ``torchrun --nproc-per-node N``
 (rsl_rl's torch.distributed path; each rank steps its own environments on its own GPU).
@@ -25,7 +28,11 @@ DEFAULT_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m krabgraph.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("verb", choices=["run", "export"])
-    parser.add_argument("--task", default="go2_rough")
+    parser.add_argument("--task", default="go2_rough", help="a task of train/config.py TASKS")
+    parser.add_argument(
+        "--init-from",
+        help="warm-start a new run from this task's checkpoint (default: the task's init_from; none: off)",
+    )
     parser.add_argument("--budget-min", type=float, default=9.0, help="wall-clock budget of this run (minutes)")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default train/checkpoints/<task>)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
@@ -80,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{trainer.progress.env_steps / 1e6:.1f} M env steps"
         )
     else:
+        source = args.init_from if args.init_from is not None else task.init_from
+        if args.verb == "run" and source and source != "none":
+            try:
+                trainer.init_from(DEFAULT_CHECKPOINTS / source / "model.pt", get_task(source))
+            except (ValueError, FileNotFoundError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"warm start from {trainer.progress.init_from}: weights and normalizers, fresh optimizer")
         print(f"new run of {task.name}: {task.num_envs} environments on {device}")
     print(
         f"set-up {time.monotonic() - started:.1f}s; training for up to {args.budget_min:.1f} min "

@@ -10,8 +10,11 @@ episode early never pays. Units: SI.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from krabgraph.nodes.mujoco.heightfield import PARKOUR_TILE_KINDS
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Commands:
     standing: float = 0.1  # fraction of commands that are zero
     zero_yaw: float = 0.25  # fraction with yaw rate zero (heading hold)
     resample_s: float = 10.0
+    heading_gain: float = 0.0  # > 0: the yaw command holds heading +x (world): gain * heading error, clipped to yaw
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,10 @@ class TerrainConfig:
     border: float = 8.0
     max_init_level: int = 3
     spawn_jitter: float = 0.5  # m, uniform +- on the platform
+    generator: str = "rough_tiles"  # heightfield.TILE_GENERATORS
+    spawn_yaw: float = math.pi  # rad, uniform +- at spawn
+    fall_ground_span: float = 0.0  # m, > 0: the fall height is over the lowest ground within +- this along the base
+    smoke_kinds: tuple[str, ...] = ("flat", "stairs_up", "boxes")
 
 
 @dataclass(frozen=True)
@@ -193,19 +201,64 @@ class TaskConfig:
     terrain: TerrainConfig = TerrainConfig()
     ppo: PPOConfig = PPOConfig()
     seed: int = 0
+    init_from: str | None = None  # task whose checkpoint warm-starts a new run (actor, critic, normalizers)
 
     def smoke(self) -> TaskConfig:
-        """A CPU-sized variant: a few environments, a small terrain, short rollouts."""
+        """A CPU-sized variant: a few environments, a small terrain, short rollouts (no warm start:
+        its networks are smaller)."""
         return replace(
             self,
             num_envs=8,
             total_env_steps=8 * 8 * 3,
-            terrain=replace(self.terrain, rows=2, kinds=("flat", "stairs_up", "boxes"), tile_size=4.0, border=2.0),
+            terrain=replace(self.terrain, rows=2, kinds=self.terrain.smoke_kinds, tile_size=4.0, border=2.0),
             ppo=replace(self.ppo, num_steps_per_env=8, hidden_dims=(32, 32), num_mini_batches=2),
+            init_from=None,
         )
 
 
-TASKS = {"go2_rough": TaskConfig()}
+# -- stage 2: parkour tiles, warm-started from go2_rough ----------------------------------------------
+PARKOUR_REWARD_WEIGHTS = {
+    "track_lin_vel_xy": 1.0,
+    "track_lin_vel_dir": 1.0,  # Extreme Parkour: min(v . c_hat, |c|) / |c|, so leaping forward is not penalized
+    "track_lin_vel_xy_fine": 0.5,
+    "track_ang_vel_z": 0.5,
+    "track_heading": 0.5,  # Extreme Parkour's yaw tracking: exp(-|heading error|), heading +x
+    "lin_vel_z": -1.0,  # halved from stage 1: climbing and jumping move the base vertically
+    "ang_vel_xy": -0.05,
+    "joint_torques": -1e-4,
+    "joint_acc": -2.5e-7,
+    "action_rate": -0.01,
+    "feet_air_time": 0.25,
+    "knee_contact": -1.0,
+    "body_penetration": -10.0,  # Robot Parkour Learning's penetration depth (m): legs and base collide only here
+    "feet_edge": -1.0,  # Extreme Parkour: feet in contact on a terrain edge
+    "flat_orientation": -0.5,
+    "joint_limits": -5.0,
+    "stand_still": -0.5,
+}
+
+GO2_PARKOUR = TaskConfig(
+    name="go2_parkour",
+    description=(
+        "Go2 parkour with the height scan: boxes up and down, gaps, hurdles and stepping stones under "
+        "velocity commands (heading held by the yaw command); warm-started from go2_rough, trained by "
+        "krabgraph.train (MJX + rsl_rl PPO)."
+    ),
+    total_env_steps=400_000_000,
+    rewards=dict(PARKOUR_REWARD_WEIGHTS),
+    commands=Commands(vx=(0.3, 1.0), vy=(-0.2, 0.2), yaw=(-1.0, 1.0), standing=0.05, zero_yaw=0.0, heading_gain=1.0),
+    terrain=TerrainConfig(
+        kinds=PARKOUR_TILE_KINDS,
+        border=12.0,
+        generator="parkour_tiles",
+        spawn_yaw=0.3,
+        fall_ground_span=0.25,
+        smoke_kinds=("box_up", "gap", "hurdle"),
+    ),
+    init_from="go2_rough",
+)
+
+TASKS = {"go2_rough": TaskConfig(), "go2_parkour": GO2_PARKOUR}
 
 
 def get_task(name: str) -> TaskConfig:
@@ -215,4 +268,14 @@ def get_task(name: str) -> TaskConfig:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
 
 
-__all__ = ["TASKS", "ObsTerm", "PPOConfig", "Randomization", "TaskConfig", "TerrainConfig", "get_task"]
+__all__ = [
+    "GO2_PARKOUR",
+    "TASKS",
+    "Commands",
+    "ObsTerm",
+    "PPOConfig",
+    "Randomization",
+    "TaskConfig",
+    "TerrainConfig",
+    "get_task",
+]

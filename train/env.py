@@ -14,18 +14,20 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from mujoco import mjx
 
-from krabgraph.nodes.mujoco.heightfield import rough_tiles
+from krabgraph.nodes.mujoco.heightfield import TILE_GENERATORS
 from krabgraph.nodes.robots import RobotDescription, load_robot
 from krabgraph.nodes.robots.motor import limit_torque
 from krabgraph.train import observations as obs_terms
 from krabgraph.train import rewards as reward_terms
 from krabgraph.train.config import SCAN_OFFSET, SCAN_RESOLUTION, SCAN_SHAPE, SCAN_SIZE, TaskConfig
 from krabgraph.train.model import build_training_model
-from krabgraph.train.terrain import TerrainArrays, ground_height, height_scan, terrain_arrays, update_level
+from krabgraph.train.terrain import TerrainArrays, ground_height, height_scan, on_edge, terrain_arrays, update_level
 
 EXPLODED_SPEED = 100.0  # m/s or rad/s in any velocity component: the environment blew up
+BASE_HALF_LENGTH = 0.2  # m, front and rear points of the base for body_penetration (the trunk is ~0.38 m)
 
 
 class EnvState(NamedTuple):
@@ -76,7 +78,8 @@ class RoughEnv:
         self.robot = robot or load_robot(task.robot)
         r = self.robot
         tc = task.terrain
-        self.grid = rough_tiles(task.seed, tc.rows, tc.kinds, tc.tile_size, tc.resolution, tc.border)
+        generate = TILE_GENERATORS[tc.generator]
+        self.grid = generate(task.seed, tc.rows, tc.kinds, tc.tile_size, tc.resolution, tc.border)
         self.tm = build_training_model(
             r, self.grid, task.physics_dt, task.solver_iterations, task.ls_iterations, task.impratio
         )
@@ -86,7 +89,11 @@ class RoughEnv:
         self.num_envs = task.num_envs
         self.num_actions = r.num_joints
         self.max_steps = round(task.episode_s / r.control_dt)
-        self.arrays = terrain_arrays(self.grid, SCAN_SIZE, SCAN_RESOLUTION)
+        # parkour reward inputs are computed only for tasks that weight a term reading them
+        self.parkour_inputs = any(task.rewards.get(name, 0.0) for name in reward_terms.PARKOUR_TERMS)
+        self.arrays = terrain_arrays(self.grid, SCAN_SIZE, SCAN_RESOLUTION, edges=self.parkour_inputs)
+        # leg points for body_penetration: hips (the calves' parent bodies), knees, feet
+        self.thigh_bodies = np.asarray(self.tm.model.body_parentid[self.tm.calf_bodies])
         self.actor_terms = task.actor_terms
         self.joints = r.joint_names  # the policy's joint order = the description's
         self._consts = dict(
@@ -143,7 +150,8 @@ class RoughEnv:
         center = arrays.centers[level, column]
         jitter = task.terrain.spawn_jitter
         xy = center[:2] + jax.random.uniform(k_xy, (2,), minval=-jitter, maxval=jitter)
-        yaw = jax.random.uniform(k_yaw, (), minval=-jnp.pi, maxval=jnp.pi)
+        yaw_range = task.terrain.spawn_yaw
+        yaw = jax.random.uniform(k_yaw, (), minval=-yaw_range, maxval=yaw_range)
         noise = task.randomization.reset_joint_noise
         q = jnp.clip(
             c["q0"] + jax.random.uniform(k_q, c["q0"].shape, minval=-noise, maxval=noise), c["lower"], c["upper"]
@@ -166,7 +174,7 @@ class RoughEnv:
             data=data,
             key=key,
             obs_key=k_obs,
-            command=self._sample_command(k_cmd),
+            command=self._hold_heading(self._sample_command(k_cmd), yaw),
             last_action=jnp.zeros(n),
             target=q,
             last_joint_vel=jnp.zeros(n),
@@ -200,6 +208,14 @@ class RoughEnv:
         cmd = jnp.where(jax.random.uniform(k4) < cc.zero_yaw, cmd.at[2].set(0.0), cmd)
         return jnp.where(jax.random.uniform(k5) < cc.standing, jnp.zeros(3), cmd)
 
+    def _hold_heading(self, command: jax.Array, yaw: jax.Array) -> jax.Array:
+        """With ``Commands.heading_gain`` > 0, the yaw command steers the base's heading to +x."""
+        cc = self.task.commands
+        if cc.heading_gain <= 0.0:
+            return command
+        rate = jnp.clip(cc.heading_gain * _wrap(-yaw), cc.yaw[0], cc.yaw[1])
+        return command.at[2].set(jnp.where(jnp.any(command != 0.0), rate, 0.0))
+
     def _push_interval(self, key: jax.Array) -> jax.Array:
         lo, hi = self.task.randomization.push_interval_s
         dt = self.robot.control_dt
@@ -231,10 +247,19 @@ class RoughEnv:
         pitch = jnp.arcsin(jnp.clip(k.gravity[0], -1.0, 1.0))
         roll = jnp.arctan2(-k.gravity[1], -k.gravity[2])
         r = self.robot  # a fall as the robot description defines it (the safety node's too)
+        base_clearance = k.base_clearance
+        span = task.terrain.fall_ground_span
+        if span > 0.0:  # the lowest ground under the base's length: hurdles pass under it
+            yaw_now = _yaw(data.qpos[3:7])
+            ends = data.qpos[0:2] + span * jnp.array([[jnp.cos(yaw_now), jnp.sin(yaw_now)]]) * jnp.array(
+                [[1.0], [-1.0]]
+            )
+            lowest = jnp.min(ground_height(self.grid, arrays, ends[:, 0], ends[:, 1]))
+            base_clearance = jnp.maximum(base_clearance, data.qpos[2] - lowest)
         fell = (
             (jnp.abs(roll) > r.fall_max_tilt)
             | (jnp.abs(pitch) > r.fall_max_tilt)
-            | (k.base_clearance < r.fall_min_base_height)
+            | (base_clearance < r.fall_min_base_height)
         )
         time_out = s.step + 1 >= self.max_steps
 
@@ -259,6 +284,8 @@ class RoughEnv:
             knee_clearance=k.knee_clearance,
             dt=dt,
         )
+        if self.parkour_inputs:
+            inputs = inputs._replace(**self._parkour_inputs(arrays, data, contact))
         terms = {name: w * dt * reward_terms.TERMS[name](inputs) for name, w in self.reward_weights.items()}
         reward = jnp.maximum(sum(terms.values()), 0.0)
         reward = jnp.where(exploded, 0.0, jnp.nan_to_num(reward))
@@ -270,6 +297,8 @@ class RoughEnv:
         cmd_timer = s.cmd_timer - 1
         resample = cmd_timer <= 0
         command = jnp.where(resample, self._sample_command(k_cmd), s.command)
+        if task.commands.heading_gain > 0.0:
+            command = self._hold_heading(command, _yaw(data.qpos[3:7]))
         cmd_timer = jnp.where(resample, round(task.commands.resample_s / dt), cmd_timer)
         push_timer = s.push_timer - 1
         start_push = push_timer <= 0
@@ -312,6 +341,23 @@ class RoughEnv:
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(_expand(done, a), a, b), fresh, stepped)
         out = StepOut(reward, done, time_out & ~fell & ~exploded, exploded, fell & ~exploded, terms)
         return state, out
+
+    def _parkour_inputs(self, arrays: TerrainArrays, data: mjx.Data, contact: jax.Array) -> dict[str, jax.Array]:
+        """Heading error (target +x), feet in contact on an edge, and how deep the legs' and the
+        base's points are below the ground (they do not collide in the training model)."""
+        tm = self.tm
+        feet = data.geom_xpos[tm.foot_geoms]
+        knees = data.xpos[tm.calf_bodies]
+        hips = data.xpos[self.thigh_bodies]
+        base, rot = data.qpos[0:3], data.xmat[tm.base_body]
+        ends = base + jnp.outer(jnp.array([BASE_HALF_LENGTH, -BASE_HALF_LENGTH]), rot[:, 0])
+        points = jnp.concatenate([knees, (knees + feet) / 2, (knees + hips) / 2, base[None], ends])
+        depth = ground_height(self.grid, arrays, points[:, 0], points[:, 1]) - points[:, 2]
+        return dict(
+            heading_error=_wrap(-_yaw(data.qpos[3:7])),
+            feet_edge=contact & on_edge(self.grid, arrays.edges, feet[:, 0], feet[:, 1]),
+            penetration=jnp.sum(jnp.maximum(depth, 0.0)),
+        )
 
     def _observe(self, arrays: TerrainArrays, s: EnvState) -> tuple[jax.Array, jax.Array]:
         """(actor observation with noise, critic observation without noise) of one environment."""
@@ -400,6 +446,15 @@ def _quat_to_mat(q: jax.Array) -> jax.Array:
             [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
         ]
     )
+
+
+def _yaw(quat: jax.Array) -> jax.Array:
+    w, x, y, z = quat[0], quat[1], quat[2], quat[3]
+    return jnp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+
+def _wrap(angle: jax.Array) -> jax.Array:
+    return jnp.arctan2(jnp.sin(angle), jnp.cos(angle))
 
 
 def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:

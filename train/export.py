@@ -118,6 +118,7 @@ def export_bundle(task: TaskConfig, runner, progress, out_dir: Path | None = Non
         "final_episode_length_s": round(float(last.get("episode_length_s", float("nan"))), 2),
         "final_terrain_level": round(float(last.get("terrain_level", float("nan"))), 2),
         "exploded_envs_reset": int(progress.exploded),
+        **({"init_from": progress.init_from} if getattr(progress, "init_from", "") else {}),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
     }
     text = HEADER.format(robot=robot.name) + yaml.safe_dump(

@@ -39,6 +39,10 @@ class RewardInputs(NamedTuple):
     first_contact: jax.Array  # per foot: touched down this step
     knee_clearance: jax.Array
     dt: float
+    # parkour inputs (None unless the task weights a term that reads them)
+    heading_error: jax.Array | None = None  # rad, target heading minus base yaw, wrapped to [-pi, pi]
+    feet_edge: jax.Array | None = None  # per foot: in contact on a terrain edge
+    penetration: jax.Array | None = None  # m, summed depth of the leg and base points below the ground
 
 
 def _lin_error(r: RewardInputs) -> jax.Array:
@@ -63,6 +67,14 @@ def feet_air_time(r: RewardInputs) -> jax.Array:
     return jnp.sum((r.air_time - AIR_TIME_TARGET) * r.first_contact) * _moving(r)
 
 
+def track_lin_vel_dir(r: RewardInputs) -> jax.Array:
+    """Extreme Parkour's goal-velocity term on the command: min(v . c_hat, |c|) / |c|, at least 0
+    (0 when the planar command is below ``MOVING``)."""
+    speed = jnp.linalg.norm(r.command[:2])
+    along = jnp.dot(r.lin_vel[:2], r.command[:2]) / jnp.maximum(speed, MOVING)
+    return jnp.where(speed > MOVING, jnp.clip(along, 0.0, speed) / jnp.maximum(speed, MOVING), 0.0)
+
+
 TERMS: dict[str, Callable[[RewardInputs], jax.Array]] = {
     "track_lin_vel_xy": lambda r: jnp.exp(-_lin_error(r) / TRACKING_VAR),
     "track_ang_vel_z": lambda r: jnp.exp(-_yaw_error(r) / TRACKING_VAR),
@@ -78,6 +90,12 @@ TERMS: dict[str, Callable[[RewardInputs], jax.Array]] = {
     "flat_orientation": lambda r: jnp.sum(jnp.square(r.gravity[:2])),
     "joint_limits": joint_limits,
     "stand_still": lambda r: jnp.sum(jnp.abs(r.joint_pos - r.default_joint_pos)) * ~_moving(r),
+    # stage 2 (parkour)
+    "track_lin_vel_dir": track_lin_vel_dir,
+    "track_heading": lambda r: jnp.exp(-jnp.abs(r.heading_error)),
+    "feet_edge": lambda r: jnp.sum(r.feet_edge).astype(jnp.float32),
+    "body_penetration": lambda r: r.penetration,
 }
+PARKOUR_TERMS = ("track_heading", "feet_edge", "body_penetration")  # terms that need the parkour inputs
 
-__all__ = ["TERMS", "RewardInputs"]
+__all__ = ["PARKOUR_TERMS", "TERMS", "RewardInputs", "track_lin_vel_dir"]

@@ -9,7 +9,9 @@ checkpoint directory:
   same episodes (per-environment randomization is re-drawn from the task seed);
 - ``progress.json`` and ``learning_curves.png``: one row per iteration, and its plot.
 
-Resuming from that directory gives the same next iteration as an uninterrupted run. Exploded or
+Resuming from that directory gives the same next iteration as an uninterrupted run. A new run
+may instead be warm-started from another task's checkpoint (``Trainer.init_from``: actor, critic
+and their observation normalizers; a fresh optimizer, curriculum and progress). Exploded or
 NaN environments are reset by the environment and counted here; a non-finite network after an
 update is rolled back to the last good weights with half the learning rate.
 """
@@ -53,6 +55,7 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
     gpu: str = ""
     num_envs: int = 0  # environments of the training runs
+    init_from: str = ""  # the checkpoint this task was warm-started from ("" when trained from scratch)
 
 
 def device_name(device: str) -> str:
@@ -177,10 +180,26 @@ class Trainer:
         )
 
     # -- checkpoints -------------------------------------------------------------------------------
+    def init_from(self, path: Path, source_task: TaskConfig) -> None:
+        """Warm start: actor and critic weights (action std included) and observation normalizers
+        from ``path`` (a ``model.pt`` of ``source_task``); the optimizer, the learning rate, the
+        curriculum and the progress stay fresh. Refuses a checkpoint whose observation layout or
+        network shapes differ from this task's."""
+        saved = torch.load(path, map_location=self.device, weights_only=False)
+        if saved.get("infos", {}).get("task") != source_task.name:
+            raise ValueError(f"{path}: not a checkpoint of task {source_task.name!r}")
+        check_warm_start(source_task, self.task, saved, self.alg.save())
+        self.alg.load(saved, {"actor": True, "critic": True}, strict=True)
+        self.progress.init_from = (
+            f"{source_task.name} ({saved['infos']['progress']['env_steps'] / 1e6:.1f} M env steps)"
+        )
+        self._good = copy.deepcopy(self.alg.save())
+
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
+        progress = {k: v for k, v in self.progress.__dict__.items() if k != "init_from" or v}
         infos = {
-            "progress": self.progress.__dict__,
+            "progress": progress,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.startswith("cuda") else None,
             "task": self.task.name,
@@ -213,6 +232,30 @@ class Trainer:
         if infos.get("cuda_rng") is not None and self.device.startswith("cuda"):
             torch.cuda.set_rng_state_all([state.cpu() for state in infos["cuda_rng"]])
         self._good = copy.deepcopy(self.alg.save())
+
+
+def check_warm_start(source: TaskConfig, target: TaskConfig, saved: dict, current: dict) -> None:
+    """Raise one ``ValueError`` naming every difference that makes ``saved`` (rsl_rl's checkpoint
+    dict of task ``source``) unfit to warm-start ``target`` (whose fresh ``alg.save()`` is ``current``)."""
+    problems = []
+    if source.actor_terms != target.actor_terms:
+        problems.append("actor observation terms differ")
+    if source.critic_extras != target.critic_extras:
+        problems.append("critic observation terms differ")
+    if (source.action_scale, source.action_clip, source.robot) != (
+        target.action_scale,
+        target.action_clip,
+        target.robot,
+    ):
+        problems.append("action mapping or robot differs")
+    for net in ("actor_state_dict", "critic_state_dict"):
+        have = {k: tuple(v.shape) for k, v in saved[net].items()}
+        want = {k: tuple(v.shape) for k, v in current[net].items()}
+        if have != want:
+            diff = sorted(k for k in have.keys() | want.keys() if have.get(k) != want.get(k))
+            problems.append(f"{net.split('_')[0]} shapes differ ({', '.join(diff[:4])})")
+    if problems:
+        raise ValueError(f"cannot warm-start {target.name} from {source.name}: {'; '.join(problems)}")
 
 
 # Data fields that mjx.step reads (everything else it recomputes from these).
@@ -294,4 +337,12 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path, title: str
     plt.close(fig)
 
 
-__all__ = ["Progress", "Trainer", "load_env_state", "plot_learning_curves", "save_env_state", "status_line"]
+__all__ = [
+    "Progress",
+    "Trainer",
+    "check_warm_start",
+    "load_env_state",
+    "plot_learning_curves",
+    "save_env_state",
+    "status_line",
+]

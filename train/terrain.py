@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from krabgraph.nodes.mujoco.heightfield import TileGrid, grid_pattern, surface_height
 
@@ -22,15 +23,50 @@ class TerrainArrays(NamedTuple):
     heights: jax.Array  # [n_y, n_x]
     centers: jax.Array  # [rows, cols, 3] platform centre of each tile
     scan_xy: jax.Array  # [n_scan, 2] scan points in the base's yaw frame, x fastest
+    edges: jax.Array | None = None  # [n_y, n_x] bool: samples on or next to a terrain edge (parkour tasks)
 
 
-def terrain_arrays(grid: TileGrid, scan_size: tuple[float, float], scan_resolution: float) -> TerrainArrays:
+EDGE_STEP = 0.04  # m: a height difference between neighbouring samples above this is an edge
+
+
+def terrain_arrays(
+    grid: TileGrid, scan_size: tuple[float, float], scan_resolution: float, edges: bool = False
+) -> TerrainArrays:
     pattern = grid_pattern(scan_size, scan_resolution)  # [n_y, n_x, 2], x along columns: x fastest flattened
     return TerrainArrays(
         heights=jnp.asarray(grid.field.heights),
         centers=jnp.asarray(grid.centers, dtype=jnp.float32),
         scan_xy=jnp.asarray(pattern.reshape(-1, 2), dtype=jnp.float32),
+        edges=jnp.asarray(edge_mask(grid.field.heights)) if edges else None,
     )
+
+
+def edge_mask(heights: np.ndarray, step: float = EDGE_STEP) -> np.ndarray:
+    """Extreme Parkour's edge mask from the height array: samples whose height differs from a
+    4-neighbour's by more than ``step``, dilated by one sample (the one-sample ramp on each side)."""
+    h = np.asarray(heights, np.float64)
+    edge = np.zeros(h.shape, bool)
+    dx = np.abs(np.diff(h, axis=1)) > step
+    dy = np.abs(np.diff(h, axis=0)) > step
+    edge[:, :-1] |= dx
+    edge[:, 1:] |= dx
+    edge[:-1] |= dy
+    edge[1:] |= dy
+    grown = edge.copy()
+    grown[:, 1:] |= edge[:, :-1]
+    grown[:, :-1] |= edge[:, 1:]
+    grown[1:] |= edge[:-1]
+    grown[:-1] |= edge[1:]
+    return grown
+
+
+def on_edge(grid: TileGrid, edges: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Whether world points (any shape) lie at an edge sample (nearest sample of ``edge_mask``)."""
+    field = grid.field
+    n_y, n_x = edges.shape
+    ix = jnp.clip(jnp.round((x - field.origin[0]) / field.resolution).astype(jnp.int32), 0, n_x - 1)
+    iy = jnp.clip(jnp.round((y - field.origin[1]) / field.resolution).astype(jnp.int32), 0, n_y - 1)
+    return edges[iy, ix]
 
 
 def ground_height(grid: TileGrid, arrays: TerrainArrays, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -63,4 +99,12 @@ def update_level(
     return jnp.where(new >= rows, random_row, jnp.clip(new, 0, rows - 1))
 
 
-__all__ = ["TerrainArrays", "ground_height", "height_scan", "terrain_arrays", "update_level"]
+__all__ = [
+    "TerrainArrays",
+    "edge_mask",
+    "ground_height",
+    "height_scan",
+    "on_edge",
+    "terrain_arrays",
+    "update_level",
+]

@@ -40,6 +40,11 @@ class MujocoHal(Hal):
     e.g. ``{step_height: 0.1, length: 12}`` for stairs). A scripted push: with ``push_at_s`` >= 0 the
     base gets a world-frame force ``push_impulse / push_duration_s`` at its center of mass from that
     simulated time for ``push_duration_s``, applied at physics rate (``MujocoRobotSim.push``).
+
+    On a course (a terrain with obstacles and a finish line: ``parkour``) one INFO line says when
+    the base passes each obstacle (its x beyond the obstacle's end, the base above the ground under
+    it: ``passed 3/6: 0.30 m gap at t=...``) and one when it crosses the finish line;
+    ``course_progress`` holds the count. With ``stop_at_finish`` the graph stops there.
     """
 
     has_ground_truth = True
@@ -58,6 +63,7 @@ class MujocoHal(Hal):
     push_at_s = Param(float, -1.0, "simulated time of a push on the base; < 0 = no push", unit="s")
     push_impulse = Param(list, [0.0, 0.0, 0.0], "push impulse [x, y, z], world frame", unit="N·s", item=float)
     push_duration_s = Param(float, 0.1, "duration of the push (force = impulse / duration)", unit="s", gt=0)
+    stop_at_finish = Param(bool, False, "stop the graph once the base crosses the course's finish line (parkour)")
 
     height_scan = Output(HeightScan)
     depth_image = Output(DepthImage)
@@ -75,9 +81,19 @@ class MujocoHal(Hal):
                 ParamProblem("push_impulse", f"push_impulse must be 3 finite values [x, y, z] N·s, got {impulse}")
             )
         try:
-            make_terrain(params["terrain"], seed=params["seed"], **params["terrain_params"])
+            terrain = make_terrain(params["terrain"], seed=params["seed"], **params["terrain_params"])
         except TerrainError as exc:
             problems.append(ParamProblem("terrain_params", f"terrain_params: {exc}"))
+        else:
+            if params["stop_at_finish"] and terrain.finish_x is None:
+                problems.append(
+                    ParamProblem(
+                        "stop_at_finish",
+                        f"stop_at_finish: terrain {params['terrain']!r} has no finish line; the graph will not stop "
+                        "by itself",
+                        warning=True,
+                    )
+                )
         try:
             resolve_asset(load_robot(params["robot"]).model)
         except RobotError:
@@ -92,6 +108,7 @@ class MujocoHal(Hal):
             raise ParamError(f"{self.name}: {problems[0].message}")
         terrain = make_terrain(self.terrain, seed=self.seed, **self.terrain_params)
         self.sim = MujocoRobotSim(self.robot, terrain, actuator_delay_steps=self.actuator_delay_steps)
+        self.course = terrain
         self.description = self.sim.robot
         self.scanner = HeightScanner(self.sim.scene)
         self.camera = DepthCamera(self.sim.scene) if self.depth_hz > 0 else None
@@ -114,6 +131,8 @@ class MujocoHal(Hal):
 
     def start(self) -> None:
         self.sim.reset(seed=self.seed)
+        self.obstacles_passed = 0  # obstacles passed, in course order
+        self.finished_at: float | None = None  # simulated time (s) the finish line was crossed
         if self.push_at_s >= 0:
             self.sim.push(self.push_impulse, self.push_duration_s, at_s=self.push_at_s)
 
@@ -149,8 +168,49 @@ class MujocoHal(Hal):
         yaw_rate = st.base_ang_vel[2]
         return f"x={x:6.2f}m y={y:5.2f}m z={z:4.2f}m  vx={vx:5.2f}m/s vy={vy:5.2f}m/s yaw rate={yaw_rate:5.2f}rad/s"
 
+    @property
+    def course_progress(self) -> tuple[int, int, bool] | None:
+        """(obstacles passed, obstacles, finish line crossed) on a course; None on other terrains."""
+        if self.course.finish_x is None or not hasattr(self, "obstacles_passed"):
+            return None
+        return self.obstacles_passed, len(self.course.obstacles), self.finished_at is not None
+
+    def track_course(self) -> None:
+        """Log each obstacle passed and the finish line crossed; stop there if ``stop_at_finish``."""
+        course = self.course
+        if course.finish_x is None or self.finished_at is not None:
+            return
+        b = self.sim.scene.base_qpos_adr
+        x, y, z = (float(v) for v in self.sim.data.qpos[b : b + 3])
+        obstacles, t = course.obstacles, self.sim_time_ns() * 1e-9
+        ahead = obstacles[self.obstacles_passed].x1 if self.obstacles_passed < len(obstacles) else course.finish_x
+        if x <= ahead or z <= course.height_at(x, y):
+            return
+        while self.obstacles_passed < len(obstacles) and x > obstacles[self.obstacles_passed].x1:
+            self.obstacles_passed += 1
+            self.log.info(
+                "passed %d/%d: %s at t=%.2f s",
+                self.obstacles_passed,
+                len(obstacles),
+                obstacles[self.obstacles_passed - 1].name,
+                t,
+            )
+        if self.obstacles_passed == len(obstacles) and x > course.finish_x:
+            self.finished_at = t
+            self.log.info(
+                "finish line (x=%.2f m) crossed at t=%.2f s: %d/%d obstacles passed",
+                course.finish_x,
+                t,
+                self.obstacles_passed,
+                len(obstacles),
+            )
+            if self.stop_at_finish:
+                self.log.info("stop_at_finish: stopping the graph")
+                self.request_stop()
+
     def tick(self) -> None:
         super().tick()
+        self.track_course()
         if self.window is not None:
             if not self.window.is_running():
                 self.log.info("viewer closed: stopping the graph")

@@ -12,7 +12,17 @@ its centre where robots spawn, surrounded by a flat ``border``. Kinds: ``flat``,
 (smoothed uniform noise), ``slope_up`` / ``slope_down`` (pyramid slopes rising to / falling to the
 platform), ``stairs_up`` / ``stairs_down`` (pyramid stairs rising to / falling to the platform),
 ``boxes`` (a random grid of flat-topped boxes). Difficulty ``d`` in [0, 1] scales each kind
-linearly between the ranges in ``DIFFICULTY``. Units: m.
+linearly between the ranges in ``DIFFICULTY``.
+
+``parkour_tiles`` builds the stage-2 grid the same way, with parkour kinds laid across the path
+of a robot walking +x: each such tile starts with a flat ``PARKOUR_START`` m platform at its -x end
+(the spawn point) followed by obstacles spanning the tile's width. Kinds: ``box_up`` (boxes on
+the ground: up, across, down), ``box_down`` (a deck with wells: down, across, up), ``gap`` (pits
+``GAP_DEPTH`` deep across the path), ``hurdle`` (thin bars across the path), ``stepping_stones``
+(square stones over a pit); any ``rough_tiles`` kind may be mixed in (spawn at its centre).
+Difficulty scales each parkour kind between the ranges in ``PARKOUR_DIFFICULTY``. Vertical edges
+are one-sample ramps (MuJoCo's triangulation): a gap of width ``w`` is below the deck over exactly
+``w`` and at the pit floor over ``w - 2 * resolution``. Units: m.
 """
 
 from __future__ import annotations
@@ -37,6 +47,26 @@ STAIR_TREAD = 0.30  # m
 BOX_CELL = 0.45  # m, footprint of one box in the ``boxes`` kind
 NOISE_CELL = 0.20  # m, correlation length of the ``rough`` kind's noise
 PLATFORM = 2.0  # m, side of the flat spawn platform in every tile's centre
+
+PARKOUR_KINDS = ("box_up", "box_down", "gap", "hurdle", "stepping_stones")
+# (easiest, hardest): box height, drop height, gap width, bar height, gap between stones.
+PARKOUR_DIFFICULTY = {
+    "box_up": (0.05, 0.40),
+    "box_down": (0.05, 0.40),
+    "gap": (0.10, 0.75),
+    "hurdle": (0.05, 0.25),
+    "stepping_stones": (0.05, 0.25),
+}
+# go2_parkour's columns: the parkour kinds (gaps twice) and 2 of 8 stage-1 columns against forgetting
+PARKOUR_TILE_KINDS = ("box_up", "box_down", "gap", "gap", "hurdle", "stepping_stones", "stairs_up", "rough")
+PARKOUR_START = 2.0  # m, flat start platform at the -x end of a parkour tile; spawn in its middle
+PARKOUR_END = 0.5  # m, flat run-out before the +x edge
+GAP_DEPTH = 1.0  # m, depth of gaps and of the pit under stepping stones
+BOX_LENGTH = 1.0  # m along x of a box top (box_up) or a well floor (box_down); the same flat between
+GAP_LANDING = 1.0  # m of deck after each gap
+HURDLE_PITCH = 1.5  # m from one hurdle to the next
+HURDLE_THICKNESS = 0.10  # m, top of the bar along x (plus a one-sample ramp each side)
+STONE_SIZE = (0.50, 0.35)  # m, side of a stepping stone at the easiest and the hardest row
 
 
 def grid_pattern(size: Sequence[float] = (1.6, 1.0), resolution: float = 0.1) -> np.ndarray:
@@ -108,6 +138,18 @@ class TileGrid:
         return row / max(self.rows - 1, 1)
 
 
+def _blank_grid(rows: int, cols: int, tile_size: float, resolution: float, border: float):
+    """Zero heights for ``rows`` x ``cols`` tiles plus the border, zero tile centres, the samples per
+    tile and border, and one tile's sample coordinates (x, y) relative to its centre."""
+    n_tile = round(tile_size / resolution)
+    n_border = round(border / resolution)
+    heights = np.zeros((2 * n_border + rows * n_tile + 1, 2 * n_border + cols * n_tile + 1), dtype=np.float64)
+    centers = np.zeros((rows, cols, 3))
+    local = (np.arange(n_tile + 1) - n_tile / 2) * resolution
+    lx, ly = np.meshgrid(local, local, indexing="xy")
+    return heights, centers, n_tile, n_border, lx, ly
+
+
 def rough_tiles(
     seed: int = 0,
     rows: int = 10,
@@ -124,14 +166,7 @@ def rough_tiles(
     if rows < 1 or not kinds or tile_size < PLATFORM + 1.0 or resolution <= 0 or border < 0:
         raise ValueError("need rows >= 1, at least one kind, tile_size >= 3 m, resolution > 0, border >= 0")
     rng = np.random.default_rng(seed)
-    n_tile = round(tile_size / resolution)
-    n_border = round(border / resolution)
-    cols = len(kinds)
-    heights = np.zeros((2 * n_border + rows * n_tile + 1, 2 * n_border + cols * n_tile + 1), dtype=np.float64)
-    centers = np.zeros((rows, cols, 3))
-    # local coordinates of one tile's samples, relative to its centre
-    local = (np.arange(n_tile + 1) - n_tile / 2) * resolution
-    lx, ly = np.meshgrid(local, local, indexing="xy")
+    heights, centers, n_tile, n_border, lx, ly = _blank_grid(rows, len(kinds), tile_size, resolution, border)
     for r in range(rows):
         d = r / max(rows - 1, 1)
         for c, kind in enumerate(kinds):
@@ -185,9 +220,122 @@ def _tile(
     raise ValueError(f"unknown tile kind {kind!r}")
 
 
+def parkour_tiles(
+    seed: int = 0,
+    rows: int = 10,
+    kinds: Sequence[str] = PARKOUR_TILE_KINDS,
+    tile_size: float = 8.0,
+    resolution: float = 0.05,
+    border: float = 12.0,
+) -> TileGrid:
+    """The stage-2 parkour grid (see module docstring); ``centers`` are the spawn points. The
+    spawn point of column 0's tiles is at world x = 0 (parkour kinds); row ``r`` lies at y = r * tile_size."""
+    unknown = [k for k in kinds if k not in PARKOUR_KINDS + TILE_KINDS]
+    if unknown:
+        raise ValueError(f"unknown tile kind(s) {unknown}; choose from {', '.join(PARKOUR_KINDS + TILE_KINDS)}")
+    if rows < 1 or not kinds or tile_size < PARKOUR_START + 2.0 or resolution <= 0 or border < 0:
+        raise ValueError("need rows >= 1, at least one kind, tile_size >= 4 m, resolution > 0, border >= 0")
+    rng = np.random.default_rng(seed)
+    heights, centers, n_tile, n_border, lx, ly = _blank_grid(rows, len(kinds), tile_size, resolution, border)
+    half = tile_size / 2
+    start_x = -half + PARKOUR_START / 2  # spawn point of a parkour tile, local x
+    for r in range(rows):
+        d = r / max(rows - 1, 1)
+        for c, kind in enumerate(kinds):
+            parkour = kind in PARKOUR_KINDS
+            tile = (
+                _parkour_tile(kind, d, lx, ly, tile_size, resolution)
+                if parkour
+                else _tile(kind, d, lx, ly, tile_size, resolution, rng)
+            )
+            y0, x0 = n_border + r * n_tile, n_border + c * n_tile
+            heights[y0 : y0 + n_tile + 1, x0 : x0 + n_tile + 1] = tile
+            sx = start_x if parkour else 0.0
+            ix = round((sx + half) / resolution)
+            centers[r, c] = (c * tile_size + sx - start_x, r * tile_size, tile[n_tile // 2, ix])
+    origin = (-border - half - start_x, -border - half)
+    field = HeightField(heights.astype(np.float32), float(resolution), origin)
+    return TileGrid(field, tuple(kinds), rows, float(tile_size), centers)
+
+
+def parkour_obstacles(kind: str, d: float, tile_size: float, resolution: float = 0.05) -> list[tuple[float, float]]:
+    """The obstacles of a parkour tile along x (local, tile centre at 0): (start, end) of each box
+    top, well, gap, bar top or stone field; snapped to the sample grid."""
+    snap = lambda v: round(v / resolution) * resolution  # noqa: E731
+    lo, hi = PARKOUR_DIFFICULTY[kind]
+    p = lo + d * (hi - lo)
+    half = tile_size / 2
+    x, end = -half + PARKOUR_START, half - PARKOUR_END
+    if kind in ("box_up", "box_down"):
+        length, pitch = BOX_LENGTH, 2 * BOX_LENGTH
+    elif kind == "gap":
+        length = max(snap(p), 2 * resolution)
+        pitch = length + GAP_LANDING
+    elif kind == "hurdle":
+        length, pitch = HURDLE_THICKNESS, HURDLE_PITCH
+    else:
+        return [(snap(x), snap(end))]
+    spans = []
+    while x + length <= end + 1e-9:
+        spans.append((snap(x), snap(x + length)))
+        x += pitch
+    return spans
+
+
+def _parkour_tile(kind: str, d: float, lx: np.ndarray, ly: np.ndarray, size: float, res: float) -> np.ndarray:
+    """Heights of one parkour tile; obstacles span the tile's width, crossed by walking +x."""
+    lo, hi = PARKOUR_DIFFICULTY[kind]
+    p = lo + d * (hi - lo)
+    eps = res * 1e-3
+    spans = parkour_obstacles(kind, d, size, res)
+    inside = lambda a, b: (lx >= a - eps) & (lx <= b + eps)  # noqa: E731  # closed: both edge samples
+    between = lambda a, b: (lx > a + eps) & (lx < b - eps)  # noqa: E731  # open: the opening is exactly b - a
+    h = np.zeros_like(lx)
+    if kind == "box_up":
+        for a, b in spans:
+            h = np.where(inside(a, b), p, h)
+    elif kind == "box_down":
+        h = np.full_like(lx, p)
+        for a, b in spans:
+            h = np.where(inside(a, b), 0.0, h)
+    elif kind == "gap":
+        for a, b in spans:
+            h = np.where(between(a, b), -GAP_DEPTH, h)
+    elif kind == "hurdle":
+        for a, b in spans:
+            h = np.where(inside(a, b), p, h)
+    elif kind == "stepping_stones":
+        (a, b), stone = spans[0], STONE_SIZE[0] + d * (STONE_SIZE[1] - STONE_SIZE[0])
+        pitch = stone + p
+        # stone cells from the pit's start along x, centred on the tile's axis along y
+        fx = np.mod(lx - a, pitch)
+        fy = np.mod(ly + stone / 2, pitch)
+        on_stone = (fx <= stone + eps) & (fy <= stone + eps)
+        h = np.where(between(a, b) & ~on_stone, -GAP_DEPTH, h)
+    ring = np.maximum(np.abs(lx), np.abs(ly))
+    return h * _edge_fade(ring, size / 2, res)
+
+
+TILE_GENERATORS = {"rough_tiles": rough_tiles, "parkour_tiles": parkour_tiles}
+
+
 def _edge_fade(ring: np.ndarray, half: float, res: float) -> np.ndarray:
     """1 inside the tile, 0 on its outermost sample ring, so neighbouring tiles meet at height 0."""
     return (ring < half - res / 2).astype(float)
 
 
-__all__ = ["DIFFICULTY", "TILE_KINDS", "HeightField", "TileGrid", "grid_pattern", "rough_tiles", "surface_height"]
+__all__ = [
+    "DIFFICULTY",
+    "PARKOUR_DIFFICULTY",
+    "PARKOUR_KINDS",
+    "PARKOUR_TILE_KINDS",
+    "TILE_GENERATORS",
+    "TILE_KINDS",
+    "HeightField",
+    "TileGrid",
+    "grid_pattern",
+    "parkour_obstacles",
+    "parkour_tiles",
+    "rough_tiles",
+    "surface_height",
+]

@@ -4,20 +4,21 @@
 tuple of axis-aligned ``Box`` es and, for ``rough``, the trainer's height-field tiles. Every
 generator is deterministic for a given seed and keeps a clear, flat start area (ground height 0)
 around the origin so the robot spawns on flat ground. Courses lie ahead of the robot, along +x.
-``Terrain.height_at`` gives the expected ground height for tests and spawning. Units: m.
+``Terrain.height_at`` gives the expected ground height for tests and spawning; a parkour course also
+lists its ``obstacles`` and its ``finish_x`` (for progress reports). Units: m.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from krabgraph.nodes.mujoco.heightfield import HeightField, rough_tiles
+from krabgraph.nodes.mujoco.heightfield import HeightField, parkour_tiles, rough_tiles
 
-TERRAIN_KINDS = ("flat", "stairs", "steps", "parkour", "rough")
+TERRAIN_KINDS = ("flat", "stairs", "steps", "parkour", "rough", "parkour_tiles")
 
 
 class TerrainError(ValueError):
@@ -43,9 +44,22 @@ class Box:
 
 
 @dataclass(frozen=True)
+class Obstacle:
+    """One obstacle of a course along +x: ``x0`` to ``x1`` (m; a step-up has x0 = x1), ``size`` its
+    height (step, box, hurdle) or length (gap), on a deck whose top is ``deck_z`` before it."""
+
+    name: str  # e.g. "0.30 m gap"
+    kind: str  # step | box | gap | hurdle
+    x0: float
+    x1: float
+    size: float
+    deck_z: float
+
+
+@dataclass(frozen=True)
 class Terrain:
-    """A ground plane at ``floor_z`` plus boxes and an optional height field. ``params`` records how
-    it was generated."""
+    """A ground plane at ``floor_z`` plus boxes and an optional height field; a course also has
+    ``obstacles`` and a finish line at ``finish_x``. ``params`` records how it was generated."""
 
     kind: str
     seed: int
@@ -53,6 +67,8 @@ class Terrain:
     floor_z: float = 0.0
     params: dict[str, Any] = field(default_factory=dict, compare=False)
     heightfield: HeightField | None = field(default=None, compare=False)
+    obstacles: tuple[Obstacle, ...] = ()  # a course's obstacles, in order along +x
+    finish_x: float | None = None  # a course's finish line (x, m)
 
     def height_at(self, x: float | np.ndarray, y: float | np.ndarray) -> float | np.ndarray:
         """Ground height (m) at (x, y): the highest of the boxes covering the point, the height field
@@ -163,49 +179,98 @@ def steps(
     return Terrain("steps", seed, tuple(boxes), params=params)
 
 
+PARKOUR_COURSE: tuple[tuple[str, float], ...] = (
+    ("step", 0.15),
+    ("box", 0.20),
+    ("gap", 0.30),
+    ("hurdle", 0.15),
+    ("box", 0.30),
+    ("gap", 0.50),
+)
+DIFFICULTY_SCALE = {"normal": 1.0, "hard": 1.5}  # parkour: heights and gap lengths times this
+OBSTACLE_KINDS = ("step", "box", "gap", "hurdle")
+_NOUNS = {"step": "step-up", "box": "box", "gap": "gap", "hurdle": "hurdle"}
+
+
 def parkour(
     seed: int = 0,
-    length: float = 12.0,
-    width: float = 1.6,
-    clearance: float = 1.0,
+    course: Sequence[Sequence[Any]] = PARKOUR_COURSE,
+    difficulty: str = "normal",
+    width: float = 4.0,
+    start: float = 1.5,
+    run_up: float = 1.5,
+    jitter: float = 0.2,
+    box_length: float = 1.0,
+    hurdle_thickness: float = 0.05,
+    runout: float = 3.0,
     pit_depth: float = 0.5,
-    box_height: tuple[float, float] = (0.05, 0.15),
-    gap_width: tuple[float, float] = (0.10, 0.30),
-    hurdle_height: tuple[float, float] = (0.05, 0.12),
-    segment_length: tuple[float, float] = (0.8, 1.2),
 ) -> Terrain:
-    """A course along +x on a ``width`` m wide deck (top z = 0) over a pit (floor at -``pit_depth``):
-    random segments of raised boxes to climb, gaps in the deck and thin hurdles, then a 2 m finish.
-    The deck spans x in [-2, ``clearance``] before the first obstacle."""
-    _require(length > clearance and width > 0 and pit_depth > 0, "need length > clearance, width > 0, pit_depth > 0")
+    """A parkour course along +x on a ``width`` m wide deck (top z = 0 at the start) over a pit (floor
+    at -``pit_depth``): ``course`` is a list of ``[kind, size]`` obstacles, in order, each after
+    ``run_up`` m of flat deck (the first ``start`` m ahead of the origin), then ``run_up`` m of flat
+    deck to the finish line and ``runout`` m beyond it. Kinds (size in m): ``step`` raises the deck
+    by its height for the rest of the course; ``box`` is ``box_length`` m of deck its height higher
+    (up and down); ``gap`` is a pit of its length (no deck); ``hurdle`` is a ``hurdle_thickness`` m
+    bar of its height across the deck. ``difficulty: hard`` multiplies every size by 1.5
+    (``DIFFICULTY_SCALE``). The seed moves only positions: ``start`` and each run-up by
+    U(-``jitter``, ``jitter``) m. The default course (``PARKOUR_COURSE``): 0.15 m step-up, 0.20 m
+    box, 0.30 m gap, 0.15 m hurdle, 0.30 m box, 0.50 m gap. ``Terrain.obstacles`` and
+    ``Terrain.finish_x`` describe it."""
+    _require(difficulty in DIFFICULTY_SCALE, f"difficulty must be one of {', '.join(DIFFICULTY_SCALE)}")
+    _require(width >= 1.0 and pit_depth > 0 and runout >= 0, "need width >= 1 m, pit_depth > 0, runout >= 0")
+    _require(box_length > 0 and hurdle_thickness > 0, "box_length and hurdle_thickness must be positive")
+    _require(0 <= jitter < run_up and start - jitter >= 0.6, "need 0 <= jitter < run_up and start - jitter >= 0.6")
+    spec: list[tuple[str, float]] = []
+    for item in course:
+        _require(
+            len(item) == 2 and item[0] in OBSTACLE_KINDS, f"course items are [kind, size], kind in {OBSTACLE_KINDS}"
+        )
+        _require(float(item[1]) > 0, f"obstacle size must be > 0 m, got {item[1]}")
+        spec.append((str(item[0]), round(float(item[1]) * DIFFICULTY_SCALE[difficulty], 6)))
     rng = np.random.default_rng(seed)
-    boxes: list[Box] = []
     half_w = width / 2
+    boxes: list[Box] = []
+    obstacles: list[Obstacle] = []
 
-    def deck(x0: float, x1: float, top: float = 0.0) -> None:
+    def deck(x0: float, x1: float, top: float) -> None:
         height = top + pit_depth
         boxes.append(Box(((x0 + x1) / 2, 0.0, top - height / 2), ((x1 - x0) / 2, half_w, height / 2)))
 
-    deck(-2.0, clearance)
-    x = clearance
-    while x < length:
-        kind = ("box", "gap", "hurdle")[rng.integers(3)]
-        seg = rng.uniform(*segment_length)
-        if kind == "gap":
-            x += rng.uniform(*gap_width)
-            deck(x, x + seg)
+    def ahead(run: float) -> float:
+        return run + rng.uniform(-jitter, jitter) if jitter > 0 else run
+
+    level = 0.0  # deck top
+    x_deck = -2.0  # where the current flat deck piece begins
+    x = ahead(start)
+    for kind, size in spec:
+        name = f"{size:.2f} m {_NOUNS[kind]}" if round(size, 2) == size else f"{size:.3f} m {_NOUNS[kind]}"
+        if kind == "step":
+            deck(x_deck, x, level)
+            obstacles.append(Obstacle(name, kind, x, x, size, level))
+            level += size
+            x_deck = x
         elif kind == "box":
-            deck(x, x + seg, top=rng.uniform(*box_height))
+            deck(x_deck, x, level)
+            deck(x, x + box_length, level + size)
+            obstacles.append(Obstacle(name, kind, x, x + box_length, size, level))
+            x_deck = x = x + box_length
+        elif kind == "gap":
+            deck(x_deck, x, level)
+            obstacles.append(Obstacle(name, kind, x, x + size, size, level))
+            x_deck = x = x + size
         else:
-            deck(x, x + seg)
-            thickness, height = rng.uniform(0.05, 0.10), rng.uniform(*hurdle_height)
-            hx = x + 0.3
-            boxes.append(Box((hx + thickness / 2, 0.0, height / 2), (thickness / 2, half_w, height / 2)))
-        x += seg
-    deck(x, x + 2.0)
-    params = dict(length=length, width=width, clearance=clearance, pit_depth=pit_depth, box_height=box_height)
-    params |= dict(gap_width=gap_width, hurdle_height=hurdle_height, segment_length=segment_length)
-    return Terrain("parkour", seed, tuple(boxes), floor_z=-pit_depth, params=params)
+            t = hurdle_thickness
+            boxes.append(Box((x + t / 2, 0.0, level + size / 2), (t / 2, half_w, size / 2)))
+            obstacles.append(Obstacle(name, kind, x, x + t, size, level))
+            x += t
+        x += ahead(run_up)
+    deck(x_deck, x + runout, level)
+    params = dict(course=[list(c) for c in course], difficulty=difficulty, width=width, start=start, run_up=run_up)
+    params |= dict(jitter=jitter, box_length=box_length, hurdle_thickness=hurdle_thickness, runout=runout)
+    params |= dict(pit_depth=pit_depth)
+    return Terrain(
+        "parkour", seed, tuple(boxes), floor_z=-pit_depth, params=params, obstacles=tuple(obstacles), finish_x=x
+    )
 
 
 def rough(seed: int = 0, rows: int = 4, tile_size: float = 8.0) -> Terrain:
@@ -219,6 +284,18 @@ def rough(seed: int = 0, rows: int = 4, tile_size: float = 8.0) -> Terrain:
     return Terrain("rough", seed, (), floor_z=floor, params=params, heightfield=grid.field)
 
 
+def parkour_tiles_terrain(seed: int = 0, rows: int = 4, tile_size: float = 8.0) -> Terrain:
+    """The trainer's stage-2 parkour tiles as a height field (``heightfield.parkour_tiles``, the
+    go2_parkour task's kinds): ``rows`` difficulty levels along +y, one column per kind along +x;
+    the robot starts on the start platform of the easiest ``box_up`` tile at the origin, facing
+    its obstacles (+x), and walking on crosses every column's tile at that difficulty."""
+    _require(rows >= 1 and tile_size >= 4.0, "need rows >= 1 and tile_size >= 4 m")
+    grid = parkour_tiles(seed, rows=rows, tile_size=tile_size)
+    floor = float(grid.field.heights.min()) - 0.1
+    params = dict(rows=rows, tile_size=tile_size, kinds=grid.kinds)
+    return Terrain("parkour_tiles", seed, (), floor_z=floor, params=params, heightfield=grid.field)
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise TerrainError(message)
@@ -230,17 +307,22 @@ _GENERATORS: dict[str, Callable[..., Terrain]] = {
     "steps": steps,
     "parkour": parkour,
     "rough": rough,
+    "parkour_tiles": parkour_tiles_terrain,
 }
 
 __all__ = [
+    "DIFFICULTY_SCALE",
+    "PARKOUR_COURSE",
     "TERRAIN_KINDS",
     "Box",
     "HeightField",
+    "Obstacle",
     "Terrain",
     "TerrainError",
     "flat",
     "make_terrain",
     "parkour",
+    "parkour_tiles_terrain",
     "rough",
     "stairs",
     "steps",

@@ -112,27 +112,15 @@ def test_scan_matches_the_cpu_hal_raycast_within_1cm(env_and_state):
     assert scanner.shape == SCAN_SHAPE
 
 
-def test_reward_terms():
+def test_reward_terms(reward_inputs):
     n = 12
-    zeros = jnp.zeros(n)
-    base = rewards.RewardInputs(
+    base = reward_inputs(
         command=jnp.array([1.0, 0.0, 0.5]),
         lin_vel=jnp.array([1.0, 0.0, 0.0]),
         ang_vel=jnp.array([0.0, 0.0, 0.5]),
-        gravity=jnp.array([0.0, 0.0, -1.0]),
-        joint_pos=zeros,
-        joint_vel=zeros,
-        last_joint_vel=zeros,
-        default_joint_pos=zeros,
-        lower=-jnp.ones(n),
-        upper=jnp.ones(n),
-        tau=zeros,
-        action=zeros,
-        last_action=zeros,
         air_time=jnp.array([0.7, 0.2, 0.0, 0.0]),
         first_contact=jnp.array([True, True, False, False]),
         knee_clearance=jnp.array([0.1, 0.01, 0.1, 0.1]),
-        dt=0.02,
     )
     t = rewards.TERMS
     assert float(t["track_lin_vel_xy"](base)) == pytest.approx(1.0)
