@@ -50,7 +50,8 @@ class _TickClock(Node):
 
 def graph_loop(seconds: float) -> np.ndarray:
     """Wall time (µs) of each control tick of graphs/walk.yaml in lockstep, as fast as possible."""
-    decl = load_graph("walk", clock="sim", sets=["hal.status_period_s=0"])
+    # walk.yaml's own policy is go2_rough; both sides of the comparison run go2_walk
+    decl = load_graph("walk", clock="sim", sets=["hal.status_period_s=0", "policy.bundle=go2_walk"])
     decl.nodes["ticks"] = NodeDecl("ticks", _TickClock, inputs={"state": "hal/state"}, locs={"node": Loc("bench")})
     ex = Executor(build_graph(decl))
     ex.run(duration_s=seconds, handle_signals=False)
