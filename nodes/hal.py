@@ -16,8 +16,7 @@ A backend implements:
   like, ``status_text()`` for the backend's part of the status line.
 
 and declares its capabilities as class data: ``honours_gains`` (False: command kp/kd have no effect,
-and ``krabgraph check`` warns), ``has_ground_truth`` (``RobotState.base`` is filled),
-``publishes_height_scan`` and ``clock_source`` ("sim": simulated time, published by ``clock`` with
+and ``krabgraph check`` warns) and ``clock_source`` ("sim": simulated time, published by ``clock`` with
 a measured real-time factor, a first state at activation; "wall": the robot runs in real time,
 ``clock`` carries graph time with factor 1, and a state only when the robot sent one).
 """
@@ -50,8 +49,6 @@ class Hal(Node):
     kind = "hal"
     honours_gains: ClassVar[bool] = True  # False: JointCommand kp/kd have no effect (check warns)
     gains_note: ClassVar[str] = ""  # why gains are ignored, for the warning
-    has_ground_truth: ClassVar[bool] = False  # RobotState.base is filled
-    publishes_height_scan: ClassVar[bool] = False
     clock_source: ClassVar[str] = "sim"  # "sim" | "wall" (see the module docstring)
 
     status_period_s = Param(
@@ -129,7 +126,6 @@ class Hal(Node):
 
     def on_activate(self) -> None:
         self.t0_ns = self.now_ns()
-        self.targets: JointTargets | None = None  # the last valid command
         self.executing = "none"  # the last valid command's source, or DAMPING (kp = 0)
         self.rtf = 0.0
         self.start()
@@ -188,7 +184,6 @@ class Hal(Node):
         if targets.gains_given and not self.honours_gains:
             why = f": {self.gains_note}" if self.gains_note else ""
             self.report(f"JointCommand kp/kd are ignored{why}", error=False)
-        self.targets = targets
         self.executing = "DAMPING" if not targets.kp.any() else SOURCE_NAMES.get(msg.source, "unspecified")
         self.write(targets)
 

@@ -51,8 +51,6 @@ class IsaacHal(Hal):
 
     honours_gains = False
     gains_note = "the task's actuator models stay in charge"
-    has_ground_truth = True
-    publishes_height_scan = True
     clock_source = "sim"
 
     task = Param(str, DEFAULT_TASK, "Isaac Lab task id (gymnasium registry)")

@@ -47,8 +47,6 @@ class MujocoHal(Hal):
     ``course_progress`` holds the count. With ``stop_at_finish`` the graph stops there.
     """
 
-    has_ground_truth = True
-    publishes_height_scan = True
     clock_source = "sim"
 
     robot = Param(str, "go2", "robot description name or path")
