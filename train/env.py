@@ -250,10 +250,7 @@ class RoughEnv:
         base_clearance = k.base_clearance
         span = task.terrain.fall_ground_span
         if span > 0.0:  # the lowest ground under the base's length: hurdles pass under it
-            yaw_now = _yaw(data.qpos[3:7])
-            ends = data.qpos[0:2] + span * jnp.array([[jnp.cos(yaw_now), jnp.sin(yaw_now)]]) * jnp.array(
-                [[1.0], [-1.0]]
-            )
+            ends = data.qpos[0:2] + jnp.outer(jnp.array([span, -span]), jnp.array([jnp.cos(k.yaw), jnp.sin(k.yaw)]))
             lowest = jnp.min(ground_height(self.grid, arrays, ends[:, 0], ends[:, 1]))
             base_clearance = jnp.maximum(base_clearance, data.qpos[2] - lowest)
         fell = (
@@ -285,7 +282,7 @@ class RoughEnv:
             dt=dt,
         )
         if self.parkour_inputs:
-            inputs = inputs._replace(**self._parkour_inputs(arrays, data, contact))
+            inputs = inputs._replace(**self._parkour_inputs(arrays, data, contact, k.yaw))
         terms = {name: w * dt * reward_terms.TERMS[name](inputs) for name, w in self.reward_weights.items()}
         reward = jnp.maximum(sum(terms.values()), 0.0)
         reward = jnp.where(exploded, 0.0, jnp.nan_to_num(reward))
@@ -297,8 +294,7 @@ class RoughEnv:
         cmd_timer = s.cmd_timer - 1
         resample = cmd_timer <= 0
         command = jnp.where(resample, self._sample_command(k_cmd), s.command)
-        if task.commands.heading_gain > 0.0:
-            command = self._hold_heading(command, _yaw(data.qpos[3:7]))
+        command = self._hold_heading(command, k.yaw)
         cmd_timer = jnp.where(resample, round(task.commands.resample_s / dt), cmd_timer)
         push_timer = s.push_timer - 1
         start_push = push_timer <= 0
@@ -342,7 +338,9 @@ class RoughEnv:
         out = StepOut(reward, done, time_out & ~fell & ~exploded, exploded, fell & ~exploded, terms)
         return state, out
 
-    def _parkour_inputs(self, arrays: TerrainArrays, data: mjx.Data, contact: jax.Array) -> dict[str, jax.Array]:
+    def _parkour_inputs(
+        self, arrays: TerrainArrays, data: mjx.Data, contact: jax.Array, yaw: jax.Array
+    ) -> dict[str, jax.Array]:
         """Heading error (target +x), feet in contact on an edge, and how deep the legs' and the
         base's points are below the ground (they do not collide in the training model)."""
         tm = self.tm
@@ -354,7 +352,7 @@ class RoughEnv:
         points = jnp.concatenate([knees, (knees + feet) / 2, (knees + hips) / 2, base[None], ends])
         depth = ground_height(self.grid, arrays, points[:, 0], points[:, 1]) - points[:, 2]
         return dict(
-            heading_error=_wrap(-_yaw(data.qpos[3:7])),
+            heading_error=_wrap(-yaw),
             feet_edge=contact & on_edge(self.grid, arrays.edges, feet[:, 0], feet[:, 1]),
             penetration=jnp.sum(jnp.maximum(depth, 0.0)),
         )
@@ -415,6 +413,7 @@ class _Kinematics(NamedTuple):
     base_clearance: jax.Array  # base height above the ground under it
     foot_clearance: jax.Array  # [feet] sphere bottom above the ground under it
     knee_clearance: jax.Array  # [feet] calf origin above the ground under it
+    yaw: jax.Array  # rad, heading of the base's x axis in the world
 
     @staticmethod
     def of(env: RoughEnv, arrays: TerrainArrays, data: mjx.Data) -> _Kinematics:
@@ -434,6 +433,7 @@ class _Kinematics(NamedTuple):
             base_clearance=base[2] - ground(base),
             foot_clearance=feet[:, 2] - jnp.asarray(tm.foot_radius) - ground(feet),
             knee_clearance=knees[:, 2] - ground(knees),
+            yaw=jnp.arctan2(rot[1, 0], rot[0, 0]),
         )
 
 
@@ -446,11 +446,6 @@ def _quat_to_mat(q: jax.Array) -> jax.Array:
             [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
         ]
     )
-
-
-def _yaw(quat: jax.Array) -> jax.Array:
-    w, x, y, z = quat[0], quat[1], quat[2], quat[3]
-    return jnp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
 
 
 def _wrap(angle: jax.Array) -> jax.Array:
