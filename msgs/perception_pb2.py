@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from krabgraph.msgs import common_pb2 as krabgraph_dot_msgs_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fkrabgraph/msgs/perception.proto\x12\x0ekrabgraph.msgs\x1a\x1bkrabgraph/msgs/common.proto\"\xbc\x01\n\nHeightScan\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12&\n\x07heights\x18\x02 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12\x12\n\nresolution\x18\x03 \x01(\x01\x12\x0e\n\x06size_x\x18\x04 \x01(\x01\x12\x0e\n\x06size_y\x18\x05 \x01(\x01\x12\x0e\n\x06offset\x18\x06 \x01(\x01\x12\x14\n\x0cmax_distance\x18\x07 \x01(\x01:\x04\xc8\xf3\x18\x01\"\xa4\x01\n\nDepthImage\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12$\n\x05\x64\x65pth\x18\x02 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x10\n\x08\x66ovy_deg\x18\x05 \x01(\x01\x12\x11\n\tmax_range\x18\x06 \x01(\x01:\x04\xc8\xf3\x18\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fkrabgraph/msgs/perception.proto\x12\x0ekrabgraph.msgs\x1a\x1bkrabgraph/msgs/common.proto\"\xe0\x01\n\nHeightScan\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12&\n\x07heights\x18\x02 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12\x12\n\nresolution\x18\x03 \x01(\x01\x12\x0e\n\x06size_x\x18\x04 \x01(\x01\x12\x0e\n\x06size_y\x18\x05 \x01(\x01\x12\x0e\n\x06offset\x18\x06 \x01(\x01\x12\x14\n\x0cmax_distance\x18\x07 \x01(\x01\x12\x10\n\x08\x63\x65nter_x\x18\x08 \x01(\x01\x12\x10\n\x08\x63\x65nter_y\x18\t \x01(\x01:\x04\xc8\xf3\x18\x01\"\xa4\x01\n\nDepthImage\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12$\n\x05\x64\x65pth\x18\x02 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x10\n\x08\x66ovy_deg\x18\x05 \x01(\x01\x12\x11\n\tmax_range\x18\x06 \x01(\x01:\x04\xc8\xf3\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,7 +37,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEPTHIMAGE']._loaded_options = None
   _globals['_DEPTHIMAGE']._serialized_options = b'\310\363\030\001'
   _globals['_HEIGHTSCAN']._serialized_start=81
-  _globals['_HEIGHTSCAN']._serialized_end=269
-  _globals['_DEPTHIMAGE']._serialized_start=272
-  _globals['_DEPTHIMAGE']._serialized_end=436
+  _globals['_HEIGHTSCAN']._serialized_end=305
+  _globals['_DEPTHIMAGE']._serialized_start=308
+  _globals['_DEPTHIMAGE']._serialized_end=472
 # @@protoc_insertion_point(module_scope)

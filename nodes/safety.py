@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -119,9 +120,10 @@ class Safety(Node):
     - Base height (a fall that leaves the base level, e.g. legs folded onto a deck): in ACTIVE, the
       base lower than ``min_base_height`` above the ground under it for ``min_base_height_s`` ->
       DAMPING, latched. The height is the median of the ``height_scan`` cells within one resolution
-      of the base (value + offset = base z - ground z) while a scan is fresh (``state_timeout_s``);
-      without one, the base z of ``RobotState.base`` (simulators: ground truth) over a ground at
-      z = 0; with neither (a real robot without a scan) the check is off. Not armed before ACTIVE,
+      of the base (value + offset = base z - ground z; a look-ahead grid's ``center`` is honoured)
+      while a scan is fresh (``state_timeout_s``); without one, the base z of ``RobotState.base``
+      (simulators: ground truth) over a ground at z = 0; with neither (a real robot without a scan)
+      the check is off. Not armed before ACTIVE,
       so a robot may stand up from lying down during SOFT_START.
     - E-stop: ``engage`` -> ESTOP, latched.
     - Latches survive deactivation; only an ``EStop`` with ``reset`` (and not ``engage``) clears them,
@@ -185,7 +187,7 @@ class Safety(Node):
         self.names = list(r.joint_names)
         self.known = frozenset(self.names)
         self._index_cache: dict[tuple[str, ...], np.ndarray] = {}
-        self._centre_cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._centre_cache: dict[tuple[Any, ...], np.ndarray] = {}
         self._template = JointCommand(name=self.names)
         self.parser = CommandParser.for_robot(r)
         # fall limits: the graph's parameters, else the robot description's
@@ -272,7 +274,10 @@ class Safety(Node):
             text = f"heights of shape {heights.shape} at resolution {msg.resolution}; expected [n_y, n_x], > 0"
             self._count_and_log(logging.ERROR, "ignored height scan: shape", text)
             return
-        centre = heights.reshape(-1)[self._centre_cells(heights.shape)]
+        n_y, n_x = heights.shape
+        base_x = round((n_x - 1) / 2 - msg.center_x / msg.resolution, 3)
+        base_y = round((n_y - 1) / 2 - msg.center_y / msg.resolution, 3)
+        centre = heights.reshape(-1)[self._centre_cells(heights.shape, base_x, base_y)]
         finite = np.isfinite(centre)
         if not finite.all():
             centre = centre[finite]
@@ -530,14 +535,19 @@ class Safety(Node):
         self.state_ref = (msg.header.stamp_ns, msg.header.seq)
         return True
 
-    def _centre_cells(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Flat indices of the scan cells within one grid step of its centre, the base (cached per shape)."""
-        idx = self._centre_cache.get(shape)
+    def _centre_cells(self, shape: tuple[int, ...], base_x: float, base_y: float) -> np.ndarray:
+        """Flat indices of the scan cells within one grid step of the base, which sits at column
+        ``base_x`` and row ``base_y`` (fractional; the grid's middle unless it is a look-ahead grid),
+        cached per grid."""
+        key = (shape, base_x, base_y)
+        idx = self._centre_cache.get(key)
         if idx is None:
+            if len(self._centre_cache) >= 8:  # a publisher that changes its grid every message
+                self._centre_cache.clear()
             n_y, n_x = shape
-            near_x = np.flatnonzero(np.abs(np.arange(n_x) - (n_x - 1) / 2) <= 1.0)
-            near_y = np.flatnonzero(np.abs(np.arange(n_y) - (n_y - 1) / 2) <= 1.0)
-            idx = self._centre_cache[shape] = (near_y[:, None] * n_x + near_x[None, :]).reshape(-1)
+            near_x = np.flatnonzero(np.abs(np.arange(n_x) - base_x) <= 1.0)
+            near_y = np.flatnonzero(np.abs(np.arange(n_y) - base_y) <= 1.0)
+            idx = self._centre_cache[key] = (near_y[:, None] * n_x + near_x[None, :]).reshape(-1)
         return idx
 
     def _check_height(self, msg: RobotState) -> None:

@@ -126,6 +126,31 @@ def test_missing_height_scan_logs_one_error_and_publishes_nothing(tmp_path, capl
     np.testing.assert_allclose(obs[45:], [0.1, 0.2, 0.3, 0.4, 0.5, 1.0], atol=1e-6)
 
 
+def test_scan_grid_centred_elsewhere_than_the_contract_says_is_refused(tmp_path, caplog):
+    """A look-ahead contract (``center: [0.4, 0]``) fed a base-centred scan: one error naming both
+    centres and the HAL parameter, no command; the matching scan then drives the policy."""
+    path = scan_bundle(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["observations"]["terms"][-1]["options"]["center"] = [0.4, 0.0]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    h = NodeHarness(PolicyNode, bundle=str(path)).start()
+    q, qd = random_joints(np.random.default_rng(3))
+    scan = HeightScan(offset=0.0)
+    set_array(scan.heights, np.zeros((2, 3), dtype=np.float32))
+    with caplog.at_level(logging.ERROR, logger="krabgraph"):
+        for seq in range(1, 4):
+            h.feed("height_scan", scan)
+            h.feed("state", go2_state(seq, q, qd))
+    assert h.outputs["joint_command"] == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "centred at [0.0, 0.0] m but the contract expects [0.4, 0.0] m" in errors[0] and "scan_center" in errors[0]
+    scan.center_x = 0.4
+    h.feed("height_scan", scan)
+    h.feed("state", go2_state(4, q, qd))
+    assert len(h.outputs["joint_command"]) == 1
+
+
 def test_state_without_the_policy_joints_publishes_nothing(caplog):
     h = NodeHarness(PolicyNode).start()
     msg = RobotState()

@@ -52,13 +52,17 @@ def state_msg(q: np.ndarray, roll: float = 0.0, pitch: float = 0.0, names: list[
     return msg
 
 
-def scan_msg(height: float, shape: tuple[int, int] = (11, 17), offset: float = 0.5, around: float = 0.3) -> HeightScan:
-    """A 0.1 m height scan: the base ``height`` above the cells within 0.1 m of it, ``around`` elsewhere."""
+def scan_msg(
+    height: float, shape: tuple[int, int] = (11, 17), offset: float = 0.5, around: float = 0.3, center_x: float = 0.0
+) -> HeightScan:
+    """A 0.1 m height scan: the base ``height`` above the cells within 0.1 m of it, ``around`` elsewhere;
+    ``center_x`` (m) puts the grid's middle ahead of the base (a look-ahead grid)."""
     heights = np.full(shape, around - offset, dtype=np.float32)
-    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2 - center_x / 0.1
     near = (np.abs(np.arange(shape[0]) - cy) <= 1)[:, None] & (np.abs(np.arange(shape[1]) - cx) <= 1)[None, :]
     heights[near] = height - offset
     msg = HeightScan(resolution=0.1, size_x=(shape[1] - 1) * 0.1, size_y=(shape[0] - 1) * 0.1, offset=offset)
+    msg.center_x = center_x
     set_array(msg.heights, heights, np.float32)
     return msg
 
@@ -485,6 +489,10 @@ def test_base_height_comes_from_the_height_scan_when_there_is_one():
     c.h.feed("height_scan", scan_msg(0.10, shape=(10, 16)))  # even sizes: the 2 x 2 cells around the base
     c.step(1, base_z=0.30, cmd=R.default_pos)
     assert c.node.base_height == pytest.approx(0.10, abs=1e-6)
+    # a look-ahead grid (centre 0.4 m ahead): the cells around the base, not the grid's middle, decide
+    c.h.feed("height_scan", scan_msg(0.20, around=0.45, center_x=0.4))
+    c.step(1, base_z=0.30, cmd=R.default_pos)
+    assert c.node.base_height == pytest.approx(0.20, abs=1e-6)
     # a stale scan (older than state_timeout_s) gives way to the base pose
     c.step(3, base_z=0.31, cmd=R.default_pos)
     assert c.node.base_height == pytest.approx(0.31) and c.node.mode == Mode.ACTIVE

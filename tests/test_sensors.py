@@ -34,6 +34,20 @@ def test_height_scan_over_a_step_reads_known_heights():
     assert on_step.sum() == 5  # the robot's own body, right above the center column, is not seen
 
 
+def test_look_ahead_grid_is_centred_ahead_of_the_base():
+    """``center`` moves the grid: 0.4 m ahead, it spans -0.4 .. 1.2 m and sees the step's far edge."""
+    sim = MujocoRobotSim("go2", STEP_AHEAD)
+    scanner = HeightScanner(sim.scene, center=(0.4, 0.0))
+    scan = scanner.scan(sim.data)
+    base_z = sim.read_state().base_pos[2]
+    xs = np.linspace(-0.4, 1.2, 17)
+    on_step = (xs > 0.25) & (xs < 0.75)
+    np.testing.assert_allclose(scan, np.tile(base_z - np.where(on_step, 0.1, 0.0) - 0.5, (11, 1)), atol=0.01)
+    assert on_step[:4].sum() == 0 and on_step[-5:].sum() == 0  # flat behind the base and beyond the step
+    msg = scanner.message(sim.data, stamp_ns=1)
+    assert (msg.center_x, msg.center_y) == (0.4, 0.0) and (msg.size_x, msg.size_y) == (1.6, 1.0)
+
+
 def test_height_scan_is_yaw_aligned():
     sim = MujocoRobotSim("go2", STEP_LEFT)
     sim.reset(pose=(0.0, 0.0, np.pi / 2))  # facing +y: the step is now ahead of the robot

@@ -253,6 +253,14 @@ def needs_height_scan(bundle: str) -> bool:
     return any(term.name == "height_scan" for term in load_contract(bundle).observations)
 
 
+def scan_center(bundle: str) -> list[float]:
+    """The height-scan grid centre (m, base yaw frame) the bundle's contract expects; [0, 0] without a scan."""
+    for term in load_contract(bundle).observations:
+        if term.name == "height_scan":
+            return [float(v) for v in term.options.get("center", (0.0, 0.0))]
+    return [0.0, 0.0]
+
+
 def graph_sets(
     bundle: str,
     schedule: Sequence[Sequence[float]],
@@ -269,6 +277,7 @@ def graph_sets(
         f"hal.seed={seed}",
         "hal.status_period_s=0",
         f"command.schedule={json.dumps([list(map(float, p)) for p in schedule])}",
+        f"hal.scan_center={json.dumps(scan_center(bundle))}",
     ]
     if terrain_params:
         sets.append(f"hal.terrain_params={json.dumps(terrain_params)}")
@@ -617,6 +626,7 @@ __all__ = [
     "push_rows",
     "render_markdown",
     "run_acceptance",
+    "scan_center",
     "simulate",
     "terrain_rows",
     "terrain_seed_row",

@@ -33,6 +33,17 @@ SCAN_SHAPE = (11, 17)  # [n_y, n_x]: the MuJoCo HAL's 1.6 m x 1.0 m grid at 0.1 
 SCAN_SIZE = (1.6, 1.0)  # m, x by y
 SCAN_RESOLUTION = 0.1  # m
 SCAN_OFFSET = 0.5  # m, subtracted from base height minus ground height
+PARKOUR_SCAN_CENTER = (0.4, 0.0)  # m: the look-ahead grid spans 0.4 m behind to 1.2 m ahead of the base
+
+
+def scan_term(center: tuple[float, float] = (0.0, 0.0)) -> ObsTerm:
+    """The actor's height scan: the HAL's grid, centred on the base or, with ``center`` (m, base yaw
+    frame), on a point ahead of it; the contract carries the centre so every scan source matches."""
+    options: dict[str, Any] = {"shape": list(SCAN_SHAPE), "offset": SCAN_OFFSET}
+    if tuple(center) != (0.0, 0.0):
+        options["center"] = [float(center[0]), float(center[1])]
+    return ObsTerm("height_scan", clip=(-1.0, 1.0), noise=0.05, options=options)
+
 
 ACTOR_TERMS = (
     ObsTerm("base_ang_vel", scale=0.25, noise=0.2),
@@ -41,12 +52,7 @@ ACTOR_TERMS = (
     ObsTerm("joint_pos_rel", noise=0.01),
     ObsTerm("joint_vel_rel", scale=0.05, noise=1.5),
     ObsTerm("last_action"),
-    ObsTerm(
-        "height_scan",
-        clip=(-1.0, 1.0),
-        noise=0.05,
-        options={"shape": list(SCAN_SHAPE), "offset": SCAN_OFFSET},
-    ),
+    scan_term(),
 )
 # Privileged critic terms (after the noise-free actor terms): (name, size).
 CRITIC_EXTRAS = (("base_lin_vel", 3), ("friction", 1), ("added_mass", 1), ("gain_scale", 1), ("push", 3))
@@ -203,6 +209,15 @@ class TaskConfig:
     seed: int = 0
     init_from: str | None = None  # task whose checkpoint warm-starts a new run (actor, critic, normalizers)
 
+    @property
+    def scan_center(self) -> tuple[float, float]:
+        """The height-scan grid's centre (m, base yaw frame), from the actor's ``height_scan`` term."""
+        for term in self.actor_terms:
+            if term.name == "height_scan":
+                x, y = term.options.get("center", (0.0, 0.0))
+                return (float(x), float(y))
+        return (0.0, 0.0)
+
     def smoke(self) -> TaskConfig:
         """A CPU-sized variant: a few environments, a small terrain, short rollouts (no warm start:
         its networks are smaller)."""
@@ -255,6 +270,7 @@ GO2_PARKOUR = TaskConfig(
         fall_ground_span=0.25,
         smoke_kinds=("box_up", "gap", "hurdle"),
     ),
+    actor_terms=(*ACTOR_TERMS[:-1], scan_term(PARKOUR_SCAN_CENTER)),
     init_from="go2_rough",
 )
 
@@ -270,6 +286,7 @@ def get_task(name: str) -> TaskConfig:
 
 __all__ = [
     "GO2_PARKOUR",
+    "PARKOUR_SCAN_CENTER",
     "TASKS",
     "Commands",
     "ObsTerm",
@@ -278,4 +295,5 @@ __all__ = [
     "TaskConfig",
     "TerrainConfig",
     "get_task",
+    "scan_term",
 ]

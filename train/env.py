@@ -91,7 +91,9 @@ class RoughEnv:
         self.max_steps = round(task.episode_s / r.control_dt)
         # parkour reward inputs are computed only for tasks that weight a term reading them
         self.parkour_inputs = any(task.rewards.get(name, 0.0) for name in reward_terms.PARKOUR_TERMS)
-        self.arrays = terrain_arrays(self.grid, SCAN_SIZE, SCAN_RESOLUTION, edges=self.parkour_inputs)
+        self.arrays = terrain_arrays(
+            self.grid, SCAN_SIZE, SCAN_RESOLUTION, edges=self.parkour_inputs, scan_center=task.scan_center
+        )
         # leg points for body_penetration: hips (the calves' parent bodies), knees, feet
         self.thigh_bodies = np.asarray(self.tm.model.body_parentid[self.tm.calf_bodies])
         self.actor_terms = task.actor_terms

@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from rsl_rl.runners import OnPolicyRunner
 
-from krabgraph.train.config import TaskConfig
+from krabgraph.train.config import ObsTerm, TaskConfig
 from krabgraph.train.env import EnvState, RoughEnv
 from krabgraph.train.vecenv import RslRlEnv, to_torch
 
@@ -234,11 +235,17 @@ class Trainer:
         self._good = copy.deepcopy(self.alg.save())
 
 
+def _term_layout(terms: Sequence[ObsTerm]) -> list[tuple]:
+    """What the networks' inputs are, less where the scan grid sits: a warm start may move the grid
+    (stage 2's look-ahead scan) and the policy learns the new view; sizes, scales and clips must match."""
+    return [(t.name, t.scale, t.clip, t.noise, {k: v for k, v in t.options.items() if k != "center"}) for t in terms]
+
+
 def check_warm_start(source: TaskConfig, target: TaskConfig, saved: dict, current: dict) -> None:
     """Raise one ``ValueError`` naming every difference that makes ``saved`` (rsl_rl's checkpoint
     dict of task ``source``) unfit to warm-start ``target`` (whose fresh ``alg.save()`` is ``current``)."""
     problems = []
-    if source.actor_terms != target.actor_terms:
+    if _term_layout(source.actor_terms) != _term_layout(target.actor_terms):
         problems.append("actor observation terms differ")
     if source.critic_extras != target.critic_extras:
         problems.append("critic observation terms differ")

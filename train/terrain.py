@@ -30,9 +30,15 @@ EDGE_STEP = 0.04  # m: a height difference between neighbouring samples above th
 
 
 def terrain_arrays(
-    grid: TileGrid, scan_size: tuple[float, float], scan_resolution: float, edges: bool = False
+    grid: TileGrid,
+    scan_size: tuple[float, float],
+    scan_resolution: float,
+    edges: bool = False,
+    scan_center: tuple[float, float] = (0.0, 0.0),
 ) -> TerrainArrays:
-    pattern = grid_pattern(scan_size, scan_resolution)  # [n_y, n_x, 2], x along columns: x fastest flattened
+    pattern = grid_pattern(
+        scan_size, scan_resolution, scan_center
+    )  # [n_y, n_x, 2], x along columns: x fastest flattened
     return TerrainArrays(
         heights=jnp.asarray(grid.field.heights),
         centers=jnp.asarray(grid.centers, dtype=jnp.float32),

@@ -22,7 +22,8 @@ class MujocoHal(Hal):
     steps physics (``sim_dt``, 2.5 ms) from the previous tick up to the graph clock, then
     publishes ``state`` (RobotState: joints in rad, rad/s, N·m; IMU; foot contacts in N;
     ground-truth base pose and twist), ``clock`` (Clock: simulated time) and ``height_scan``
-    (HeightScan, m, 1.6 x 1.0 m grid at 0.1 m around the base). A first state is published on
+    (HeightScan, m, 1.6 x 1.0 m grid at 0.1 m around the base, or around ``scan_center``: the
+    policy contract's ``height_scan`` ``center`` option). A first state is published on
     activation. Simulated time 0 is the graph time of activation, so in a sim-clock graph the
     simulation runs in lockstep with the graph.
 
@@ -61,6 +62,13 @@ class MujocoHal(Hal):
     push_at_s = Param(float, -1.0, "simulated time of a push on the base; < 0 = no push", unit="s")
     push_impulse = Param(list, [0.0, 0.0, 0.0], "push impulse [x, y, z], world frame", unit="N·s", item=float)
     push_duration_s = Param(float, 0.1, "duration of the push (force = impulse / duration)", unit="s", gt=0)
+    scan_center = Param(
+        list,
+        [0.0, 0.0],
+        "height-scan grid centre [x, y] in the base's yaw frame (the policy's contract)",
+        unit="m",
+        item=float,
+    )
     stop_at_finish = Param(bool, False, "stop the graph once the base crosses the course's finish line (parkour)")
 
     height_scan = Output(HeightScan)
@@ -73,6 +81,11 @@ class MujocoHal(Hal):
         from krabgraph.nodes.robots import RobotError, load_robot
 
         problems = super().check_params(params)
+        center = params["scan_center"]
+        if len(center) != 2 or not all(math.isfinite(v) and abs(v) <= 2.0 for v in center):
+            problems.append(
+                ParamProblem("scan_center", f"scan_center must be 2 finite values [x, y] within 2 m, got {center}")
+            )
         impulse = params["push_impulse"]
         if len(impulse) != 3 or not all(math.isfinite(v) for v in impulse):
             problems.append(
@@ -108,7 +121,7 @@ class MujocoHal(Hal):
         self.sim = MujocoRobotSim(self.robot, terrain, actuator_delay_steps=self.actuator_delay_steps)
         self.course = terrain
         self.description = self.sim.robot
-        self.scanner = HeightScanner(self.sim.scene)
+        self.scanner = HeightScanner(self.sim.scene, center=self.scan_center)
         self.camera = DepthCamera(self.sim.scene) if self.depth_hz > 0 else None
         self.sim_dt_ns = round(self.description.sim_dt * 1e9)
         self.recorder = None

@@ -69,11 +69,14 @@ HURDLE_THICKNESS = 0.10  # m, top of the bar along x (plus a one-sample ramp eac
 STONE_SIZE = (0.50, 0.35)  # m, side of a stepping stone at the easiest and the hardest row
 
 
-def grid_pattern(size: Sequence[float] = (1.6, 1.0), resolution: float = 0.1) -> np.ndarray:
-    """Isaac Lab's GridPattern offsets in the base's yaw frame: [n_y, n_x, 2] (x, y), x along columns."""
+def grid_pattern(
+    size: Sequence[float] = (1.6, 1.0), resolution: float = 0.1, center: Sequence[float] = (0.0, 0.0)
+) -> np.ndarray:
+    """Isaac Lab's GridPattern offsets in the base's yaw frame: [n_y, n_x, 2] (x, y), x along columns,
+    moved by ``center`` (m; ``(0.4, 0)`` puts the grid's middle 0.4 m ahead of the base)."""
     eps = 1e-9
-    xs = np.arange(-size[0] / 2, size[0] / 2 + eps, resolution)
-    ys = np.arange(-size[1] / 2, size[1] / 2 + eps, resolution)
+    xs = np.arange(-size[0] / 2, size[0] / 2 + eps, resolution) + center[0]
+    ys = np.arange(-size[1] / 2, size[1] / 2 + eps, resolution) + center[1]
     gx, gy = np.meshgrid(xs, ys, indexing="xy")
     return np.stack([gx, gy], axis=-1)
 

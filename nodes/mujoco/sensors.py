@@ -4,7 +4,8 @@ Both sensors see only geoms outside the robot's geom groups (``Scene.world_geomg
 robot never occludes itself.
 
 * ``HeightScanner``: Isaac Lab's GridPattern (default 1.6 m x 1.0 m at 0.1 m -> 11 x 17 = 187
-  points), yaw-aligned around the base, value = base z - hit z - offset, shape [n_y, n_x] with x
+  points), yaw-aligned around the base or, with ``center`` (m, base yaw frame), around a point
+  ahead of it (a look-ahead scan), value = base z - hit z - offset, shape [n_y, n_x] with x
   varying fastest when flattened. ``mj_multiRay`` casts from one point, so all rays leave a
   common origin ``RAY_ORIGIN_HEIGHT`` above the base and pass through the grid points at base
   height: they are vertical to within 1 mrad, which moves a sample by at most 1 mm per metre of
@@ -42,13 +43,15 @@ class HeightScanner:
         resolution: float = 0.1,
         offset: float = 0.5,
         max_distance: float = 3.0,
+        center: Sequence[float] = (0.0, 0.0),
     ):
         self.scene = scene
         self.size = (float(size[0]), float(size[1]))
         self.resolution = float(resolution)
         self.offset = float(offset)
         self.max_distance = float(max_distance)
-        self.grid = grid_pattern(self.size, self.resolution)
+        self.center = (float(center[0]), float(center[1]))
+        self.grid = grid_pattern(self.size, self.resolution, self.center)
         self.shape = self.grid.shape[:2]
         n = self.grid.shape[0] * self.grid.shape[1]
         self._xy = self.grid.reshape(n, 2)
@@ -88,6 +91,7 @@ class HeightScanner:
         msg.size_x, msg.size_y = self.size
         msg.offset = self.offset
         msg.max_distance = self.max_distance
+        msg.center_x, msg.center_y = self.center
         return msg
 
 

@@ -49,6 +49,7 @@ class ScanData:
     values: np.ndarray  # [n_y * n_x]
     shape: tuple[int, int]  # (n_y, n_x)
     offset: float  # m, already subtracted from values by the publisher
+    center: tuple[float, float] = (0.0, 0.0)  # m, grid centre in the base's yaw frame
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,11 +184,15 @@ def last_action(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
 
 
 def _scan_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``shape: [n_y, n_x]`` or ``size: [x, y]`` (m) with ``resolution`` (m); optional ``offset`` (m)
-    and ``ordering`` (``xy``: x fastest, Isaac Lab's default; ``yx``: y fastest, legged_gym's)."""
-    unknown = sorted(set(options) - {"shape", "size", "resolution", "offset", "ordering"})
+    """``shape: [n_y, n_x]`` or ``size: [x, y]`` (m) with ``resolution`` (m); optional ``offset`` (m),
+    ``center: [x, y]`` (m, the grid's middle in the base's yaw frame; default the base: ``[0.4, 0]`` is a
+    look-ahead grid) and ``ordering`` (``xy``: x fastest, Isaac Lab's default; ``yx``: y fastest,
+    legged_gym's)."""
+    unknown = sorted(set(options) - {"shape", "size", "resolution", "offset", "center", "ordering"})
     if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r}; height_scan takes shape, size, resolution, offset, ordering")
+        raise ValueError(
+            f"unknown option {unknown[0]!r}; height_scan takes shape, size, resolution, offset, center, ordering"
+        )
     ordering = options.get("ordering", "xy")
     if ordering not in ("xy", "yx"):
         raise ValueError(f"ordering must be xy (x fastest) or yx (y fastest), got {ordering!r}")
@@ -214,6 +219,14 @@ def _scan_options(options: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(offset, bool) or not isinstance(offset, (int, float)):
             raise ValueError(f"offset must be a number (m), got {offset!r}")
         parsed["offset"] = float(offset)
+    center = options.get("center", [0.0, 0.0])
+    if not (
+        isinstance(center, list)
+        and len(center) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in center)
+    ):
+        raise ValueError(f"center must be [x_m, y_m] (finite numbers), got {center!r}")
+    parsed["center"] = (float(center[0]), float(center[1]))
     return parsed
 
 
@@ -240,6 +253,12 @@ def height_scan(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
         raise ObservationError(
             f"height scan offset is {scan.offset} m but the contract expects {options['offset']} m; "
             "configure the scanner with the policy's offset"
+        )
+    want = options.get("center", (0.0, 0.0))
+    if abs(scan.center[0] - want[0]) > 1e-6 or abs(scan.center[1] - want[1]) > 1e-6:
+        raise ObservationError(
+            f"height scan grid is centred at {list(scan.center)} m but the contract expects {list(want)} m "
+            "(base yaw frame); configure the scanner with the policy's centre (MuJoCo HAL: scan_center)"
         )
     if options.get("ordering", "xy") == "yx":
         return scan.values.reshape(scan.shape).T.reshape(-1)
@@ -329,7 +348,12 @@ def decode_height_scan(msg: HeightScan) -> ScanData:
     if heights.ndim != 2:
         raise ObservationError(f"HeightScan.heights must have shape [n_y, n_x], got {list(heights.shape)}")
     shape = (int(heights.shape[0]), int(heights.shape[1]))
-    return ScanData(values=heights.reshape(-1).astype(np.float64), shape=shape, offset=msg.offset)
+    return ScanData(
+        values=heights.reshape(-1).astype(np.float64),
+        shape=shape,
+        offset=msg.offset,
+        center=(msg.center_x, msg.center_y),
+    )
 
 
 # -- building ------------------------------------------------------------------------------------

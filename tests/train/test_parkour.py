@@ -68,7 +68,8 @@ def test_parkour_tiles_grow_with_the_row_and_lie_across_the_path():
 
 
 def test_scan_matches_the_cpu_hal_raycast_on_parkour_tiles():
-    """The trainer's scan on the runtime's ``parkour_tiles`` terrain against the HAL's ray cast."""
+    """The trainer's look-ahead scan (go2_parkour's grid centre) on the runtime's ``parkour_tiles``
+    terrain against the HAL's ray cast with the same centre."""
     from krabgraph.nodes.mujoco.physics import MujocoRobotSim
     from krabgraph.nodes.mujoco.sensors import HeightScanner
     from krabgraph.nodes.mujoco.terrain import make_terrain
@@ -79,8 +80,10 @@ def test_scan_matches_the_cpu_hal_raycast_on_parkour_tiles():
     assert np.array_equal(terrain.heightfield.heights, grid.field.heights)
     assert terrain.height_at(0.0, 0.0) == 0.0  # the robot starts on the box_up tile's start platform
     sim = MujocoRobotSim(load_robot("go2"), terrain)
-    scanner = HeightScanner(sim.scene, SCAN_SIZE, SCAN_RESOLUTION, SCAN_OFFSET)
-    arrays = terrain_arrays(grid, SCAN_SIZE, SCAN_RESOLUTION, edges=True)
+    center = get_task("go2_parkour").scan_center
+    assert center[0] > 0.3  # a look-ahead grid
+    scanner = HeightScanner(sim.scene, SCAN_SIZE, SCAN_RESOLUTION, SCAN_OFFSET, center=center)
+    arrays = terrain_arrays(grid, SCAN_SIZE, SCAN_RESOLUTION, edges=True, scan_center=center)
     rng = np.random.default_rng(0)
     worst, worst_edge, uneven = 0.0, 0.0, 0
     for i in range(20):  # along the obstacle courses of both rows
@@ -141,7 +144,10 @@ def test_warm_start_from_go2_rough_then_train_and_export(tmp_path):
     from krabgraph.train.runner import Trainer, check_warm_start
 
     rough, parkour = get_task("go2_rough"), get_task("go2_parkour")
-    assert parkour.init_from == "go2_rough" and parkour.actor_terms == rough.actor_terms
+    assert parkour.init_from == "go2_rough"
+    # the same inputs but a look-ahead scan grid: the warm start keeps the networks, the policy relearns the view
+    assert [t.name for t in parkour.actor_terms] == [t.name for t in rough.actor_terms]
+    assert rough.scan_center == (0.0, 0.0) and parkour.scan_center[0] > 0.3
     task = replace(parkour.smoke(), ppo=replace(parkour.smoke().ppo, hidden_dims=parkour.ppo.hidden_dims))
     trainer = Trainer(task)
     fresh_lr = trainer.alg.learning_rate
@@ -162,6 +168,8 @@ def test_warm_start_from_go2_rough_then_train_and_export(tmp_path):
     contract = load_contract(out / "contract.yaml")
     assert contract.name == "go2_parkour" and contract.obs_dim == 232
     assert "go2_rough" in contract.provenance["init_from"]
+    (scan,) = [t for t in contract.observations if t.name == "height_scan"]
+    assert scan.options["center"] == parkour.scan_center  # the runtime checks every scan against it
 
     with pytest.raises(ValueError, match="actor shapes differ"):  # the smoke task's small networks
         nets = ("actor_state_dict", "critic_state_dict")
