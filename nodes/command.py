@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from krabgraph.launch import Node, Output, Param
+from krabgraph.launch import Input, Node, Output, Param
 from krabgraph.launch.checks import ParamProblem
 from krabgraph.launch.errors import ParamError
 from krabgraph.launch.params import TIME_LIMITS
-from krabgraph.msgs import VelocityCommand
+from krabgraph.msgs import RobotState, VelocityCommand
+from krabgraph.nodes.rotations import yaw_of
 
 Phase = tuple[float, float, float, float]
 
@@ -36,13 +37,21 @@ class ScriptedVelocity(Node):
 
     ``schedule`` is a list of ``[duration_s, vx, vy, yaw_rate]`` phases (m/s, m/s, rad/s), played
     in order from activation; after the last phase the command is zero.
+
+    With ``heading_gain`` > 0 and ``state`` wired, the yaw rate also holds a heading, as stage-2
+    policies are trained (go2_parkour): while the scheduled command is not zero, yaw rate += clip(
+    ``heading_gain`` x (heading* - yaw), +-``heading_max``), the yaw from the IMU orientation and
+    heading* the yaw when the robot last stood still, turned by the scheduled yaw rate since.
     """
 
     kind = "source"
     schedule = Param(list, [[5.0, 0.5, 0.0, 0.0]], "phases [duration_s, vx, vy, yaw_rate]", unit="s, m/s, rad/s")
     rate_hz = Param(float, 50.0, "publication rate", unit="Hz", gt=0)
+    heading_gain = Param(float, 0.0, "yaw rate per rad of heading error; 0 = no heading hold", unit="1/s", ge=0)
+    heading_max = Param(float, 1.0, "largest heading-holding yaw rate", unit="rad/s", gt=0)
 
     cmd_vel = Output(VelocityCommand)
+    state = Input(RobotState, required=False, doc="IMU orientation, for the heading hold (heading_gain > 0)")
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> list[ParamProblem]:
@@ -55,6 +64,8 @@ class ScriptedVelocity(Node):
 
     def on_activate(self) -> None:
         self.t0_ns = self.now_ns()
+        self.heading: float | None = None  # heading* (rad); None until a state while standing still
+        self.last_ns = self.t0_ns
         self.create_timer(1.0 / self.rate_hz, self.tick)
         self.tick()
 
@@ -67,5 +78,25 @@ class ScriptedVelocity(Node):
         return 0.0, 0.0, 0.0
 
     def tick(self) -> None:
-        vx, vy, wz = self.command_at((self.now_ns() - self.t0_ns) * 1e-9)
+        now = self.now_ns()
+        vx, vy, wz = self.command_at((now - self.t0_ns) * 1e-9)
+        dt, self.last_ns = (now - self.last_ns) * 1e-9, now
+        if self.heading_gain > 0:
+            wz = self.hold_heading(vx, vy, wz, dt)
         self.cmd_vel.publish(VelocityCommand(vx=vx, vy=vy, yaw_rate=wz, source="schedule"))
+
+    def hold_heading(self, vx: float, vy: float, wz: float, dt: float) -> float:
+        """The scheduled yaw rate ``wz`` plus the heading hold's correction (see the class doc)."""
+        m = self.state.latest
+        if m is None or not m.HasField("imu"):
+            return wz
+        o = m.imu.orientation
+        yaw = yaw_of(o.w, o.x, o.y, o.z)
+        if not math.isfinite(yaw):
+            return wz
+        if vx == vy == wz == 0.0 or self.heading is None:
+            self.heading = yaw
+            return wz
+        self.heading = math.remainder(self.heading + wz * dt, math.tau)
+        error = math.remainder(self.heading - yaw, math.tau)
+        return wz + min(self.heading_max, max(-self.heading_max, self.heading_gain * error))

@@ -146,7 +146,7 @@ def test_policy_bundle_for_another_robot_is_refused(write_graph):
     (err,) = errors_of(path)
     assert err == (
         f"{path}:9: node 'policy': policy bundle 'anymal_d_flat' is for robot 'anymal_d', not the graph's robot "
-        f"'go2' (`robot:` at {path}:2); use a bundle made for robot 'go2' (shipped: go2_rough, go2_walk)"
+        f"'go2' (`robot:` at {path}:2); use a bundle made for robot 'go2' (shipped: go2_parkour, go2_rough, go2_walk)"
     )
 
 
@@ -166,7 +166,7 @@ def test_policy_bundle_joints_must_be_on_the_robot(write_graph, tmp_path):
     assert err == (
         f"{path}:9: node 'policy': policy bundle 'go2_walk' does not fit robot 'go2' (`robot:` at {path}:2): "
         "joints not on robot 'go2': XX_FR_hip_joint; joints are matched by name: use a bundle made for robot "
-        "'go2' (shipped: go2_rough, go2_walk)"
+        "'go2' (shipped: go2_parkour, go2_rough, go2_walk)"
     )
 
 

@@ -123,3 +123,18 @@ def test_a_graph_with_stop_at_finish_ends_at_the_finish_line_with_the_obstacles_
     assert len(progress_lines(caplog)) == 7 and 13 < finish_x < 14
     (summary,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("summary:")]
     assert ", obstacles passed 6/6, finish line crossed, 0 safety trips" in summary
+
+
+def test_time_limit_stops_the_graph_and_says_how_far_the_robot_got(caplog):
+    h = NodeHarness(MujocoHal, terrain="parkour", status_period_s=0.0, time_limit_s=0.5).start()
+    stops: list[int] = []
+    h.node._stop = stops.append
+    with caplog.at_level(logging.INFO, logger="krabgraph"):
+        teleport(h.node, h.node.course.obstacles[1].x1 + 0.3)  # past two obstacles
+        h.advance(0.4)
+        assert stops == []
+        h.advance(0.3)  # said once
+    (line,) = [r.getMessage() for r in caplog.records if "time limit" in r.getMessage()]
+    assert re.fullmatch(r"time limit 0\.5 s reached at x=\d+\.\d\d m; 2/6 obstacles passed: stopping the graph", line)
+    assert stops == [0]
+    h.stop()

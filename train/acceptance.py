@@ -47,6 +47,7 @@ from krabgraph.nodes.command import ScriptedVelocity
 from krabgraph.nodes.mujoco.terrain import Terrain, make_terrain
 from krabgraph.nodes.policy.contract import load_contract
 from krabgraph.nodes.robots import load_robot
+from krabgraph.nodes.rotations import yaw_of
 from krabgraph.nodes.safety import roll_pitch
 
 GRAPH = "walk"
@@ -115,11 +116,6 @@ class Row:
 
 
 # -- graph nodes ---------------------------------------------------------------------------------
-def yaw_of(w: float, x: float, y: float, z: float) -> float:
-    """Yaw (rad, ZYX Euler) of a unit quaternion, scalar first."""
-    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-
-
 class SteeredSchedule(ScriptedVelocity):
     """``scripted_velocity`` that steers while the schedule moves forward, as an operator keeping the
     robot on a course would: yaw rate += clip(``steer_gain`` · (heading* - yaw), ±``steer_max``) from

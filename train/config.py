@@ -103,6 +103,10 @@ class Commands:
     zero_yaw: float = 0.25  # fraction with yaw rate zero (heading hold)
     resample_s: float = 10.0
     heading_gain: float = 0.0  # > 0: the yaw command holds heading +x (world): gain * heading error, clipped to yaw
+    # environments on tiles of these kinds draw their commands from ``free`` instead, without the
+    # heading hold: stage 2 keeps stage 1's backward, sideways and turning commands alive there
+    free_kinds: tuple[str, ...] = ()
+    free: Commands | None = None
 
 
 @dataclass(frozen=True)
@@ -261,14 +265,23 @@ GO2_PARKOUR = TaskConfig(
     ),
     total_env_steps=400_000_000,
     rewards=dict(PARKOUR_REWARD_WEIGHTS),
-    commands=Commands(vx=(0.3, 1.0), vy=(-0.2, 0.2), yaw=(-1.0, 1.0), standing=0.05, zero_yaw=0.0, heading_gain=1.0),
+    commands=Commands(
+        vx=(0.3, 1.0),
+        vy=(-0.2, 0.2),
+        yaw=(-1.0, 1.0),
+        standing=0.05,
+        zero_yaw=0.0,
+        heading_gain=1.0,
+        free_kinds=("stairs_up", "rough"),
+        free=Commands(),
+    ),
     terrain=TerrainConfig(
         kinds=PARKOUR_TILE_KINDS,
         border=12.0,
         generator="parkour_tiles",
         spawn_yaw=0.3,
         fall_ground_span=0.25,
-        smoke_kinds=("box_up", "gap", "hurdle"),
+        smoke_kinds=("box_up", "gap", "hurdle", "rough"),
     ),
     actor_terms=(*ACTOR_TERMS[:-1], scan_term(PARKOUR_SCAN_CENTER)),
     init_from="go2_rough",

@@ -22,7 +22,7 @@ from krabgraph.nodes.robots import RobotDescription, load_robot
 from krabgraph.nodes.robots.motor import limit_torque
 from krabgraph.train import observations as obs_terms
 from krabgraph.train import rewards as reward_terms
-from krabgraph.train.config import SCAN_OFFSET, SCAN_RESOLUTION, SCAN_SHAPE, SCAN_SIZE, TaskConfig
+from krabgraph.train.config import SCAN_OFFSET, SCAN_RESOLUTION, SCAN_SHAPE, SCAN_SIZE, Commands, TaskConfig
 from krabgraph.train.model import build_training_model
 from krabgraph.train.terrain import TerrainArrays, ground_height, height_scan, on_edge, terrain_arrays, update_level
 
@@ -80,6 +80,8 @@ class RoughEnv:
         tc = task.terrain
         generate = TILE_GENERATORS[tc.generator]
         self.grid = generate(task.seed, tc.rows, tc.kinds, tc.tile_size, tc.resolution, tc.border)
+        free = [kind in task.commands.free_kinds for kind in self.grid.kinds]
+        self._free_columns = jnp.asarray(free) if task.commands.free is not None and any(free) else None
         self.tm = build_training_model(
             r, self.grid, task.physics_dt, task.solver_iterations, task.ls_iterations, task.impratio
         )
@@ -176,7 +178,7 @@ class RoughEnv:
             data=data,
             key=key,
             obs_key=k_obs,
-            command=self._hold_heading(self._sample_command(k_cmd), yaw),
+            command=self._hold_heading(self._sample_command(k_cmd, column), yaw, column),
             last_action=jnp.zeros(n),
             target=q,
             last_joint_vel=jnp.zeros(n),
@@ -197,8 +199,17 @@ class RoughEnv:
             friction=friction,
         )
 
-    def _sample_command(self, key: jax.Array) -> jax.Array:
+    def _sample_command(self, key: jax.Array, column: jax.Array) -> jax.Array:
+        """A command from ``Commands``, or from ``Commands.free`` on a tile of ``Commands.free_kinds``."""
         cc = self.task.commands
+        if self._free_columns is None:
+            return self._draw_command(cc, key)
+        k_task, k_free = jax.random.split(key)
+        free = self._draw_command(cc.free, k_free)
+        return jnp.where(self._free_columns[column], free, self._draw_command(cc, k_task))
+
+    @staticmethod
+    def _draw_command(cc: Commands, key: jax.Array) -> jax.Array:
         k1, k2, k3, k4, k5 = jax.random.split(key, 5)
         cmd = jnp.stack(
             [
@@ -210,13 +221,15 @@ class RoughEnv:
         cmd = jnp.where(jax.random.uniform(k4) < cc.zero_yaw, cmd.at[2].set(0.0), cmd)
         return jnp.where(jax.random.uniform(k5) < cc.standing, jnp.zeros(3), cmd)
 
-    def _hold_heading(self, command: jax.Array, yaw: jax.Array) -> jax.Array:
-        """With ``Commands.heading_gain`` > 0, the yaw command steers the base's heading to +x."""
+    def _hold_heading(self, command: jax.Array, yaw: jax.Array, column: jax.Array) -> jax.Array:
+        """With ``Commands.heading_gain`` > 0, the yaw command steers the base's heading to +x (not on
+        the tiles whose commands are free)."""
         cc = self.task.commands
         if cc.heading_gain <= 0.0:
             return command
         rate = jnp.clip(cc.heading_gain * _wrap(-yaw), cc.yaw[0], cc.yaw[1])
-        return command.at[2].set(jnp.where(jnp.any(command != 0.0), rate, 0.0))
+        held = command.at[2].set(jnp.where(jnp.any(command != 0.0), rate, 0.0))
+        return held if self._free_columns is None else jnp.where(self._free_columns[column], command, held)
 
     def _push_interval(self, key: jax.Array) -> jax.Array:
         lo, hi = self.task.randomization.push_interval_s
@@ -295,8 +308,8 @@ class RoughEnv:
         # -- commands and pushes -------------------------------------------------------------------
         cmd_timer = s.cmd_timer - 1
         resample = cmd_timer <= 0
-        command = jnp.where(resample, self._sample_command(k_cmd), s.command)
-        command = self._hold_heading(command, k.yaw)
+        command = jnp.where(resample, self._sample_command(k_cmd, s.column), s.command)
+        command = self._hold_heading(command, k.yaw, s.column)
         cmd_timer = jnp.where(resample, round(task.commands.resample_s / dt), cmd_timer)
         push_timer = s.push_timer - 1
         start_push = push_timer <= 0

@@ -45,7 +45,9 @@ class MujocoHal(Hal):
     On a course (a terrain with obstacles and a finish line: ``parkour``) one INFO line says when
     the base passes each obstacle (its x beyond the obstacle's end, the base above the ground under
     it: ``passed 3/6: 0.30 m gap at t=...``) and one when it crosses the finish line;
-    ``course_progress`` holds the count. With ``stop_at_finish`` the graph stops there.
+    ``course_progress`` holds the count. With ``stop_at_finish`` the graph stops there; with
+    ``time_limit_s`` > 0 it stops at that simulated time (a course's time limit) with one line
+    saying how far the robot got.
     """
 
     clock_source = "sim"
@@ -58,6 +60,12 @@ class MujocoHal(Hal):
     depth_hz = Param(float, 0.0, "depth image rate; 0 = no depth image", unit="Hz", ge=0)
     viewer = Param(bool, False, "open MuJoCo's interactive viewer (needs a display); closing it stops the graph")
     video = Param(str, "", "write an MP4 of the run here (offscreen rendering, no display needed)")
+    video_view = Param(
+        list,
+        [2.5, -20.0, 135.0],
+        "video camera following the base: [distance m, elevation deg, azimuth deg]",
+        item=float,
+    )
     video_fps = Param(float, 30.0, "video frame rate, in simulated time", unit="Hz", gt=0, le=120)
     push_at_s = Param(float, -1.0, "simulated time of a push on the base; < 0 = no push", unit="s")
     push_impulse = Param(list, [0.0, 0.0, 0.0], "push impulse [x, y, z], world frame", unit="N·s", item=float)
@@ -70,6 +78,9 @@ class MujocoHal(Hal):
         item=float,
     )
     stop_at_finish = Param(bool, False, "stop the graph once the base crosses the course's finish line (parkour)")
+    time_limit_s = Param(
+        float, 0.0, "stop the graph after this much simulated time, with the course progress; 0 = none", unit="s", ge=0
+    )
 
     height_scan = Output(HeightScan)
     depth_image = Output(DepthImage)
@@ -81,6 +92,13 @@ class MujocoHal(Hal):
         from krabgraph.nodes.robots import RobotError, load_robot
 
         problems = super().check_params(params)
+        view = params["video_view"]
+        if len(view) != 3 or not all(math.isfinite(v) for v in view) or not view[0] > 0:
+            problems.append(
+                ParamProblem(
+                    "video_view", f"video_view must be [distance m > 0, elevation deg, azimuth deg], got {view}"
+                )
+            )
         center = params["scan_center"]
         if len(center) != 2 or not all(math.isfinite(v) and abs(v) <= 2.0 for v in center):
             problems.append(
@@ -138,12 +156,15 @@ class MujocoHal(Hal):
         if self.video:
             from krabgraph.nodes.mujoco.video import VideoRecorder
 
-            self.recorder = VideoRecorder(self.sim.model, self.video, self.description.base_body, fps=self.video_fps)
+            self.recorder = VideoRecorder(
+                self.sim.model, self.video, self.description.base_body, fps=self.video_fps, view=self.video_view
+            )
 
     def start(self) -> None:
         self.sim.reset(seed=self.seed)
         self.obstacles_passed = 0  # obstacles passed, in course order
         self.finished_at: float | None = None  # simulated time (s) the finish line was crossed
+        self.stop_requested = False
         if self.push_at_s >= 0:
             self.sim.push(self.push_impulse, self.push_duration_s, at_s=self.push_at_s)
 
@@ -222,6 +243,13 @@ class MujocoHal(Hal):
     def tick(self) -> None:
         super().tick()
         self.track_course()
+        if self.time_limit_s > 0 and self.sim_time_ns() * 1e-9 >= self.time_limit_s and not self.stop_requested:
+            self.stop_requested = True
+            x = float(self.sim.data.qpos[self.sim.scene.base_qpos_adr])
+            progress = self.course_progress
+            where = f"; {progress[0]}/{progress[1]} obstacles passed" if progress and not progress[2] else ""
+            self.log.info("time limit %.1f s reached at x=%.2f m%s: stopping the graph", self.time_limit_s, x, where)
+            self.request_stop()
         if self.window is not None:
             if not self.window.is_running():
                 self.log.info("viewer closed: stopping the graph")

@@ -14,7 +14,8 @@ class VideoError(RuntimeError):
 
 
 class VideoRecorder:
-    """Renders a camera that follows ``body`` and encodes H.264 frames into ``path``."""
+    """Renders a camera that follows ``body`` (``view``: distance m, elevation and azimuth deg) and
+    encodes H.264 frames into ``path``."""
 
     def __init__(
         self,
@@ -25,6 +26,7 @@ class VideoRecorder:
         fps: float = 30.0,
         width: int = 640,
         height: int = 480,
+        view: tuple[float, float, float] = (2.5, -20.0, 135.0),
     ):
         try:
             import av
@@ -41,7 +43,7 @@ class VideoRecorder:
         self.camera = mujoco.MjvCamera()
         self.camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
         self.camera.trackbodyid = model.body(body).id
-        self.camera.distance, self.camera.elevation, self.camera.azimuth = 2.5, -20.0, 135.0
+        self.camera.distance, self.camera.elevation, self.camera.azimuth = (float(v) for v in view)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.container = av.open(str(self.path), "w")
@@ -68,3 +70,51 @@ class VideoRecorder:
             self.container.mux(packet)
         self.container.close()
         self.renderer.close()
+
+
+def frame_strip(video: str | Path, out: str | Path, times_s: list[float], width: int = 240) -> Path:
+    """A PNG of the frames of ``video`` nearest ``times_s`` (s), side by side, each ``width`` px wide."""
+    import av
+
+    picked: dict[float, np.ndarray] = {}
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            t = float(frame.pts * stream.time_base)
+            for want in times_s:
+                if want not in picked and t >= want:
+                    picked[want] = frame.to_ndarray(format="rgb24", width=width, height=round(width * 3 / 4))
+            if len(picked) == len(times_s):
+                break
+    missing = [t for t in times_s if t not in picked]
+    if missing:
+        raise VideoError(f"{video} ends before {missing[0]:g} s")
+    strip = np.concatenate([picked[t] for t in times_s], axis=1)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(out), "w", format="image2") as container:
+        stream = container.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = strip.shape[1], strip.shape[0], "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(strip, format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m krabgraph.nodes.mujoco.video RUN.mp4 STRIP.png T1 T2 ...``: a frame strip of a video."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("video")
+    parser.add_argument("out")
+    parser.add_argument("times", nargs="+", type=float, help="seconds into the video")
+    parser.add_argument("--width", type=int, default=240, help="width of each frame (px)")
+    args = parser.parse_args(argv)
+    print(frame_strip(args.video, args.out, args.times, args.width))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -177,3 +177,25 @@ def test_warm_start_from_go2_rough_then_train_and_export(tmp_path):
         check_warm_start(rough, parkour, small, now)
     with pytest.raises(ValueError, match="actor observation terms differ"):
         check_warm_start(replace(rough, actor_terms=rough.actor_terms[:-1]), parkour, saved, now)
+
+
+def test_free_command_tiles_keep_stage_one_commands_without_the_heading_hold():
+    """On go2_parkour's stage-1 columns (``Commands.free_kinds``) commands come from stage 1's ranges
+    (backward, sideways, turning) and the yaw command is not replaced by the heading hold."""
+    from krabgraph.train.env import RoughEnv
+
+    task = get_task("go2_parkour").smoke()
+    env = RoughEnv(task)
+    free_col = env.grid.kinds.index("rough")
+    park_col = env.grid.kinds.index("gap")
+    keys = jax.random.split(jax.random.PRNGKey(0), 400)
+    free = np.asarray(jax.vmap(lambda k: env._sample_command(k, free_col))(keys))
+    park = np.asarray(jax.vmap(lambda k: env._sample_command(k, park_col))(keys))
+    lo = task.commands.free.vx[0]
+    assert free[:, 0].min() < 0.5 * lo and park[:, 0][park[:, 0] != 0].min() >= task.commands.vx[0]
+    assert np.abs(free[:, 1]).max() > 0.4 and np.abs(park[:, 1]).max() <= task.commands.vy[1]
+    yaw = jnp.float32(0.5)  # heading error -0.5 rad: the hold turns right at 0.5 rad/s
+    i = int(np.flatnonzero(np.any(park != 0, axis=1) & np.any(free != 0, axis=1))[0])  # neither standing
+    held = np.asarray(env._hold_heading(jnp.asarray(park[i]), yaw, park_col))
+    kept = np.asarray(env._hold_heading(jnp.asarray(free[i]), yaw, free_col))
+    assert held[2] == pytest.approx(-0.5) and kept[2] == pytest.approx(free[i][2])
