@@ -50,11 +50,11 @@ PLATFORM = 2.0  # m, side of the flat spawn platform in every tile's centre
 
 PARKOUR_KINDS = ("box_up", "box_down", "gap", "hurdle", "stepping_stones")
 # (easiest, hardest): box height, drop height, gap width, bar height, gap between stones.
-PARKOUR_DIFFICULTY = {
-    "box_up": (0.05, 0.40),
-    "box_down": (0.05, 0.40),
-    "gap": (0.10, 0.75),
-    "hurdle": (0.05, 0.25),
+PARKOUR_DIFFICULTY = {  # the hardest row is above the runtime's `hard` course (boxes 0.45, gaps 0.75 m)
+    "box_up": (0.05, 0.50),
+    "box_down": (0.05, 0.50),
+    "gap": (0.10, 0.80),
+    "hurdle": (0.05, 0.30),
     "stepping_stones": (0.05, 0.25),
 }
 # go2_parkour's columns: the parkour kinds (gaps twice) and 2 of 8 stage-1 columns against forgetting

@@ -62,7 +62,7 @@ def test_parkour_tiles_grow_with_the_row_and_lie_across_the_path():
                 )
                 widths = (ends[: len(starts)] - starts[: len(ends)]) * 0.001
                 assert widths == pytest.approx(round(size["gap"] / 0.05) * 0.05, abs=0.003)
-    assert parkour_obstacles("gap", 1.0, 8.0)[0][1] - parkour_obstacles("gap", 1.0, 8.0)[0][0] == pytest.approx(0.75)
+    assert parkour_obstacles("gap", 1.0, 8.0)[0][1] - parkour_obstacles("gap", 1.0, 8.0)[0][0] == pytest.approx(0.80)
     with pytest.raises(ValueError, match="unknown tile kind"):
         parkour_tiles(0, rows=2, kinds=("gap", "lava"))
 
