@@ -120,7 +120,9 @@ class Safety(Node):
     - Base height (a fall that leaves the base level, e.g. legs folded onto a deck): in ACTIVE, the
       base lower than ``min_base_height`` above the ground under it for ``min_base_height_s`` ->
       DAMPING, latched. The height is the median of the ``height_scan`` cells within one resolution
-      of the base (value + offset = base z - ground z; a look-ahead grid's ``center`` is honoured)
+      of the base (value + offset = base z - ground z; a look-ahead grid's ``center`` is honoured),
+      or, with ``ground_span`` > 0, over the lower of the ground there and at +- ``ground_span`` along
+      the heading (the median of the cells within one resolution of each end), as the trainer's fall,
       while a scan is fresh (``state_timeout_s``); without one, the base z of ``RobotState.base``
       (simulators: ground truth) over a ground at z = 0; with neither (a real robot without a scan)
       the check is off. Not armed before ACTIVE,
@@ -165,6 +167,11 @@ class Safety(Node):
         "default: the robot's fall.min_base_height", unit="m", ge=0,
     )  # fmt: skip
     min_base_height_s = Param(float, 0.1, "how long the base must stay below min_base_height to trip", unit="s", ge=0)
+    ground_span = Param(
+        float, 0.0, "> 0: the base height is over the lowest ground of the scan at +- this along the heading "
+        "too (a base astride a step edge or over a hurdle is not a fall), as the parkour trainer's fall",
+        unit="m", ge=0,
+    )  # fmt: skip
     soft_start_s = Param(float, 2.0, "ramp duration from the measured pose to the default pose", unit="s", ge=0)
     status_hz = Param(float, 2.0, "heartbeat rate of status (also sent on every change)", unit="Hz", gt=0)
     log_interval_s = Param(float, 5.0, "at most one log line per kind of problem per interval", unit="s", gt=0)
@@ -277,16 +284,17 @@ class Safety(Node):
         n_y, n_x = heights.shape
         base_x = round((n_x - 1) / 2 - msg.center_x / msg.resolution, 3)
         base_y = round((n_y - 1) / 2 - msg.center_y / msg.resolution, 3)
-        centre = heights.reshape(-1)[self._centre_cells(heights.shape, base_x, base_y)]
-        finite = np.isfinite(centre)
-        if not finite.all():
-            centre = centre[finite]
-        n = centre.size
-        if n == 0:
+        flat = heights.reshape(-1)
+        height = _median(flat[self._centre_cells(heights.shape, base_x, base_y)])
+        if height is None:
             return
-        centre = np.sort(centre)
-        # the median of the finite cells (np.median costs ~10x more on a handful of values)
-        self.scan_height = float(centre[(n - 1) // 2] + centre[n // 2]) / 2 + msg.offset
+        if self.ground_span > 0:  # lower ground at either end of the base: the larger base height
+            span = self.ground_span / msg.resolution
+            for end_x in (round(base_x - span, 3), round(base_x + span, 3)):
+                end = _median(flat[self._centre_cells(heights.shape, end_x, base_y)])
+                if end is not None and end > height:
+                    height = end
+        self.scan_height = height + msg.offset
         self.scan_ns = self.now_ns()
 
     def on_command(self, msg: JointCommand) -> None:
@@ -542,7 +550,7 @@ class Safety(Node):
         key = (shape, base_x, base_y)
         idx = self._centre_cache.get(key)
         if idx is None:
-            if len(self._centre_cache) >= 8:  # a publisher that changes its grid every message
+            if len(self._centre_cache) >= 24:  # a publisher that changes its grid every message
                 self._centre_cache.clear()
             n_y, n_x = shape
             near_x = np.flatnonzero(np.abs(np.arange(n_x) - base_x) <= 1.0)
@@ -591,6 +599,18 @@ class Safety(Node):
 
 
 __all__ = ["Safety", "Target", "roll_pitch"]
+
+
+def _median(values: np.ndarray) -> float | None:
+    """The median of the finite values, None without one (np.median costs ~10x more on a handful)."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = values[finite]
+    n = values.size
+    if n == 0:
+        return None
+    values = np.sort(values)
+    return float(values[(n - 1) // 2] + values[n // 2]) / 2
 
 
 def _clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -498,6 +498,32 @@ def test_base_height_comes_from_the_height_scan_when_there_is_one():
     assert c.node.base_height == pytest.approx(0.31) and c.node.mode == Mode.ACTIVE
 
 
+def test_ground_span_takes_the_base_height_over_the_lower_ground_at_either_end():
+    """Astride a 0.35 m step edge: 0.10 m over the upper deck under the base, 0.45 m over the lower
+    deck 0.25 m behind. Without ground_span that trips; with it (the parkour trainer's fall) it
+    does not, and a base that is low over both ends still trips."""
+
+    def astride(under: float, behind: float, ahead: float = 0.2) -> HeightScan:
+        msg = scan_msg(under, around=ahead)
+        heights = to_numpy(msg.heights).copy()
+        heights[:, :7] = behind - msg.offset  # the columns behind the base's (column 8 of 17)
+        set_array(msg.heights, heights, np.float32)
+        return msg
+
+    for span, tripped in ((0.0, True), (0.25, False)):
+        b = Bench(ground_span=span).activate()
+        for _ in range(10):
+            b.h.feed("height_scan", astride(0.10, 0.45))
+            b.step(1, base_z=0.45, cmd=R.default_pos)
+        assert (b.node.mode == Mode.DAMPING) is tripped, span
+        assert b.node.base_height == pytest.approx(0.45 if span else 0.10, abs=1e-6)
+    low = Bench(ground_span=0.25).activate()
+    for _ in range(10):
+        low.h.feed("height_scan", astride(0.10, 0.12, ahead=0.10))
+        low.step(1, base_z=0.45, cmd=R.default_pos)
+    assert low.node.mode == Mode.DAMPING and low.node.base_height == pytest.approx(0.12, abs=1e-6)
+
+
 def test_base_height_check_is_off_without_base_pose_or_scan_and_with_zero_minimum():
     b = Bench().activate()
     b.step(20, cmd=CROUCH)  # a real robot's state: no base pose, and no scan

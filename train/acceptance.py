@@ -49,6 +49,7 @@ from krabgraph.nodes.policy.contract import load_contract
 from krabgraph.nodes.robots import load_robot
 from krabgraph.nodes.rotations import yaw_of
 from krabgraph.nodes.safety import roll_pitch
+from krabgraph.train.config import get_task
 
 GRAPH = "walk"
 STAND_S = 2.0  # s of zero command at the start: the safety node's soft start
@@ -277,6 +278,8 @@ def graph_sets(
     ]
     if terrain_params:
         sets.append(f"hal.terrain_params={json.dumps(terrain_params)}")
+    if terrain == "parkour":  # the fall as go2_parkour was trained with: hurdles and edges pass under the base
+        sets.append(f"safety.ground_span={get_task('go2_parkour').terrain.fall_ground_span}")
     if push is not None:
         at, impulse, duration = push
         sets += [

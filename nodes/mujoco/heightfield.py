@@ -65,7 +65,9 @@ GAP_DEPTH = 1.0  # m, depth of gaps and of the pit under stepping stones
 BOX_LENGTH = 1.0  # m along x of a box top (box_up) or a well floor (box_down); the same flat between
 GAP_LANDING = 1.0  # m of deck after each gap
 HURDLE_PITCH = 1.5  # m from one hurdle to the next
-HURDLE_THICKNESS = 0.10  # m, top of the bar along x (plus a one-sample ramp each side)
+# m, top of a bar along x (plus a one-sample ramp each side), alternating along a tile: the thin bar is
+# the runtime course's (0.05 m, under the scan's 0.1 m spacing, so it is not seen on every step)
+HURDLE_THICKNESS = (0.10, 0.05)
 STONE_SIZE = (0.50, 0.35)  # m, side of a stepping stone at the easiest and the hardest row
 
 
@@ -275,7 +277,11 @@ def parkour_obstacles(kind: str, d: float, tile_size: float, resolution: float =
         length = max(snap(p), 2 * resolution)
         pitch = length + GAP_LANDING
     elif kind == "hurdle":
-        length, pitch = HURDLE_THICKNESS, HURDLE_PITCH
+        spans = []
+        while x + HURDLE_THICKNESS[len(spans) % 2] <= end + 1e-9:
+            spans.append((snap(x), snap(x + HURDLE_THICKNESS[len(spans) % 2])))
+            x += HURDLE_PITCH
+        return spans
     else:
         return [(snap(x), snap(end))]
     spans = []
