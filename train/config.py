@@ -263,7 +263,7 @@ GO2_PARKOUR = TaskConfig(
         "velocity commands (heading held by the yaw command); warm-started from go2_rough, trained by "
         "krabgraph.train (MJX + rsl_rl PPO)."
     ),
-    total_env_steps=400_000_000,
+    total_env_steps=500_000_000,
     rewards=dict(PARKOUR_REWARD_WEIGHTS),
     commands=Commands(
         vx=(0.3, 1.0),
@@ -273,7 +273,7 @@ GO2_PARKOUR = TaskConfig(
         zero_yaw=0.0,
         heading_gain=1.0,
         free_kinds=("stairs_up", "rough"),
-        free=Commands(),
+        free=Commands(yaw=(-1.5, 1.5)),  # 1 rad/s turns inside the range, not at its edge
     ),
     terrain=TerrainConfig(
         kinds=PARKOUR_TILE_KINDS,

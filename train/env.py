@@ -297,7 +297,7 @@ class RoughEnv:
             dt=dt,
         )
         if self.parkour_inputs:
-            inputs = inputs._replace(**self._parkour_inputs(arrays, data, contact, k.yaw))
+            inputs = inputs._replace(**self._parkour_inputs(arrays, data, contact, k.yaw, s.column))
         terms = {name: w * dt * reward_terms.TERMS[name](inputs) for name, w in self.reward_weights.items()}
         reward = jnp.maximum(sum(terms.values()), 0.0)
         reward = jnp.where(exploded, 0.0, jnp.nan_to_num(reward))
@@ -354,10 +354,11 @@ class RoughEnv:
         return state, out
 
     def _parkour_inputs(
-        self, arrays: TerrainArrays, data: mjx.Data, contact: jax.Array, yaw: jax.Array
+        self, arrays: TerrainArrays, data: mjx.Data, contact: jax.Array, yaw: jax.Array, column: jax.Array
     ) -> dict[str, jax.Array]:
-        """Heading error (target +x), feet in contact on an edge, and how deep the legs' and the
-        base's points are below the ground (they do not collide in the training model)."""
+        """Heading error (target +x; none on the tiles whose commands are free, where the robot turns
+        as commanded), feet in contact on an edge, and how deep the legs' and the base's points are
+        below the ground (they do not collide in the training model)."""
         tm = self.tm
         feet = data.geom_xpos[tm.foot_geoms]
         knees = data.xpos[tm.calf_bodies]
@@ -366,8 +367,11 @@ class RoughEnv:
         ends = base + jnp.outer(jnp.array([BASE_HALF_LENGTH, -BASE_HALF_LENGTH]), rot[:, 0])
         points = jnp.concatenate([knees, (knees + feet) / 2, (knees + hips) / 2, base[None], ends])
         depth = ground_height(self.grid, arrays, points[:, 0], points[:, 1]) - points[:, 2]
+        heading_error = _wrap(-yaw)
+        if self._free_columns is not None:
+            heading_error = jnp.where(self._free_columns[column], 0.0, heading_error)
         return dict(
-            heading_error=_wrap(-yaw),
+            heading_error=heading_error,
             feet_edge=contact & on_edge(self.grid, arrays.edges, feet[:, 0], feet[:, 1]),
             penetration=jnp.sum(jnp.maximum(depth, 0.0)),
         )

@@ -199,3 +199,11 @@ def test_free_command_tiles_keep_stage_one_commands_without_the_heading_hold():
     held = np.asarray(env._hold_heading(jnp.asarray(park[i]), yaw, park_col))
     kept = np.asarray(env._hold_heading(jnp.asarray(free[i]), yaw, free_col))
     assert held[2] == pytest.approx(-0.5) and kept[2] == pytest.approx(free[i][2])
+    # nor is a turning robot there rewarded for holding the heading (the heading error is 0)
+    from mujoco import mjx
+
+    data, contact = mjx.make_data(env.model), jnp.zeros(4, bool)
+    error = {
+        c: float(env._parkour_inputs(env.arrays, data, contact, yaw, c)["heading_error"]) for c in (park_col, free_col)
+    }
+    assert error == {park_col: pytest.approx(-0.5), free_col: 0.0}
