@@ -156,10 +156,15 @@ class NamedColumns:
         self.orders: list[_Order] = []
         self._layout: _Layout | None = None  # the last one read
 
+    def can_learn(self, names: Sequence[str]) -> bool:
+        """Whether ``learn`` would remember ``names``: a new, non-empty order while there is room."""
+        names = tuple(names)
+        return bool(names) and len(self.orders) < self.MAX_ORDERS and all(o.names != names for o in self.orders)
+
     def learn(self, names: Sequence[str], data: Any) -> None:
         """Remember a valid name order (the caller's ``data`` comes back from ``read``)."""
         names = tuple(names)
-        if not names or any(o.names == names for o in self.orders) or len(self.orders) >= self.MAX_ORDERS:
+        if not self.can_learn(names):
             return
         n = len(names)
         wire = b"".join(self.name_key + _varint(len(u)) + u for u in (s.encode() for s in names))

@@ -118,22 +118,6 @@ class JointTargets:
     kd: np.ndarray  # N·m·s/rad
     gains_given: bool = False
 
-    @classmethod
-    def of_rows(cls, values: np.ndarray, gains_given: bool) -> JointTargets:
-        """Targets viewing the rows of ``values`` ``[5, n]`` (``COLUMNS`` order). Fills the instance
-        dict at once: a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``,
-        which costs more than the parsing itself."""
-        targets = object.__new__(cls)
-        vars(targets).update(
-            position=values[0],
-            velocity=values[1],
-            effort=values[2],
-            kp=values[3],
-            kd=values[4],
-            gains_given=gains_given,
-        )
-        return targets
-
 
 ArrayLike = Sequence[float] | np.ndarray | None
 COLUMNS = ("position", "velocity", "effort", "kp", "kd")  # the per-joint arrays of a JointCommand
@@ -174,7 +158,7 @@ class CommandParser:
     def parse(self, msg: JointCommand) -> JointTargets:
         """Validate ``msg``; raise ``CommandError`` on the first problem."""
         values, gains_given = self.columns(msg)
-        return JointTargets.of_rows(values, gains_given)
+        return JointTargets(*values, gains_given=gains_given)
 
     def columns(self, msg: JointCommand) -> tuple[np.ndarray, bool]:
         """``parse`` as one new FLOAT64 array ``[5, n]``, rows ``COLUMNS`` in description order, and
@@ -207,11 +191,12 @@ class CommandParser:
                 raise CommandError(f"{key}: {exc}", "malformed array") from None
         names = tuple(msg.name)
         t = self.check(names, **columns)
-        idx = self._cache[names]  # message position -> description index, a permutation
-        gather = np.empty(self.n, dtype=np.intp)
-        gather[idx] = np.arange(self.n)
-        defaults = tuple(self._defaults[k][idx].tobytes() if k in self._defaults else b"" for k in COLUMNS)
-        self._wire.learn(names, (gather, defaults))
+        if self._wire.can_learn(names):
+            idx = self._cache[names]  # message position -> description index, a permutation
+            gather = np.empty(self.n, dtype=np.intp)
+            gather[idx] = np.arange(self.n)
+            defaults = tuple(self._defaults[k][idx].tobytes() if k in self._defaults else b"" for k in COLUMNS)
+            self._wire.learn(names, (gather, defaults))
         return np.stack([t.position, t.velocity, t.effort, t.kp, t.kd]), t.gains_given
 
     def check(

@@ -198,7 +198,9 @@ class Safety(Node):
         # the wire (per name order, the gather to description order), the output's constant bytes,
         # per kp the limits of a forwarded command, and the parameters in the units compared.
         self._state_wire = NamedColumns(JointState, ("position",))
-        self._command_wire = _command_skeleton(self.names)
+        self._template = JointCommand(name=self.names)  # FLOAT64 [n] arrays: each send fills in the data
+        for key in COLUMNS:
+            set_array(getattr(self._template, key), np.zeros(self.n))
         self._bounds: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self._unpack_q = struct.Struct(f"<{self.n}d").unpack
         self._row_bytes = 8 * self.n
@@ -520,14 +522,12 @@ class Safety(Node):
         return Target(t.values, SAFETY, *self.state_ref)
 
     def _send(self, t: Target) -> None:
-        # Names and array headers are constant: the message is parsed from them and the five rows'
-        # bytes in one call, as ``set_array`` per column would have filled it.
+        """Publish ``t`` (its ``values`` fill the template's FLOAT64 ``[n]`` arrays) and make it the target."""
         raw, n = t.values.tobytes(), self._row_bytes
-        head, middle, end = self._command_wire
-        msg = JointCommand.FromString(
-            b"".join((head, raw[:n], middle[0], raw[n : 2 * n], middle[1], raw[2 * n : 3 * n], middle[2],
-                      raw[3 * n : 4 * n], middle[3], raw[4 * n :], end))
-        )  # fmt: skip
+        msg = JointCommand()
+        msg.CopyFrom(self._template)
+        for k, key in enumerate(COLUMNS):
+            getattr(msg, key).data = raw[k * n : (k + 1) * n]
         msg.source = t.source
         msg.observation_stamp_ns = t.observation_stamp_ns
         msg.observation_seq = t.observation_seq
@@ -580,9 +580,10 @@ class Safety(Node):
         self.tilt = roll_pitch(*(quat / norm))
         self.state_ns = self.now_ns()
         self.state_ref = (msg.header.stamp_ns, msg.header.seq)
-        gather = np.empty(self.n, dtype=np.intp)
-        gather[idx] = np.arange(self.n)
-        self._state_wire.learn(names, tuple_getter(gather.tolist()))
+        if self._state_wire.can_learn(names):
+            gather = np.empty(self.n, dtype=np.intp)
+            gather[idx] = np.arange(self.n)
+            self._state_wire.learn(names, tuple_getter(gather.tolist()))
         return True
 
     def _centre_cells(self, shape: tuple[int, ...], base_x: float, base_y: float) -> np.ndarray:
@@ -641,21 +642,3 @@ class Safety(Node):
 
 
 __all__ = ["Safety", "Target", "roll_pitch"]
-
-
-def _command_skeleton(names: list[str]) -> tuple[bytes, tuple[bytes, ...], bytes]:
-    """The constant bytes of a JointCommand naming ``names`` with five FLOAT64 ``[n]`` arrays, around
-    the five rows of data: (names and the first array's head, the four tail+head between rows, the last tail)."""
-    marker = [1.25, 2.25, 3.25, 4.25, 5.25]  # distinct rows, so the data can be cut out of the bytes
-    msg = JointCommand(name=names)
-    for key, value in zip(COLUMNS, marker, strict=True):
-        set_array(getattr(msg, key), np.full(len(names), value))
-    wire = msg.SerializeToString()
-    rows = [np.full(len(names), value).tobytes() for value in marker]
-    parts, rest = [], wire
-    for row in rows:
-        before, found, rest = rest.partition(row)
-        if not found:
-            raise RuntimeError("a JointCommand's array data is not contiguous in its bytes")
-        parts.append(before)
-    return parts[0], tuple(parts[1:]), rest

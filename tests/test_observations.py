@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -362,3 +363,23 @@ def test_observe_gives_exactly_what_build_of_decode_gives(tmp_path, bundle):
             slow.reset()
     assert outcomes.count("ok") > 50 and len(set(outcomes)) >= 2  # results and errors both compared
     assert len(fast._fast.joints.orders) == 3  # the three joint orders took the fast path
+
+
+def test_malformed_arrays_are_observation_errors_on_both_paths():
+    """A bad dtype code or a scan that is not 2-D is an ObservationError (the policy node reports it and
+    publishes nothing), never an exception that stops the node; a scan no term reads is still checked."""
+    builder = ObservationBuilder(load_contract("go2_walk"))  # no height_scan term
+    q = {n: Q0[n.split("_")[1]] for n in POLICY_ORDER}
+    good = robot_state(q, base_vel=(0.0, 0.0, 0.0))
+    builder.observe(good)  # learns the joint order: the one-pass path from here on
+    bad_dtype = robot_state(q, base_vel=(0.0, 0.0, 0.0))
+    bad_dtype.joints.position.dtype = 99
+    flat_scan = HeightScan()
+    set_array(flat_scan.heights, np.zeros(6, dtype=np.float32))
+    for args, text in [
+        ((bad_dtype,), "RobotState.joints.position: unknown dtype code 99"),
+        ((good, None, flat_scan), "HeightScan.heights must have shape [n_y, n_x]"),
+    ]:
+        for observe in (builder.observe, lambda *a: builder.build(builder.decode(*a))):
+            with pytest.raises(ObservationError, match=re.escape(text)):
+                observe(*args)

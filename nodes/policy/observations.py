@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from krabgraph.launch.errors import KrabgraphError
-from krabgraph.msgs import DType, HeightScan, JointState, RobotState, VelocityCommand, to_numpy
+from krabgraph.msgs import ArrayError, DType, HeightScan, JointState, RobotState, VelocityCommand, to_numpy
 from krabgraph.msgs.arrays import NamedColumns
 
 if TYPE_CHECKING:
@@ -338,7 +338,10 @@ class StateDecoder:
 
 
 def _joint_array(field: Any, what: str, n: int) -> np.ndarray:
-    values = to_numpy(field).reshape(-1)
+    try:
+        values = to_numpy(field).reshape(-1)
+    except ArrayError as exc:
+        raise ObservationError(f"RobotState.joints.{what}: {exc}") from None
     if values.size != n:
         raise ObservationError(f"RobotState.joints.{what} has {values.size} values for {n} joint names")
     return values.astype(np.float64, copy=False)
@@ -346,7 +349,10 @@ def _joint_array(field: Any, what: str, n: int) -> np.ndarray:
 
 def decode_height_scan(msg: HeightScan) -> ScanData:
     """A ``HeightScan`` as flat values (x fastest) with its grid shape and offset."""
-    heights = to_numpy(msg.heights)
+    try:
+        heights = to_numpy(msg.heights)
+    except ArrayError as exc:
+        raise ObservationError(f"HeightScan.heights: {exc}") from None
     if heights.ndim != 2:
         raise ObservationError(f"HeightScan.heights must have shape [n_y, n_x], got {list(heights.shape)}")
     shape = (int(heights.shape[0]), int(heights.shape[1]))
@@ -518,7 +524,7 @@ class _FastPath:
     def learn(self, decoder: StateDecoder) -> None:
         """Remember the joint order of the state ``decoder`` just decoded (it gave a valid observation)."""
         names, index = decoder._names, decoder._index
-        if names is None:
+        if names is None or not self.joints.can_learn(names):
             return
         m = len(names)
         vectors = 2 * m
@@ -545,6 +551,7 @@ class _FastPath:
         height_scan: HeightScan | None,
         last_action: np.ndarray | None,
     ) -> np.ndarray | None:
+        """The observation, or None for any input this path does not take as it is."""
         fast = self.joints.read(state.joints)
         if fast is None:
             return None
@@ -557,6 +564,8 @@ class _FastPath:
         norm = math.sqrt(w * w + x * x + y * y + z * z)
         if not norm > 1e-6:
             return None
+        if self.scan is None and height_scan is not None:
+            decode_height_scan(height_scan)  # no term reads it, but decode checks it: the same errors
         values: list[float] = []
         for name in self.vectors:  # as the terms compute them, in float64
             if name == "base_lin_vel":
