@@ -43,6 +43,7 @@ SPIN_S = 200e-6  # busy-wait this long before a timer deadline (wall clock) for 
 SUB_MS_STEP_NS = 100_000  # sub-millisecond waits sleep in steps this long, polling in between
 MAX_RESTARTS = 3
 HWM = 10_000
+NOBLOCK = zmq.NOBLOCK
 STALL_PASSES = 100_000  # lockstep loop passes (deliveries, timer firings) at one graph time: a livelock
 
 
@@ -65,6 +66,10 @@ class Subscription:
     last_seq: int = 0
     fast: bool = False  # same-thread and latest-only: dispatched by the short path
     errors: dict[str, int] = field(default_factory=dict)
+    recv: Callable[[int], bytes] = field(init=False, repr=False)  # the socket's, bound once for the short path
+
+    def __post_init__(self) -> None:
+        self.recv = self.socket.recv
 
 
 @dataclass
@@ -101,22 +106,29 @@ class Worker:
     # -- dispatch ----------------------------------------------------------------------------
     def dispatch(self, sub: Subscription) -> None:
         """Read what is pending on ``sub`` and deliver it by the port's policy (latest or queue)."""
-        port = sub.port
         if sub.fast and sub.pending == 1 and sub.node._lifecycle == "active":
             # The hot path: one same-thread message for a latest-only input. Nothing can be lost
             # between a same-thread send and this read, so no sequence-gap check is needed here.
             sub.pending = 0
+            port = sub.port
             try:
-                msg = sub.decoder.decode(sub.socket.recv(zmq.NOBLOCK))
+                msg = sub.decoder.decode(sub.recv(NOBLOCK))
             except WireError as exc:
                 port.dropped += 1
                 self.executor.report_wire_error(sub, exc)
                 return
-            try:
-                port.deliver(msg)
-            except Exception as exc:
-                self.executor.node_failed(sub.node, port.spec.name, exc)
+            # InputPort.deliver, inlined: one Python call less per message
+            port.latest = msg
+            port.received_ns = sub.node.now_ns()
+            port.count += 1
+            callback = port._callback
+            if callback is not None:
+                try:
+                    callback(msg)
+                except Exception as exc:
+                    self.executor.node_failed(sub.node, port.spec.name, exc)
             return
+        port = sub.port
         frames = self._read(sub)
         if not frames:
             return
@@ -731,9 +743,19 @@ def _sender(
     With a tap, a topic someone listens to also has its bytes queued for the tap (sent when the
     worker is idle); without one, the send path is the plain one.
     """
-    send = sock.send
+    send = _frame_send(sock)
 
     if flag is None or tap is None:
+        if len(local) == 1:  # the common case: one same-thread subscriber, no loop
+            (only,) = local
+
+            def send_one(msg: Message) -> None:
+                send(prefix + msg.SerializeToString())
+                if not only.pending:
+                    ready.append(only)
+                only.pending += 1
+
+            return send_one
 
         def send_msg(msg: Message) -> None:
             send(prefix + msg.SerializeToString())
@@ -760,6 +782,15 @@ def _sender(
             sub.pending += 1
 
     return send_tapped
+
+
+def _frame_send(sock: zmq.Socket) -> Callable[[bytes], Any]:
+    """``sock.send`` for one bytes frame, without pyzmq's pure-Python wrapper (it only adds the DRAFT
+    ``routing_id``/``group`` options, unused here): one Python call less per message."""
+    base = getattr(zmq.backend, "Socket", None)
+    if base is not None and isinstance(sock, base):
+        return base.send.__get__(sock)
+    return sock.send
 
 
 def _raw_sender(where: str, senders: dict[str, Callable[[Any], None]]) -> Callable[[RawMessage], None]:

@@ -129,6 +129,10 @@ class Node:
         self._lifecycle = "unconfigured"
         self._inputs = {k: InputPort(self, spec) for k, spec in cls._input_specs.items()}
         self._outputs = {k: OutputPort(self, spec) for k, spec in cls._output_specs.items()}
+        # ``self.<port>`` finds the port in the instance dict (Input and Output define only __get__,
+        # so the instance wins): a dict lookup instead of a descriptor call on every access.
+        vars(self).update(self._inputs)
+        vars(self).update(self._outputs)
 
     # -- class introspection ------------------------------------------------------------------
     @classmethod
@@ -187,6 +191,17 @@ class Node:
         return out
 
     # -- runtime API for node authors -------------------------------------------------------
+    @property
+    def _clock(self) -> Any:
+        """The graph clock: the executor's, or a manual one outside any executor (unit tests)."""
+        return self._graph_clock_
+
+    @_clock.setter
+    def _clock(self, clock: Any) -> None:
+        self._graph_clock_ = clock
+        # Bound straight to the clock's method: every stamp and delivery calls it, one call less.
+        self.now_ns = clock.now_ns  # type: ignore[method-assign]
+
     def now_ns(self) -> int:
         """Graph clock in nanoseconds (sim time in lockstep graphs)."""
         return self._clock.now_ns()

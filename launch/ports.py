@@ -204,11 +204,12 @@ class InputPort:
 class OutputPort:
     """Runtime side of an output. Unbound (no executor), published messages collect in ``sent``."""
 
-    __slots__ = ("_sink", "count", "node", "sent", "seq", "spec", "topics")
+    __slots__ = ("_sink", "_type", "count", "node", "sent", "seq", "spec", "topics")
 
     def __init__(self, node: Node, spec: Output):
         self.node = node
         self.spec = spec
+        self._type = spec.msg_type
         self.seq = 0
         self.count = 0
         self.sent: deque[Message] = deque(maxlen=10_000)
@@ -232,7 +233,7 @@ class OutputPort:
 
     def publish(self, msg: Message) -> None:
         """Publish ``msg``; fills ``header.seq`` and, if unset, ``header.stamp_ns`` (graph clock)."""
-        if type(msg) is not self.spec.msg_type:
+        if type(msg) is not self._type:
             if type(msg) is RawMessage and self.spec.raw:  # frames go out as they are: seq, stamp kept
                 self.count += 1
                 self._sink(msg)

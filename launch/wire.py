@@ -14,6 +14,7 @@ from krabgraph.launch.ports import RawMessage
 from krabgraph.msgs.schema import type_tag
 
 SEP = b"\0"
+VIEW_BYTES = 8192  # larger frames are parsed through a memoryview: no copy of the payload
 
 
 def prefix(cls: type[Message]) -> bytes:
@@ -40,7 +41,7 @@ class Decoder:
     def decode(self, frame: bytes) -> Message:
         if frame.startswith(self.expected):
             try:
-                return self.parse(frame[self.n :])
+                return self.parse(frame[self.n :] if len(frame) < VIEW_BYTES else memoryview(frame)[self.n :])
             except DecodeError as exc:
                 raise WireError(
                     "payload", f"malformed {self.name} payload ({len(frame) - self.n} bytes): {exc}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -18,12 +19,14 @@ from krabgraph.msgs import (
     EStop,
     HeightScan,
     JointCommand,
+    JointState,
     RobotState,
     SafetyStatus,
     set_array,
     to_numpy,
 )
-from krabgraph.nodes.hal_io import CommandError, CommandParser
+from krabgraph.msgs.arrays import NamedColumns, tuple_getter
+from krabgraph.nodes.hal_io import COLUMNS, CommandError, CommandParser
 from krabgraph.nodes.robots import RobotError, load_robot
 
 
@@ -50,19 +53,21 @@ class Fault(IntEnum):
 
 
 POLICY, OPERATOR, SAFETY = int(CommandSource.POLICY), int(CommandSource.OPERATOR), int(CommandSource.SAFETY)
+# Module constants: a class attribute of an Enum costs a lookup through EnumType (~0.3 µs) each time.
+MODE_UNSPECIFIED, WAITING, SOFT_START, ACTIVE, DAMPING, ESTOP = (
+    Mode.MODE_UNSPECIFIED, Mode.WAITING, Mode.SOFT_START, Mode.ACTIVE, Mode.DAMPING, Mode.ESTOP,
+)  # fmt: skip
 MODE_NAMES = {int(m): SafetyStatus.Mode.Name(m) for m in Mode}
 SOURCE_NAMES = {POLICY: "policy", OPERATOR: "operator"}
 
 
 @dataclass
 class Target:
-    """One full joint command in the robot description's joint order (rad, rad/s, N·m, N·m/rad, N·m·s/rad)."""
+    """One full joint command in the robot description's joint order: ``values`` FLOAT64 ``[5, n]``,
+    rows position (rad), velocity (rad/s), effort (N·m), kp (N·m/rad), kd (N·m·s/rad). One array, so
+    each limit is one NumPy call for all five."""
 
-    position: np.ndarray
-    velocity: np.ndarray
-    effort: np.ndarray
-    kp: np.ndarray
-    kd: np.ndarray
+    values: np.ndarray
     source: int = SAFETY
     observation_stamp_ns: int = 0
     observation_seq: int = 0
@@ -195,8 +200,21 @@ class Safety(Node):
         self.known = frozenset(self.names)
         self._index_cache: dict[tuple[str, ...], np.ndarray] = {}
         self._centre_cache: dict[tuple[Any, ...], np.ndarray] = {}
-        self._template = JointCommand(name=self.names)
         self.parser = CommandParser.for_robot(r)
+        # The hot path reads from these, computed once: the states' joint positions straight from
+        # the wire (per name order, the gather to description order), the output's constant bytes,
+        # per kp the limits of a forwarded command, and the parameters in the units compared.
+        self._state_wire = NamedColumns(JointState, ("position",))
+        self._template = JointCommand(name=self.names)  # FLOAT64 [n] arrays: each send fills in the data
+        for key in COLUMNS:
+            set_array(getattr(self._template, key), np.zeros(self.n))
+        self._bounds: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+        self._unpack_q = struct.Struct(f"<{self.n}d").unpack
+        self._row_bytes = 8 * self.n
+        self._max_step = self.max_step
+        self._state_timeout_ns = self.state_timeout_s * 1e9
+        self._command_timeout_ns = self.command_timeout_s * 1e9
+        self._forwarding = {s: f"forwarding {name} commands" for s, name in SOURCE_NAMES.items()}
         # fall limits: the graph's parameters, else the robot description's
         self.max_tilt = r.fall_max_tilt if self.attitude_limit is None else self.attitude_limit
         self.min_height = r.fall_min_base_height if self.min_base_height is None else self.min_base_height
@@ -226,7 +244,7 @@ class Safety(Node):
         self._log_marks: dict[str, tuple[int, int]] = {}
 
     def on_activate(self) -> None:
-        self.mode: int = Mode.MODE_UNSPECIFIED
+        self.mode: int = MODE_UNSPECIFIED
         self.reason = ""
         self.fault: int = Fault.NONE
         self.base_height: float | None = None  # m above the ground under the base (latest state), if known
@@ -244,15 +262,15 @@ class Safety(Node):
         self.ramp_q0 = self.default
         self._sent_since_tick = False
         self._sent_ns = -1  # graph time of the last output
-        self._set_mode(Mode.WAITING, "no robot state yet")
+        self._set_mode(WAITING, "no robot state yet")
         self._update()
         self.create_timer(self.description.control_dt, self.tick)
         self.create_timer(1.0 / self.status_hz, self.publish_status)
 
     def on_deactivate(self) -> None:
-        if self.mode not in (Mode.DAMPING, Mode.ESTOP):
+        if self.mode not in (DAMPING, ESTOP):
             self.fault = Fault.NONE  # a normal end: damping, but no fault
-        self.mode = Mode.ESTOP if self.estop_reason else Mode.DAMPING
+        self.mode = ESTOP if self.estop_reason else DAMPING
         self.reason = "safety node deactivated"
         self.log.warning("deactivated: sending a last damping command")
         self.publish_status()
@@ -314,11 +332,11 @@ class Safety(Node):
     def tick(self) -> None:
         """Control-rate timer: watchdogs, then the mode's command (see the class doc for when)."""
         self._update()
-        if self.mode == Mode.ACTIVE:
+        if self.mode == ACTIVE:
             if not self._sent_since_tick and self.target is not None:
                 self._send(self._repeat(self.target))
         elif self._sent_ns != self.now_ns():
-            self._send(self._ramp() if self.mode == Mode.SOFT_START else self._damping())
+            self._send(self._ramp() if self.mode == SOFT_START else self._damping())
         self._sent_since_tick = False
 
     def publish_status(self) -> None:
@@ -334,59 +352,60 @@ class Safety(Node):
         now = self.now_ns()
         commander = self._commander(now)
         if self.estop_reason:
-            self._set_mode(Mode.ESTOP, self.estop_reason, Fault.ESTOP)
+            self._set_mode(ESTOP, self.estop_reason, Fault.ESTOP)
         elif self.attitude_reason:
-            self._set_mode(Mode.DAMPING, self.attitude_reason, Fault.ATTITUDE)
+            self._set_mode(DAMPING, self.attitude_reason, Fault.ATTITUDE)
         elif self.height_reason:
-            self._set_mode(Mode.DAMPING, self.height_reason, Fault.BASE_HEIGHT)
+            self._set_mode(DAMPING, self.height_reason, Fault.BASE_HEIGHT)
         elif self.q is None:
-            self._set_mode(Mode.WAITING, "no robot state yet")
-        elif now - self.state_ns > self.state_timeout_s * 1e9:
+            self._set_mode(WAITING, "no robot state yet")
+        elif now - self.state_ns > self._state_timeout_ns:
             why = f"robot state stale (none for more than {self.state_timeout_s * 1e3:.0f} ms)"
             self._trip(why, Fault.STATE_STALE)
-        elif self.mode == Mode.ACTIVE and commander is None:
+        elif self.mode == ACTIVE and commander is None:
             why = f"commands stale (no valid command for more than {self.command_timeout_s * 1e3:.0f} ms)"
             self._trip(why, Fault.COMMANDS_STALE)
-        elif self.mode == Mode.WAITING:
+        elif self.mode == WAITING:
             self._start_ramp()
-        elif self.mode == Mode.DAMPING:
+        elif self.mode == DAMPING:
             if commander is not None and self.fresh[commander] > self.trip_ns:
                 self._start_ramp()
-        elif self.mode == Mode.SOFT_START:
+        elif self.mode == SOFT_START:
             if commander is not None and now - self.ramp_t0_ns >= self.soft_start_s * 1e9:
                 self.target = self._hold(self.default)
-                self._set_mode(Mode.ACTIVE, f"forwarding {SOURCE_NAMES[commander]} commands")
-        elif self.mode == Mode.ACTIVE:
-            self._set_mode(Mode.ACTIVE, f"forwarding {SOURCE_NAMES[commander]} commands")
+                self._set_mode(ACTIVE, self._forwarding[commander])
+        elif self.mode == ACTIVE:
+            self._set_mode(ACTIVE, self._forwarding[commander])
 
     def _commander(self, now: int) -> int | None:
         """The source whose commands are forwarded: a fresh operator, else a fresh policy, else None."""
+        fresh, timeout = self.fresh, self._command_timeout_ns
         for source in (OPERATOR, POLICY):
-            t = self.fresh.get(source)
-            if t is not None and now - t <= self.command_timeout_s * 1e9:
+            t = fresh.get(source)
+            if t is not None and now - t <= timeout:
                 return source
         return None
 
     def _set_mode(self, mode: int, reason: str, fault: int = Fault.NONE) -> None:
-        if (mode, reason, fault) == (self.mode, self.reason, self.fault):
+        if mode == self.mode and reason == self.reason and fault == self.fault:
             return
         entering = mode != self.mode
         old, self.mode, self.reason, self.fault = self.mode, mode, reason, fault
-        level = logging.WARNING if mode in (Mode.DAMPING, Mode.ESTOP) else logging.INFO
+        level = logging.WARNING if mode in (DAMPING, ESTOP) else logging.INFO
         self.log.log(level, "%s -> %s: %s", MODE_NAMES[old], MODE_NAMES[mode], reason)
         self.publish_status()
-        if entering and mode in (Mode.DAMPING, Mode.ESTOP):
+        if entering and mode in (DAMPING, ESTOP):
             self._send(self._damping())
 
     def _trip(self, reason: str, fault: int) -> None:
-        if self.mode != Mode.DAMPING:
+        if self.mode != DAMPING:
             self.trip_ns = self.now_ns()
-            self._set_mode(Mode.DAMPING, reason, fault)
+            self._set_mode(DAMPING, reason, fault)
 
     def _start_ramp(self) -> None:
         self.ramp_t0_ns = self.now_ns()
         self.ramp_q0 = np.clip(self.q, self.lower, self.upper)
-        self._set_mode(Mode.SOFT_START, f"ramping to the default pose over {self.soft_start_s:g} s")
+        self._set_mode(SOFT_START, f"ramping to the default pose over {self.soft_start_s:g} s")
         self._send(self._ramp())
 
     def _reset(self, why: str) -> None:
@@ -406,25 +425,22 @@ class Safety(Node):
         self.estop_reason = self.attitude_reason = self.height_reason = ""
         self.low_since_ns = None
         if self.q is None:
-            self._set_mode(Mode.WAITING, "no robot state yet")
+            self._set_mode(WAITING, "no robot state yet")
         else:
             self._start_ramp()
 
     # -- commands in ----------------------------------------------------------------------------
     def _on_joint_command(self, msg: JointCommand, source: int) -> None:
         try:
-            t = self.parser.parse(msg)
+            values, _ = self.parser.columns(msg)
         except CommandError as exc:
             self.rejected += 1
             self._count_and_log(logging.ERROR, f"rejected {exc.kind}", f"{SOURCE_NAMES[source]}: {exc}")
             return
         self.fresh[source] = self.now_ns()
         self._update()
-        if self.mode == Mode.ACTIVE and self._commander(self.now_ns()) == source:
-            target = Target(
-                t.position, t.velocity, t.effort, t.kp, t.kd, source, msg.observation_stamp_ns, msg.observation_seq
-            )
-            self._send(self._limit(target))
+        if self.mode == ACTIVE and self._commander(self.now_ns()) == source:
+            self._send(self._limit(Target(values, source, msg.observation_stamp_ns, msg.observation_seq)))
 
     def _joint_index(self, names: tuple[str, ...]) -> np.ndarray | None:
         """Description index of each name if ``names`` is every joint exactly once (cached), else None."""
@@ -435,32 +451,50 @@ class Safety(Node):
 
     def _limit(self, t: Target) -> Target:
         """``t`` clamped to the soft limits, the step limit, the gain caps and the velocity/effort limits."""
+        v = t.values
+        kp = v[3]
+        key = kp.tobytes()
+        bounds = self._bounds.get(key)
+        if bounds is None:
+            bounds = self._limit_bounds(kp, key)
+        lo, hi = bounds
+        out = np.maximum(v, lo)  # every row at once: soft position limits, velocity, effort, kp and kd caps
+        np.minimum(out, hi, out=out)
+        soft = out.tobytes()
+        ref = self.target.values[0] if self.target is not None else self.default
+        row = out[0]
+        np.maximum(row, ref - self._max_step, out=row)
+        np.minimum(row, ref + self._max_step, out=row)
+        if soft != v.tobytes() or row.tobytes() != soft[: self._row_bytes]:  # anything clamped: count, log
+            self._count_clamps(t, np.frombuffer(soft, dtype=np.float64).reshape(v.shape), out)
+        return Target(out, t.source, t.observation_stamp_ns, t.observation_seq)
+
+    def _limit_bounds(self, kp: np.ndarray, key: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds ``[5, n]`` of a command with gains ``kp`` (cached per kp)."""
         r = self.description
-        ref = self.target.position if self.target is not None else self.default
-        kp = np.minimum(t.kp, self.kp_max)
+        kp = np.minimum(kp, self.kp_max)
         # Learned policies use PD targets beyond a joint's range as torque requests at the stop; allow
         # that up to the torque budget, so the limit protects the joint without changing the gait.
         reach = self.stop_torque_fraction * r.effort_limit / np.maximum(kp, 1e-9)
         reach = np.where(kp > 0, np.minimum(reach, np.pi), 0.0)
-        position = _clip(t.position, self.lower - reach, self.upper + reach)
-        stepped = _clip(position, ref - self.max_step, ref + self.max_step)
-        out = Target(
-            stepped,
-            _clip(t.velocity, -r.velocity_limit, r.velocity_limit),
-            _clip(t.effort, -r.effort_limit, r.effort_limit),
-            kp,
-            np.minimum(t.kd, self.kd_max),
-            t.source,
-            t.observation_stamp_ns,
-            t.observation_seq,
-        )
+        inf = np.full(self.n, np.inf)
+        lo = np.stack([self.lower - reach, -r.velocity_limit, -r.effort_limit, -inf, -inf])
+        hi = np.stack([self.upper + reach, r.velocity_limit, r.effort_limit, self.kp_max, self.kd_max])
+        if len(self._bounds) >= 8:  # a policy that changes its gains every command
+            self._bounds.clear()
+        self._bounds[key] = (lo, hi)
+        return lo, hi
+
+    def _count_clamps(self, t: Target, soft: np.ndarray, out: np.ndarray) -> None:
+        """Count and log (rate-limited) each kind of clamp ``_limit`` applied (``soft``: before the step limit)."""
+        v = t.values
         changes = [
-            ("position beyond soft limit", t.position, position, "rad"),
-            ("target step beyond max_step", position, stepped, "rad"),
-            ("velocity beyond limit", t.velocity, out.velocity, "rad/s"),
-            ("effort beyond limit", t.effort, out.effort, "N·m"),
-            ("kp beyond cap", t.kp, out.kp, "N·m/rad"),
-            ("kd beyond cap", t.kd, out.kd, "N·m·s/rad"),
+            ("position beyond soft limit", v[0], soft[0], "rad"),
+            ("target step beyond max_step", soft[0], out[0], "rad"),
+            ("velocity beyond limit", v[1], out[1], "rad/s"),
+            ("effort beyond limit", v[2], out[2], "N·m"),
+            ("kp beyond cap", v[3], out[3], "N·m/rad"),
+            ("kd beyond cap", v[4], out[4], "N·m·s/rad"),
         ]
         clamped = False
         for kind, before, after, unit in changes:
@@ -471,20 +505,12 @@ class Safety(Node):
                 text = f"{SOURCE_NAMES[t.source]}: {self.names[j]} {before[j]:.3f} -> {after[j]:.3f} {unit}"
                 self._count_and_log(logging.WARNING, f"clamped {kind}", text)
         self.clamped += int(clamped)
-        return out
 
     # -- commands out ---------------------------------------------------------------------------
     def _generated(self, position: np.ndarray, kp: np.ndarray | float, kd: np.ndarray | float) -> Target:
-        zeros = np.zeros(self.n)
-        return Target(
-            np.array(position, dtype=np.float64),
-            zeros,
-            zeros.copy(),
-            np.broadcast_to(kp, (self.n,)).astype(np.float64),
-            np.broadcast_to(kd, (self.n,)).astype(np.float64),
-            SAFETY,
-            *self.state_ref,
-        )
+        values = np.zeros((5, self.n))
+        values[0], values[3], values[4] = position, kp, kd
+        return Target(values, SAFETY, *self.state_ref)
 
     def _damping(self) -> Target:
         return self._generated(self.q if self.q is not None else self.default, 0.0, self.damping_kd)
@@ -501,16 +527,18 @@ class Safety(Node):
         return self._hold(self.ramp_q0 + s * (self.default - self.ramp_q0))
 
     def _repeat(self, t: Target) -> Target:
-        return Target(t.position, t.velocity, t.effort, t.kp, t.kd, SAFETY, *self.state_ref)
+        return Target(t.values, SAFETY, *self.state_ref)
 
     def _send(self, t: Target) -> None:
+        """Publish ``t`` (its ``values`` fill the template's FLOAT64 ``[n]`` arrays) and make it the target."""
+        raw, n = t.values.tobytes(), self._row_bytes
         msg = JointCommand()
         msg.CopyFrom(self._template)
+        for k, key in enumerate(COLUMNS):
+            getattr(msg, key).data = raw[k * n : (k + 1) * n]
         msg.source = t.source
         msg.observation_stamp_ns = t.observation_stamp_ns
         msg.observation_seq = t.observation_seq
-        for key in ("position", "velocity", "effort", "kp", "kd"):
-            set_array(getattr(msg, key), np.asarray(getattr(t, key), dtype=np.float64))
         self.target = t
         self._sent_since_tick = True
         self._sent_ns = self.now_ns()
@@ -519,6 +547,25 @@ class Safety(Node):
     # -- state in -------------------------------------------------------------------------------
     def _read_state(self, msg: RobotState) -> bool:
         """Store q, tilt and the state's time if ``msg`` is usable; log (rate-limited) and count if not."""
+        fast = self._state_wire.read(msg.joints)  # a name order seen valid, positions FLOAT64 [n]
+        if fast is not None and fast[1][0] is not None:
+            reorder, (data,) = fast
+            q = reorder(self._unpack_q(data))  # description order
+            o = msg.imu.orientation
+            w, x, y, z = o.w, o.x, o.y, o.z
+            norm = math.sqrt(sum((w * w, x * x, y * y, z * z)))
+            # the sum is finite only if every position is (an overflow merely takes the checked path)
+            if math.isfinite(sum(q)) and math.isfinite(norm) and abs(norm - 1.0) < 0.1:
+                self.q = np.array(q)
+                self.tilt = roll_pitch(w / norm, x / norm, y / norm, z / norm)
+                self.state_ns = self.now_ns()
+                header = msg.header
+                self.state_ref = (header.stamp_ns, header.seq)
+                return True
+        return self._read_state_checked(msg)
+
+    def _read_state_checked(self, msg: RobotState) -> bool:
+        """``_read_state`` one check at a time: the reference, with the logging; learns valid name orders."""
         names = list(msg.joints.name)
         try:
             pos = np.asarray(to_numpy(msg.joints.position), dtype=np.float64).reshape(-1)
@@ -541,6 +588,10 @@ class Safety(Node):
         self.tilt = roll_pitch(*(quat / norm))
         self.state_ns = self.now_ns()
         self.state_ref = (msg.header.stamp_ns, msg.header.seq)
+        if self._state_wire.can_learn(names):
+            gather = np.empty(self.n, dtype=np.intp)
+            gather[idx] = np.arange(self.n)
+            self._state_wire.learn(names, tuple_getter(gather.tolist()))
         return True
 
     def _centre_cells(self, shape: tuple[int, ...], base_x: float, base_y: float) -> np.ndarray:
@@ -560,7 +611,7 @@ class Safety(Node):
 
     def _check_height(self, msg: RobotState) -> None:
         """Latch a base height trip when the base stays too low in ACTIVE (see the class doc)."""
-        if self.scan_height is not None and self.now_ns() - self.scan_ns <= self.state_timeout_s * 1e9:
+        if self.scan_height is not None and self.now_ns() - self.scan_ns <= self._state_timeout_ns:
             height, where = self.scan_height, "the ground under it (height scan)"
         elif msg.has_base:
             height, where = msg.base.position.z, "z = 0 (base pose, no height scan)"
@@ -568,7 +619,7 @@ class Safety(Node):
             self.base_height = self.low_since_ns = None
             return
         self.base_height = height
-        if self.mode != Mode.ACTIVE or self.height_reason or not height < self.min_height:
+        if self.mode != ACTIVE or self.height_reason or not height < self.min_height:
             self.low_since_ns = None
             return
         now = self.now_ns()
@@ -598,9 +649,6 @@ class Safety(Node):
         self._log_marks[kind] = (now, 0)
 
 
-__all__ = ["Safety", "Target", "roll_pitch"]
-
-
 def _median(values: np.ndarray) -> float | None:
     """The median of the finite values, None without one (np.median costs ~10x more on a handful)."""
     finite = np.isfinite(values)
@@ -613,6 +661,4 @@ def _median(values: np.ndarray) -> float | None:
     return float(values[(n - 1) // 2] + values[n // 2]) / 2
 
 
-def _clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """``np.clip`` for small arrays: same result, a fifth of the overhead."""
-    return np.minimum(np.maximum(x, lo), hi)
+__all__ = ["Safety", "Target", "roll_pitch"]

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import time
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -321,3 +322,70 @@ def test_gains_are_honoured_by_mujoco():
     h.feed("command", command(NAMES, q + 0.1, kp=np.full(N, 10.0), kd=np.zeros(N)))
     h.advance(0.0025)  # one physics step from the same state: tau = kp * 0.1
     np.testing.assert_allclose(h.node.sim.joint_torque(q, np.zeros(N)), 1.0, atol=1e-9)
+
+
+# -- the parser's fast path ---------------------------------------------------------------------------
+
+
+def _verdict(fn) -> tuple:
+    """What the parser made of a command: its values and gains flag, or the error's kind and text."""
+    try:
+        values, gains_given = fn()
+    except CommandError as exc:
+        return ("error", exc.kind, str(exc))
+    return ("ok", values.dtype.str, values.shape, values.tobytes(), gains_given)
+
+
+def _random_command(rng: np.random.Generator, step: int) -> JointCommand:
+    """Commands in a few name orders and column sets, now and then with one problem of each kind."""
+    order = [NAMES, NAMES[::-1], NAMES[6:] + NAMES[:6]][step % 3]
+    msg = JointCommand(name=order, source=CommandSource.POLICY, observation_seq=step)
+    msg.header.stamp_ns = int(rng.integers(0, 2**62)) >> int(rng.integers(0, 60))  # headers of every length
+    msg.header.seq = step
+    present = [k for k in ("velocity", "effort", "kp", "kd") if rng.random() < 0.6]
+    columns = {"position": rng.uniform(-2, 2, N), **{k: rng.uniform(0, 30, N) for k in present}}
+    problem = rng.integers(0, 16)
+    key = list(columns)[int(rng.integers(0, len(columns)))]
+    if problem == 0:
+        columns[key][int(rng.integers(0, N))] = math.nan
+    elif problem == 1:
+        columns[key][int(rng.integers(0, N))] = -math.inf
+    elif problem == 2 and key in ("kp", "kd"):
+        columns[key][3] = -0.5
+    elif problem == 3:
+        columns[key][5] = 1e308  # finite; sums overflow: the fast path's test is only a shortcut
+        columns[key][6] = 1e308
+    elif problem == 4:
+        columns[key][2] = -0.0
+    for k, values in columns.items():
+        set_array(getattr(msg, k), values, np.float32 if problem == 5 and k == key else np.float64)
+    if problem == 6:
+        msg.position.shape[:] = [3, 4]
+    elif problem == 7:
+        msg.velocity.shape[:] = [N + 1]
+    elif problem == 8:
+        del msg.kd.shape[:]
+    elif problem == 9:
+        set_array(msg.effort, np.zeros(0))  # present but empty
+    elif problem == 10:
+        msg.ClearField("position")
+    elif problem == 11:
+        msg.name[0] = "tail_joint"
+    elif problem == 12:
+        msg.name.append("tail_joint")
+    return msg
+
+
+def test_fast_parse_gives_exactly_what_the_checked_parse_gives():
+    fast, rng = CommandParser.for_robot(GO2), np.random.default_rng(3)
+    verdicts = []
+    for step in range(600):
+        msg = JointCommand.FromString(_random_command(rng, step).SerializeToString())
+        reference = CommandParser.for_robot(GO2)  # never learns an order: always the checked path
+        got = _verdict(lambda msg=msg: fast.columns(msg))
+        assert got == _verdict(lambda msg=msg, ref=reference: ref._columns_checked(msg)), step
+        parsed = _verdict(lambda msg=msg: (np.stack(astuple(fast.parse(msg))[:5]), fast.parse(msg).gains_given))
+        assert parsed == got, step
+        verdicts.append(got[0] if got[0] == "ok" else got[1])
+    assert verdicts.count("ok") > 300 and len(set(verdicts)) >= 4
+    assert len(fast._wire.orders) == 3

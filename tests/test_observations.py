@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -260,3 +261,125 @@ def test_go2_walk_observation_vector_by_hand():
     )
     assert obs.shape == (45,) and obs.dtype == np.float32
     np.testing.assert_allclose(obs, expected, rtol=1e-6, atol=1e-6)
+
+
+# -- observe(): the one-pass path gives build(decode(...)) exactly -------------------------------------
+
+
+def _outcome(fn):
+    """``fn()``'s float32 bytes, or the type and text of what it raised."""
+    try:
+        return ("ok", fn().tobytes())
+    except Exception as exc:  # compared, not hidden: both paths must raise the same
+        return (type(exc).__name__, str(exc))
+
+
+def _random_state(rng: np.random.Generator, names: list[str], step: int) -> RobotState:
+    """Mostly well-formed states in a few joint orders, with the occasional problem of every kind."""
+    order = [names, names[::-1], [*names[3:], *names[:3], "extra_joint"]][step % 3]
+    q = {n: float(rng.uniform(-1, 1)) for n in order}
+    qd = {n: float(rng.uniform(-5, 5)) for n in order}
+    quat = tuple(rng.normal(size=4))
+    problem = rng.integers(0, 14)
+    if problem == 0:
+        q[order[2]] = math.nan
+    elif problem == 1:
+        qd[order[0]] = math.inf
+    elif problem == 2:
+        quat = (0.0, 0.0, 0.0, 0.0)
+    elif problem == 3:
+        q[order[1]] = 1e200  # finite; its square overflows: the fast path's test is only a shortcut
+    elif problem == 4:
+        q[order[1]] = -0.0
+    msg = robot_state(q, qd, quat=quat, gyro=tuple(rng.normal(size=3)), order=order)
+    msg.header.stamp_ns = int(rng.integers(0, 2**40)) if problem != 5 else 0
+    if problem != 6:
+        msg.has_base = True
+        v = msg.base.linear_velocity
+        v.x, v.y, v.z = rng.normal(size=3)
+    if problem == 7:
+        set_array(msg.joints.velocity, [0.0] * (len(order) - 1))  # one value short
+    elif problem == 8:
+        set_array(msg.joints.position, np.array([q[n] for n in order], dtype=np.float32))
+    elif problem == 9:
+        msg.joints.position.shape[:] = [1, len(order)]
+    elif problem == 10:
+        del msg.joints.name[-1]
+    return msg
+
+
+def _random_scan(rng: np.random.Generator, shape: tuple[int, int], offset: float) -> HeightScan | None:
+    problem = rng.integers(0, 10)
+    if problem == 0:
+        return None
+    grid = (shape[1], shape[0]) if problem == 1 else shape
+    heights = rng.uniform(-1.5, 1.5, grid)
+    if problem == 2:
+        heights[0, 1] = math.nan
+    msg = HeightScan(offset=offset + (0.1 if problem == 3 else 0.0))
+    msg.center_x = 0.2 if problem == 4 else 0.0
+    set_array(msg.heights, heights, np.float64 if problem == 5 else np.float32)
+    return msg
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # 1e200 without an obs clip, on both paths
+@pytest.mark.parametrize("bundle", ["go2_walk", "anymal_d_rough", "history"])
+def test_observe_gives_exactly_what_build_of_decode_gives(tmp_path, bundle):
+    if bundle == "history":
+        contract = small_contract(
+            tmp_path,
+            [
+                {"name": "joint_pos_rel", "history": 3, "clip": [-0.5, 0.5]},
+                {"name": "projected_gravity", "scale": 2.0},
+                {"name": "joint_vel", "history": 2, "scale": 0.1},
+                "last_action",
+                "velocity_commands",
+                {"name": "height_scan", "options": {"shape": [3, 4], "offset": 0.5, "ordering": "yx"}},
+            ],
+            clip=3.0,
+        )
+    else:
+        contract = load_contract(bundle)
+    fast, slow = ObservationBuilder(contract), ObservationBuilder(contract)
+    assert fast._fast is not None
+    scan_term = next((t for t in contract.observations if t.name == "height_scan"), None)
+    rng = np.random.default_rng(7)
+    names = list(contract.joints)
+    outcomes = []
+    for step in range(300):
+        state = _random_state(rng, names, step)
+        command = None if step % 5 == 0 else VelocityCommand(vx=rng.normal(), vy=rng.normal(), yaw_rate=rng.normal())
+        scan = None
+        if scan_term is not None:
+            scan = _random_scan(rng, scan_term.options["shape"], scan_term.options.get("offset", 0.0))
+        action = rng.normal(size=len(names)) if step % 7 else None
+        inputs = (state, command, scan, action)
+        got = _outcome(lambda inputs=inputs: fast.observe(*inputs))
+        want = _outcome(lambda inputs=inputs: slow.build(slow.decode(*inputs)))
+        assert got == want, step
+        outcomes.append(got[0])
+        if step == 150:
+            fast.reset()
+            slow.reset()
+    assert outcomes.count("ok") > 50 and len(set(outcomes)) >= 2  # results and errors both compared
+    assert len(fast._fast.joints.orders) == 3  # the three joint orders took the fast path
+
+
+def test_malformed_arrays_are_observation_errors_on_both_paths():
+    """A bad dtype code or a scan that is not 2-D is an ObservationError (the policy node reports it and
+    publishes nothing), never an exception that stops the node; a scan no term reads is still checked."""
+    builder = ObservationBuilder(load_contract("go2_walk"))  # no height_scan term
+    q = {n: Q0[n.split("_")[1]] for n in POLICY_ORDER}
+    good = robot_state(q, base_vel=(0.0, 0.0, 0.0))
+    builder.observe(good)  # learns the joint order: the one-pass path from here on
+    bad_dtype = robot_state(q, base_vel=(0.0, 0.0, 0.0))
+    bad_dtype.joints.position.dtype = 99
+    flat_scan = HeightScan()
+    set_array(flat_scan.heights, np.zeros(6, dtype=np.float32))
+    for args, text in [
+        ((bad_dtype,), "RobotState.joints.position: unknown dtype code 99"),
+        ((good, None, flat_scan), "HeightScan.heights must have shape [n_y, n_x]"),
+    ]:
+        for observe in (builder.observe, lambda *a: builder.build(builder.decode(*a))):
+            with pytest.raises(ObservationError, match=re.escape(text)):
+                observe(*args)

@@ -25,6 +25,7 @@ from krabgraph.msgs import (
     to_numpy,
 )
 from krabgraph.nodes.demo import FakeRobot
+from krabgraph.nodes.hal_io import CommandParser
 from krabgraph.nodes.robots import load_robot
 from krabgraph.nodes.safety import Safety
 
@@ -810,3 +811,106 @@ def test_graph_state_loss_damps_within_two_periods():
     trips = [s for s in ex.nodes["log"].got if s.mode == Mode.DAMPING]
     assert "robot state stale" in trips[0].reason and safety.rejected == 0
     assert trips[0].fault == trips[-1].fault == Fault.FAULT_STATE_STALE
+
+
+# -- the hot path gives what the step-by-step code gives ----------------------------------------------
+
+
+def _state_outcome(node: Safety, read) -> tuple:
+    ok = read()
+    q = None if node.q is None else node.q.tobytes()
+    return ok, q, node.tilt, node.state_ref, node.bad_states, dict(node.problems)
+
+
+def test_fast_state_read_gives_exactly_what_the_checked_read_gives():
+    fast = NodeHarness(Safety, robot="go2").start().node
+    checked = NodeHarness(Safety, robot="go2").start().node
+    rng = np.random.default_rng(5)
+    for step in range(400):
+        names = [NAMES, NAMES[::-1], NAMES[4:] + NAMES[:4]][step % 3]
+        q = rng.uniform(-1, 1, N)
+        problem = rng.integers(0, 12)
+        if problem == 0:
+            q[3] = math.nan
+        elif problem == 1:
+            q[0] = 1e308  # finite: a sum overflows, the checked path decides
+            q[1] = 1e308
+        msg = state_msg(q, roll=rng.uniform(-1, 1), pitch=rng.uniform(-1, 1), names=names)
+        msg.header.stamp_ns, msg.header.seq = int(rng.integers(0, 2**50)), step
+        if problem == 2:
+            msg.imu.orientation.w *= 1.5  # not a unit quaternion
+        elif problem == 3:
+            set_array(msg.joints.position, q.astype(np.float32))
+        elif problem == 4:
+            del msg.joints.name[-1]
+        elif problem == 5:
+            msg.joints.position.shape[:] = [N + 1]
+        msg = RobotState.FromString(msg.SerializeToString())
+        got = _state_outcome(fast, lambda msg=msg: fast._read_state(msg))
+        assert got == _state_outcome(checked, lambda msg=msg: checked._read_state_checked(msg)), step
+    assert fast.bad_states > 20 and len(fast._state_wire.orders) == 3
+
+
+def _reference_limit(node: Safety, values: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Safety's limits one array at a time, as they were first written: the output and the clamp kinds."""
+    r = node.description
+    position_in, velocity, effort, kp_in, kd_in = values
+    kp = np.minimum(kp_in, node.kp_max)
+    reach = node.stop_torque_fraction * r.effort_limit / np.maximum(kp, 1e-9)
+    reach = np.where(kp > 0, np.minimum(reach, np.pi), 0.0)
+    position = np.clip(position_in, node.lower - reach, node.upper + reach)
+    stepped = np.clip(position, ref - node.max_step, ref + node.max_step)
+    out = np.stack(
+        [
+            stepped,
+            np.clip(velocity, -r.velocity_limit, r.velocity_limit),
+            np.clip(effort, -r.effort_limit, r.effort_limit),
+            kp,
+            np.minimum(kd_in, node.kd_max),
+        ]
+    )
+    pairs = [("position beyond soft limit", position_in, position), ("target step beyond max_step", position, stepped)]
+    pairs += [
+        (f"{kind}", before, after)
+        for kind, before, after in zip(
+            ("velocity beyond limit", "effort beyond limit", "kp beyond cap", "kd beyond cap"),
+            values[1:],
+            out[1:],
+            strict=True,
+        )
+    ]
+    return out, [f"clamped {kind}" for kind, before, after in pairs if (before != after).any()]
+
+
+def test_forwarding_limits_give_exactly_what_the_step_by_step_limits_give():
+    h = NodeHarness(Safety, robot="go2", soft_start_s=0.0).start()
+    node, sent = h.node, h.outputs["joint_command"]
+    h.feed("state", state_msg(R.default_pos))
+    h.advance(DT)
+    h.feed("command", command_msg(R.default_pos))
+    h.advance(DT)
+    assert node.mode == Mode.ACTIVE
+    parser, rng, clamps = CommandParser.for_robot(R), np.random.default_rng(11), 0
+    for step in range(300):
+        names = [NAMES, NAMES[::-1]][step % 2]
+        spread = [0.05, 0.05, 0.3, 3.0][step % 4]
+        wide = 1.5 if step % 4 == 3 else 0.9  # beyond the limits and caps, or within them
+        arrays = {
+            "velocity": rng.uniform(-wide, wide, N) * R.velocity_limit,
+            "effort": rng.uniform(-wide, wide, N) * R.effort_limit,
+            "kp": rng.uniform(0, 2 * wide, N) * R.kp,
+            "kd": rng.uniform(0, 2 * wide, N) * R.kd,
+        }
+        arrays = {k: v for k, v in arrays.items() if rng.random() < 0.7}
+        msg = command_msg(R.default_pos + rng.uniform(-spread, spread, N), names=names, seq=step, **arrays)
+        ref = node.target.values[0].copy()
+        problems = dict(node.problems)
+        want, kinds = _reference_limit(node, parser.columns(msg)[0], ref)
+        h.feed("state", state_msg(R.default_pos))
+        h.feed("command", msg)
+        got = np.stack(list(fields(sent[-1]).values()))
+        assert got.tobytes() == want.tobytes(), step
+        changed = {k for k, v in node.problems.items() if v != problems.get(k, 0)}
+        assert changed == set(kinds), step
+        clamps += bool(kinds)
+    assert node.clamped == clamps and 50 < clamps < 300

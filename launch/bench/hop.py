@@ -340,12 +340,13 @@ def run(count: int, repeats: int) -> list[Row]:
         )
         r_ours = summarize(group, "krabgraph executor, one thread", ours, placement=one_core)
         ratio50, ratio99 = r_ours.p50 / r_pb.p50, r_ours.p99 / r_pb.p99
-        met = ratio50 <= 2.0 and ratio99 <= 2.0
+        met, met99 = ratio50 <= 2.0, ratio99 <= 2.0
         r_ours.note = (
             f"{ratio50:.2f}×/{ratio99:.2f}× the protobuf floor (p50/p99), "
-            f"{r_ours.p50 / r_bytes.p50:.1f}× bytes-only p50; target ≤ 2×: {'met' if met else 'MISSED'}"
+            f"{r_ours.p50 / r_bytes.p50:.1f}× bytes-only p50; target p50 ≤ 2×: {'met' if met else 'MISSED'}, "
+            f"p99 ≤ 2×: {'met' if met99 else 'MISSED'}"
         )
-        r_ours.extra = {"ratio_p50": ratio50, "ratio_p99": ratio99, "target_met": met}
+        r_ours.extra = {"ratio_p50": ratio50, "ratio_p99": ratio99, "target_met": met, "p99_target_met": met99}
         rows += [r_bytes, r_pb, r_ours]
         for where, a, b in placement.placements():
             zmq_name, ours_name = "raw pyzmq inproc, two threads, + protobuf", "krabgraph, subscriber on its own thread"

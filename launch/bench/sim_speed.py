@@ -18,6 +18,9 @@ from krabgraph.launch.graph import NodeDecl
 from krabgraph.launch.yamlloc import Loc
 from krabgraph.msgs import RobotState
 
+TARGET_RATIO = 0.85  # the graph's real-time factor ≥ 0.85× the bare loop's (issue 16)
+TARGET_RTF = 20.0
+
 
 def bare_loop(seconds: float) -> np.ndarray:
     """Wall time (µs) of each control tick of the loop without the graph."""
@@ -70,10 +73,12 @@ def run(count: int, repeats: int) -> list[Row]:
     rtf_graph = [20e3 / r.mean() for r in graph]
     ratio = float(np.median(rtf_graph) / np.median(rtf_bare))
     rb.note = f"{np.median(rtf_bare):.1f}× real time"
-    met = ratio >= 0.75 and np.median(rtf_graph) >= 20
+    met = ratio >= TARGET_RATIO and np.median(rtf_graph) >= TARGET_RTF
     rg.note = (
-        f"{np.median(rtf_graph):.1f}× real time = {ratio:.2f}× the bare loop; "
-        f"target ≥ 0.75× and ≥ 20× real time: {'met' if met else 'MISSED'}"
+        f"{np.median(rtf_graph):.1f}× real time = {ratio:.2f}× the bare loop "
+        f"(the graph adds {float(np.median([g.mean() for g in graph]) - np.median([b.mean() for b in bare])):.0f} µs "
+        "per tick: transport, dispatch, messages, the command and safety nodes); "
+        f"target ≥ {TARGET_RATIO}× and ≥ {TARGET_RTF:.0f}× real time: {'met' if met else 'MISSED'}"
     )
     rg.extra = {"rtf": float(np.median(rtf_graph)), "ratio_to_bare": ratio, "target_met": bool(met)}
     rb.extra = {"rtf": float(np.median(rtf_bare))}

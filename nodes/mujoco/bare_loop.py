@@ -38,7 +38,7 @@ class BareLoop:
         stamp = self.ticks * self.dt_ns
         state = fill_robot_state(RobotState(), self.sim.read_state(), stamp_ns=stamp)
         scan = self.scanner.message(self.sim.data, stamp_ns=stamp)
-        obs = self.builder.build(self.builder.decode(state, self.command, scan, self.last_action))
+        obs = self.builder.observe(state, self.command, scan, self.last_action)  # as PolicyNode does
         self.last_action, targets = self.contract.actions.process(self.backend(obs))
         self.sim.set_command(self.contract.joints, targets, kp=self.contract.kp, kd=self.contract.kd)
         self.sim.step(self.decimation)

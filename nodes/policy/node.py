@@ -79,13 +79,16 @@ class PolicyNode(Node):
         self.backend = load_backend(self.contract, device=self.device, threads=self.threads)
         self.builder = ObservationBuilder(self.contract)
         n = self.contract.action_dim
-        # Constant fields are encoded once; each tick copies the template and fills the rest.
+        # Constant fields are encoded once; each tick copies the template and fills in the stamps and
+        # the data bytes (dtype and shape are already there: FLOAT64 [n] targets, FLOAT32 [dim] obs).
         self._command_template = JointCommand(name=self.contract.joints, source=CommandSource.POLICY)
+        set_array(self._command_template.position, np.zeros(n))
         set_array(self._command_template.velocity, np.zeros(n))
         set_array(self._command_template.effort, np.zeros(n))
         set_array(self._command_template.kp, self.contract.kp)
         set_array(self._command_template.kd, self.contract.kd)
         self._observation_template = ArrayStamped(labels=self.builder.labels)
+        set_array(self._observation_template.data, np.zeros(self.contract.obs_dim, dtype=np.float32))
         privileged = self.contract.privileged_terms
         if privileged:
             self.log.warning(
@@ -113,8 +116,7 @@ class PolicyNode(Node):
     def on_state(self, msg: RobotState) -> None:
         self._check_rate(msg.header.stamp_ns)
         try:
-            inputs = self.builder.decode(msg, self.command.latest, self.height_scan.latest, self.last_action)
-            obs = self.builder.build(inputs)
+            obs = self.builder.observe(msg, self.command.latest, self.height_scan.latest, self.last_action)
             action, targets = self.contract.actions.process(self.backend(obs))
         except MissingInputError as exc:
             self._report(f"waiting for {exc.input}: {exc}; publishing no command")
@@ -126,16 +128,19 @@ class PolicyNode(Node):
         self._publish(msg, obs, targets)
 
     def _publish(self, state: RobotState, obs: np.ndarray, targets: np.ndarray) -> None:
+        """``targets``: FLOAT64 ``[n]``, ``obs``: FLOAT32 ``[dim]`` (the templates' dtypes and shapes)."""
+        header = state.header
+        stamp = header.stamp_ns
         cmd = JointCommand()
         cmd.CopyFrom(self._command_template)
-        cmd.observation_stamp_ns = state.header.stamp_ns
-        cmd.observation_seq = state.header.seq
-        set_array(cmd.position, targets)
+        cmd.observation_stamp_ns = stamp
+        cmd.observation_seq = header.seq
+        cmd.position.data = targets.tobytes()
         self.joint_command.publish(cmd)
         debug = ArrayStamped()
         debug.CopyFrom(self._observation_template)
-        debug.header.stamp_ns = state.header.stamp_ns
-        set_array(debug.data, obs)
+        debug.header.stamp_ns = stamp
+        debug.data.data = obs.tobytes()
         self.observation.publish(debug)
 
     def _report(self, message: str) -> None:

@@ -14,6 +14,7 @@ z) giving the base orientation in the world frame; rad, rad/s, m, m/s.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from krabgraph.launch.errors import KrabgraphError
-from krabgraph.msgs import HeightScan, RobotState, VelocityCommand, to_numpy
+from krabgraph.msgs import ArrayError, DType, HeightScan, JointState, RobotState, VelocityCommand, to_numpy
+from krabgraph.msgs.arrays import NamedColumns
 
 if TYPE_CHECKING:
     from krabgraph.nodes.policy.contract import Contract
@@ -336,7 +338,10 @@ class StateDecoder:
 
 
 def _joint_array(field: Any, what: str, n: int) -> np.ndarray:
-    values = to_numpy(field).reshape(-1)
+    try:
+        values = to_numpy(field).reshape(-1)
+    except ArrayError as exc:
+        raise ObservationError(f"RobotState.joints.{what}: {exc}") from None
     if values.size != n:
         raise ObservationError(f"RobotState.joints.{what} has {values.size} values for {n} joint names")
     return values.astype(np.float64, copy=False)
@@ -344,7 +349,10 @@ def _joint_array(field: Any, what: str, n: int) -> np.ndarray:
 
 def decode_height_scan(msg: HeightScan) -> ScanData:
     """A ``HeightScan`` as flat values (x fastest) with its grid shape and offset."""
-    heights = to_numpy(msg.heights)
+    try:
+        heights = to_numpy(msg.heights)
+    except ArrayError as exc:
+        raise ObservationError(f"HeightScan.heights: {exc}") from None
     if heights.ndim != 2:
         raise ObservationError(f"HeightScan.heights must have shape [n_y, n_x], got {list(heights.shape)}")
     shape = (int(heights.shape[0]), int(heights.shape[1]))
@@ -365,6 +373,9 @@ class ObservationBuilder:
     ``labels[i]`` names element ``i``, e.g. ``joint_pos_rel[FR_hip_joint]`` or, with history,
     ``base_ang_vel[x]@t-2`` (oldest first). Call ``reset()`` when an episode (re)starts: the last
     action is the caller's, histories refill from the next observation (as Isaac Lab does).
+
+    ``build(decode(...))`` evaluates each term on a decoded ``PolicyState``; ``observe(...)`` gives
+    the same vector from the messages in one pass when every term is a built-in one.
     """
 
     def __init__(self, contract: Contract):
@@ -375,6 +386,18 @@ class ObservationBuilder:
         self._terms = [(term, TERMS[term.name].compute) for term in contract.observations]
         self._history: list[np.ndarray | None] = [None] * len(self._terms)
         self._obs = np.empty(self.dim)
+        # One step of every term, concatenated: per-element clip bounds (±inf where a term has none)
+        # and scale, so clipping and scaling are one NumPy call each for the whole step.
+        terms = contract.observations
+        inf = [(-np.inf, np.inf)] * len(terms)
+        bounds = [(t.clip or whole, t.dim) for t, whole in zip(terms, inf, strict=True)]
+        self._clip_lo = np.concatenate([np.full(dim, lo, dtype=np.float64) for (lo, _), dim in bounds])
+        self._clip_hi = np.concatenate([np.full(dim, hi, dtype=np.float64) for (_, hi), dim in bounds])
+        self._scale = np.concatenate([np.asarray(t.scale, dtype=np.float64) for t in terms])
+        self._clipped = any(t.clip is not None for t in terms)
+        self._scaled = bool((self._scale != 1.0).any())
+        self._histories = any(t.history > 1 for t in terms)
+        self._fast = _FastPath.of(self)
 
     def reset(self) -> None:
         """Forget every term's history."""
@@ -391,32 +414,214 @@ class ObservationBuilder:
             if value.shape != (term.dim,):
                 raise ObservationError(f"term {term.name} produced shape {list(value.shape)}, expected [{term.dim}]")
             values.append(value)
-        if not np.isfinite(np.concatenate(values)).all():  # before clipping: an inf must not pass clipped
+        step = np.concatenate(values)
+        if not np.isfinite(step).all():  # before clipping: an inf must not pass clipped
             for (term, _), value in zip(self._terms, values, strict=True):
                 if not np.isfinite(value).all():
                     newest = term.labels[-term.dim :]
                     bad = [newest[i] for i in np.flatnonzero(~np.isfinite(value))[:6]]
                     raise ObservationError(f"observation is not finite at {', '.join(bad)}; check the inputs")
-        steps = []
-        for (term, _), value in zip(self._terms, values, strict=True):
-            if term.clip is not None:
-                value = np.minimum(np.maximum(value, term.clip[0]), term.clip[1])
-            steps.append(value * term.scale)
-        offset = 0
-        for i, ((term, _), step) in enumerate(zip(self._terms, steps, strict=True)):
-            if term.history == 1:
-                self._obs[offset : offset + term.dim] = step
-            else:
-                buffer = self._history[i]
-                if buffer is None:
-                    buffer = self._history[i] = np.tile(step, (term.history, 1))
+        return self._finish(step)
+
+    def observe(
+        self,
+        state: RobotState,
+        command: VelocityCommand | None = None,
+        height_scan: HeightScan | None = None,
+        last_action: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``build(decode(state, command, height_scan, last_action))``: the same vector, histories and
+        errors. With built-in terms only, a well-formed state in a joint order already seen goes
+        from the message bytes to the vector without the per-term calls; anything else takes
+        ``build(decode(...))``."""
+        fast = self._fast
+        if fast is not None:
+            obs = fast.observe(state, command, height_scan, last_action)
+            if obs is not None:
+                return obs
+        obs = self.build(self.decode(state, command, height_scan, last_action))
+        if fast is not None:
+            fast.learn(self.decode)
+        return obs
+
+    def _finish(self, step: np.ndarray) -> np.ndarray:
+        """Clip, scale, history and the global clip of one step of finite term values (float64,
+        terms concatenated; modified in place): the observation, float32."""
+        if self._clipped:
+            np.maximum(step, self._clip_lo, out=step)
+            np.minimum(step, self._clip_hi, out=step)
+        if self._scaled:
+            np.multiply(step, self._scale, out=step)
+        if self._histories:
+            offset, start = 0, 0
+            for i, (term, _) in enumerate(self._terms):
+                value = step[start : start + term.dim]
+                start += term.dim
+                if term.history == 1:
+                    self._obs[offset : offset + term.dim] = value
                 else:
-                    buffer[:-1] = buffer[1:]
-                    buffer[-1] = step
-                self._obs[offset : offset + term.size] = buffer.reshape(-1)
-            offset += term.size
-        obs = self._obs
+                    buffer = self._history[i]
+                    if buffer is None:
+                        buffer = self._history[i] = np.tile(value, (term.history, 1))
+                    else:
+                        buffer[:-1] = buffer[1:]
+                        buffer[-1] = value
+                    self._obs[offset : offset + term.size] = buffer.reshape(-1)
+                offset += term.size
+            obs = self._obs
+        else:
+            obs = step  # one step per term: the step is the observation
         if self.contract.obs_clip is not None:
             lo, hi = self.contract.obs_clip
             obs = np.minimum(np.maximum(obs, lo), hi)
         return obs.astype(np.float32)
+
+
+# Terms the fast path reads straight from the messages: the source of each element of its step.
+_JOINT_TERMS = {
+    "joint_pos": "position",
+    "joint_pos_rel": "position",
+    "joint_vel": "velocity",
+    "joint_vel_rel": "velocity",
+}
+_VECTOR_TERMS = ("base_lin_vel", "base_ang_vel", "projected_gravity", "velocity_commands")
+_FAST_TERMS = frozenset({*_JOINT_TERMS, *_VECTOR_TERMS, "last_action", "height_scan"})
+
+
+class _FastPath:
+    """``ObservationBuilder.observe`` without ``PolicyState``: for contracts of built-in terms only.
+
+    Per joint order seen valid (``learn``), one gather index maps a source vector — the message's
+    joint positions and velocities (as FLOAT64 bytes, ``NamedColumns``), the 3-vectors the terms
+    need, the last action and the height scan — to the step; ``joint_pos_rel`` subtracts the
+    default pose. Any input it does not take as it is (missing, malformed, not finite, another
+    order, dtype or shape) returns None: the caller then runs ``build(decode(...))``, whose result
+    or error is the answer.
+    """
+
+    @classmethod
+    def of(cls, builder: ObservationBuilder) -> _FastPath | None:
+        if all(t.name in _FAST_TERMS for t in builder.contract.observations):
+            return cls(builder)
+        return None
+
+    def __init__(self, builder: ObservationBuilder):
+        self.builder = builder
+        contract = builder.contract
+        self.terms = contract.observations
+        self.n = len(contract.joints)
+        names = {t.name for t in self.terms}
+        self.vectors = tuple(v for v in _VECTOR_TERMS if v in names)  # packed in this order
+        self.pack = struct.Struct(f"<{3 * len(self.vectors)}d").pack
+        self.last_action = "last_action" in names
+        scan = next((t for t in self.terms if t.name == "height_scan"), None)
+        self.scan = None if scan is None else scan.options
+        self.scan_size = 0 if scan is None else scan.dim
+        relative = [contract.default_joint_pos if t.name == "joint_pos_rel" else np.zeros(t.dim) for t in self.terms]
+        self.sub = np.concatenate(relative).astype(np.float64) if "joint_pos_rel" in names else None
+        self.joints = NamedColumns(JointState, ("position", "velocity"))
+
+    def learn(self, decoder: StateDecoder) -> None:
+        """Remember the joint order of the state ``decoder`` just decoded (it gave a valid observation)."""
+        names, index = decoder._names, decoder._index
+        if names is None or not self.joints.can_learn(names):
+            return
+        m = len(names)
+        vectors = 2 * m
+        actions = vectors + 3 * len(self.vectors)
+        scan = actions + (self.n if self.last_action else 0)
+        parts = []
+        for term in self.terms:
+            if term.name in _JOINT_TERMS:
+                parts.append(index + (0 if _JOINT_TERMS[term.name] == "position" else m))
+            elif term.name in _VECTOR_TERMS:
+                parts.append(vectors + 3 * self.vectors.index(term.name) + np.arange(3))
+            elif term.name == "last_action":
+                parts.append(actions + np.arange(self.n))
+            else:  # height_scan, flattened x fastest; ``ordering: yx`` is a transpose
+                n_y, n_x = self.scan["shape"]
+                cells = np.arange(n_y * n_x).reshape(n_y, n_x)
+                parts.append(scan + (cells.T if self.scan.get("ordering", "xy") == "yx" else cells).reshape(-1))
+        self.joints.learn(names, np.concatenate(parts).astype(np.intp))
+
+    def observe(
+        self,
+        state: RobotState,
+        command: VelocityCommand | None,
+        height_scan: HeightScan | None,
+        last_action: np.ndarray | None,
+    ) -> np.ndarray | None:
+        """The observation, or None for any input this path does not take as it is."""
+        fast = self.joints.read(state.joints)
+        if fast is None:
+            return None
+        gather, (position, velocity) = fast
+        if position is None or velocity is None:
+            return None
+        imu = state.imu
+        o = imu.orientation
+        w, x, y, z = o.w, o.x, o.y, o.z
+        norm = math.sqrt(w * w + x * x + y * y + z * z)
+        if not norm > 1e-6:
+            return None
+        if self.scan is None and height_scan is not None:
+            decode_height_scan(height_scan)  # no term reads it, but decode checks it: the same errors
+        values: list[float] = []
+        for name in self.vectors:  # as the terms compute them, in float64
+            if name == "base_lin_vel":
+                if not state.has_base:
+                    return None
+                v = state.base.linear_velocity
+                values += (v.x, v.y, v.z)
+            elif name == "base_ang_vel":
+                g = imu.angular_velocity
+                values += (g.x, g.y, g.z)
+            elif name == "projected_gravity":
+                w, x, y, z = w / norm, x / norm, y / norm, z / norm
+                values += (-(2.0 * (x * z - w * y)), -(2.0 * (y * z + w * x)), -(1.0 - 2.0 * (x * x + y * y)))
+            elif command is None:
+                values += (0.0, 0.0, 0.0)
+            else:
+                values += (command.vx, command.vy, command.yaw_rate)
+        chunks = [position, velocity, self.pack(*values)]
+        if self.last_action:
+            action = np.zeros(self.n) if last_action is None else np.asarray(last_action, dtype=np.float64)
+            if action.shape != (self.n,):
+                return None
+            chunks.append(action.tobytes())
+        source = np.frombuffer(b"".join(chunks), dtype=np.float64)
+        if self.scan is not None:
+            heights = self._scan(height_scan)
+            if heights is None:
+                return None
+            source = np.concatenate((source, heights))
+        step = source.take(gather)
+        if self.sub is not None:
+            np.subtract(step, self.sub, out=step)
+        # The sum is finite only if every value is (Python floats: no NumPy warning on inf or NaN;
+        # an overflow merely takes the slow path).
+        if not math.isfinite(sum(step.tolist())):
+            return None
+        return self.builder._finish(step)
+
+    def _scan(self, msg: HeightScan | None) -> np.ndarray | None:
+        """The scan's cells (FLOAT32 or FLOAT64, as stored) if it fits the term's grid, offset and centre."""
+        if msg is None:
+            return None
+        options = self.scan
+        heights = msg.heights
+        data, shape = heights.data, heights.shape
+        dtype = _SCAN_DTYPES.get(heights.dtype)
+        if dtype is None or len(shape) != 2 or tuple(shape) != options["shape"]:
+            return None
+        if len(data) != self.scan_size * dtype.itemsize:
+            return None
+        if "offset" in options and abs(msg.offset - options["offset"]) > 1e-6:
+            return None
+        cx, cy = options.get("center", (0.0, 0.0))
+        if abs(msg.center_x - cx) > 1e-6 or abs(msg.center_y - cy) > 1e-6:
+            return None
+        return np.frombuffer(data, dtype=dtype)
+
+
+_SCAN_DTYPES = {int(DType.FLOAT32): np.dtype("<f4"), int(DType.FLOAT64): np.dtype("<f8")}
