@@ -28,6 +28,7 @@ from krabgraph.msgs import (
 from krabgraph.msgs.arrays import NamedColumns, tuple_getter
 from krabgraph.nodes.hal_io import COLUMNS, CommandError, CommandParser
 from krabgraph.nodes.robots import RobotError, load_robot
+from krabgraph.nodes.rotations import roll_pitch
 
 
 class Mode(IntEnum):
@@ -71,13 +72,6 @@ class Target:
     source: int = SAFETY
     observation_stamp_ns: int = 0
     observation_seq: int = 0
-
-
-def roll_pitch(w: float, x: float, y: float, z: float) -> tuple[float, float]:
-    """Roll and pitch (rad, ZYX Euler angles) of a unit quaternion, scalar first."""
-    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
-    return roll, pitch
 
 
 class Safety(Node):
@@ -661,4 +655,4 @@ def _median(values: np.ndarray) -> float | None:
     return float(values[(n - 1) // 2] + values[n // 2]) / 2
 
 
-__all__ = ["Safety", "Target", "roll_pitch"]
+__all__ = ["Safety", "Target"]

@@ -18,11 +18,11 @@ from krabgraph.nodes.isaac.adapter import (
     IsaacUnavailableError,
     grid_shape,
     missing_isaac_modules,
-    quat_rotate_inverse,
     require_isaac,
 )
 from krabgraph.nodes.isaac.standin import ANYMAL_D_JOINTS, StandInIsaacEnv
 from krabgraph.nodes.robots import load_robot
+from krabgraph.nodes.rotations import rotate_inverse
 
 # Isaac Lab's published ANYmal-D joint order (isaaclab_tasks .../velocity/mdp/symmetry/anymal.py).
 LAB_ORDER = [
@@ -94,10 +94,10 @@ def test_stand_in_base_and_imu_in_isaac_lab_frames():
     np.testing.assert_allclose(snap.imu_accel, (0.0, 9.81 * math.sin(roll), 9.81 * math.cos(roll)), atol=1e-6)
 
 
-def test_quat_rotate_inverse_matches_hand_rotation():
+def test_rotate_inverse_matches_hand_rotation():
     yaw = 0.7
     q = np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
-    np.testing.assert_allclose(quat_rotate_inverse(q, [1.0, 0.0, 0.0]), [math.cos(yaw), -math.sin(yaw), 0.0])
+    np.testing.assert_allclose(rotate_inverse(q, [1.0, 0.0, 0.0]), [math.cos(yaw), -math.sin(yaw), 0.0])
 
 
 def test_stand_in_feet_by_name_in_contact_above_the_sensor_threshold():

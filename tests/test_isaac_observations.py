@@ -17,9 +17,9 @@ import torch
 import yaml
 
 from krabgraph.msgs import HeightScan, RobotState, VelocityCommand, set_array
-from krabgraph.nodes.isaac import parkour_terms
 from krabgraph.nodes.policy import TERMS, ObservationBuilder, ObservationError, load_backend, load_contract
 from krabgraph.nodes.policy.contract import BUNDLES_DIR
+from krabgraph.nodes.rotations import roll_pitch
 
 LAB_ORDER = [
     "LF_HAA", "LH_HAA", "RF_HAA", "RH_HAA",
@@ -188,7 +188,7 @@ def test_parkour_terms_by_hand():
     assert latent.labels[4] == "constant[friction]" and compute("constant", latent)[4] == 1.0
     pitch = 0.4
     quat = np.array([math.cos(pitch / 2), 0.0, math.sin(pitch / 2), 0.0])
-    np.testing.assert_allclose(parkour_terms.roll_pitch(quat), (0.0, pitch), atol=1e-12)
+    np.testing.assert_allclose(roll_pitch(*quat), (0.0, pitch), atol=1e-12)
 
 
 def _isaac_lab_actor(obs_dim: int, hidden: list[int]) -> torch.nn.Sequential:

@@ -31,7 +31,8 @@ from krabgraph.launch.monitor import FAULT_EXIT_CODE, RunMonitor
 from krabgraph.launch.yamlloc import Loc
 from krabgraph.msgs import JointCommand, RobotState, SafetyStatus, set_array, to_numpy
 from krabgraph.nodes.demo import FakeRobot, HoldPose
-from krabgraph.nodes.safety import Safety, roll_pitch
+from krabgraph.nodes.rotations import roll_pitch
+from krabgraph.nodes.safety import Safety
 
 ROOT = Path(__file__).resolve().parents[1]
 Mode, Fault = SafetyStatus.Mode, SafetyStatus.Fault

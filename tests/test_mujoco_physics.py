@@ -10,8 +10,8 @@ import yaml
 from krabgraph.msgs import RobotState, to_numpy
 from krabgraph.nodes.mujoco.physics import SPAWN_CLEARANCE, CommandError, MujocoRobotSim, fill_robot_state
 from krabgraph.nodes.mujoco.terrain import Box, Terrain
-from krabgraph.nodes.policy.observations import projected_gravity_b
 from krabgraph.nodes.robots import ROBOTS_DIR, load_robot
+from krabgraph.nodes.rotations import projected_gravity
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_standing_robot_state_imu_and_contacts(go2):
     assert st.imu_accel[2] == pytest.approx(9.81, abs=0.05)
     np.testing.assert_allclose(st.imu_gyro, 0.0, atol=1e-3)
     np.testing.assert_allclose(st.base_lin_vel, 0.0, atol=1e-3)
-    np.testing.assert_allclose(projected_gravity_b(st.base_quat), [0, 0, -1], atol=0.02)
+    np.testing.assert_allclose(projected_gravity(st.base_quat), [0, 0, -1], atol=0.02)
     np.testing.assert_allclose(st.imu_quat, st.base_quat, atol=1e-9)
     assert 0.25 < st.base_pos[2] < 0.40
     assert st.time == pytest.approx(1.0)

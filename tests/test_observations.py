@@ -18,7 +18,7 @@ from krabgraph.nodes.policy import (
     ObservationError,
     load_contract,
 )
-from krabgraph.nodes.policy.observations import projected_gravity_b
+from krabgraph.nodes.rotations import projected_gravity
 
 MJCF_ORDER = [f"{leg}_{part}_joint" for leg in ("FL", "FR", "RL", "RR") for part in ("hip", "thigh", "calf")]
 POLICY_ORDER = [f"{leg}_{part}_joint" for leg in ("FR", "FL", "RR", "RL") for part in ("hip", "thigh", "calf")]
@@ -99,7 +99,7 @@ def small_contract(tmp_path: Path, terms: list, clip=None, joints=("j0", "j1", "
     ],
 )
 def test_projected_gravity_for_known_tilts(quat, expected):
-    np.testing.assert_allclose(projected_gravity_b(np.array(quat)), expected, atol=1e-12)
+    np.testing.assert_allclose(projected_gravity(np.array(quat)), expected, atol=1e-12)
 
 
 def test_projected_gravity_term_normalises_the_imu_quaternion(tmp_path):

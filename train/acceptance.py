@@ -47,8 +47,7 @@ from krabgraph.nodes.command import ScriptedVelocity
 from krabgraph.nodes.mujoco.terrain import Terrain, make_terrain
 from krabgraph.nodes.policy.contract import load_contract
 from krabgraph.nodes.robots import load_robot
-from krabgraph.nodes.rotations import yaw_of
-from krabgraph.nodes.safety import roll_pitch
+from krabgraph.nodes.rotations import roll_pitch, yaw_of
 from krabgraph.train.config import get_task
 
 GRAPH = "walk"

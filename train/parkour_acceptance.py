@@ -51,7 +51,7 @@ from krabgraph.launch.graph import GraphDecl
 from krabgraph.msgs import RobotState, SafetyStatus
 from krabgraph.nodes.mujoco.terrain import OBSTACLE_KINDS, PARKOUR_COURSE, Terrain, make_terrain
 from krabgraph.nodes.policy.contract import load_contract
-from krabgraph.nodes.safety import roll_pitch
+from krabgraph.nodes.rotations import roll_pitch
 from krabgraph.train.acceptance import (
     FALL_ATTITUDE,
     FALL_HEIGHT,

@@ -13,7 +13,6 @@ slots are sent as mode 0x01 with zero gains and the stop values, as in Unitree's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from krabgraph.nodes.hal_io import CommandError, CommandParser, JointTargets
 from krabgraph.nodes.robots import RobotDescription
+from krabgraph.nodes.rotations import rpy
 
 HEAD = (0xFE, 0xEF)  # LowCmd_.head
 LEVEL_LOW = 0xFF  # LowCmd_.level_flag: low-level control
@@ -168,18 +168,9 @@ class MotorMap:
         imu["quaternion"] = quat
         imu["gyroscope"] = gyro
         imu["accelerometer"] = accel
-        imu["rpy"] = quat_to_rpy(quat)
+        imu["rpy"] = rpy(quat)
         record["foot_force"][self.foot_slots] = np.clip(np.round(foot_force), -32768, 32767)
         return record
-
-
-def quat_to_rpy(quat: Sequence[float]) -> tuple[float, float, float]:
-    """Roll, pitch, yaw (rad, ZYX Euler angles) of a unit quaternion (w, x, y, z)."""
-    w, x, y, z = (float(v) for v in quat)
-    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
-    yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-    return roll, pitch, yaw
 
 
 __all__ = [
@@ -191,5 +182,4 @@ __all__ = [
     "CommandError",
     "MotorMap",
     "MotorTargets",
-    "quat_to_rpy",
 ]

@@ -56,6 +56,7 @@ import numpy as np
 
 from krabgraph.launch.errors import KrabgraphError
 from krabgraph.nodes.hal_io import RobotSnapshot
+from krabgraph.nodes.rotations import rotate_inverse
 
 ISAAC_MODULES = ("isaacsim", "isaaclab")
 REQUIREMENTS = (
@@ -125,19 +126,6 @@ def grid_shape(size: Sequence[float], resolution: float) -> tuple[int, int]:
     """(n_y, n_x) of Isaac Lab's GridPattern: ``arange(-s/2, s/2 + 1e-9, resolution)`` per axis."""
     n_x, n_y = (len(np.arange(-s / 2, s / 2 + 1.0e-9, resolution)) for s in size)
     return n_y, n_x
-
-
-def quat_rotate_inverse(quat_wxyz: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``v`` (world) expressed in the frame of orientation ``quat_wxyz``: R(q)^T v."""
-    w, x, y, z = quat_wxyz
-    rot = np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-    return rot.T @ np.asarray(v, dtype=np.float64)
 
 
 class IsaacAdapter:
@@ -372,7 +360,7 @@ class IsaacAdapter:
         except (AttributeError, TypeError, IndexError):
             self._accel_available = False
             return None
-        return quat_rotate_inverse(quat, acc_w - self.gravity)
+        return rotate_inverse(quat, acc_w - self.gravity)
 
     def _feet(self, sensor: Any, feet: Sequence[str]) -> tuple[Any, list[int], tuple[str, ...]]:
         if not feet:

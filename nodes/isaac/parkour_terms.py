@@ -28,22 +28,15 @@ from krabgraph.nodes.policy.observations import (
     PolicyState,
     observation_term,
 )
+from krabgraph.nodes.rotations import roll_pitch
 
 COMMAND_COMPONENTS = ("vx", "vy", "yaw_rate")
-
-
-def roll_pitch(quat_wxyz: np.ndarray) -> np.ndarray:
-    """(roll, pitch) in rad of a (w, x, y, z) orientation, as legged_gym computes them."""
-    w, x, y, z = quat_wxyz
-    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    pitch = math.asin(min(1.0, max(-1.0, 2.0 * (w * y - z * x))))
-    return np.array([roll, pitch])
 
 
 @observation_term("imu_roll_pitch", ("roll", "pitch"))
 def imu_roll_pitch(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
     """Roll and pitch (rad) of the base, from the IMU orientation."""
-    return roll_pitch(s.orientation)
+    return np.array(roll_pitch(*s.orientation))
 
 
 def _constant_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,4 +103,4 @@ def unavailable(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
     )
 
 
-__all__ = ["COMMAND_COMPONENTS", "roll_pitch"]
+__all__ = ["COMMAND_COMPONENTS"]

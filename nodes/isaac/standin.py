@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from krabgraph.nodes.rotations import projected_gravity
+
 # Isaac Lab's articulation order for ANYmal-D (isaaclab_tasks .../velocity/mdp/symmetry/anymal.py).
 ANYMAL_D_JOINTS = (
     "LF_HAA", "LH_HAA", "RF_HAA", "RH_HAA",
@@ -40,12 +42,6 @@ Terrain = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def _t(values: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(values, dtype=np.float32))
-
-
-def projected_gravity(quat_wxyz: np.ndarray) -> np.ndarray:
-    """World gravity direction (0, 0, -1) in the body frame of ``quat_wxyz``."""
-    w, x, y, z = (float(v) for v in quat_wxyz)
-    return -np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
 
 
 class StandInArticulation:
@@ -310,4 +306,4 @@ class StandInIsaacEnv:
         self.closed = True
 
 
-__all__ = ["ANYMAL_D_BODIES", "ANYMAL_D_DEFAULT", "ANYMAL_D_JOINTS", "StandInIsaacEnv", "projected_gravity"]
+__all__ = ["ANYMAL_D_BODIES", "ANYMAL_D_DEFAULT", "ANYMAL_D_JOINTS", "StandInIsaacEnv"]

@@ -24,6 +24,7 @@ import numpy as np
 from krabgraph.launch.errors import KrabgraphError
 from krabgraph.msgs import ArrayError, DType, HeightScan, JointState, RobotState, VelocityCommand, to_numpy
 from krabgraph.msgs.arrays import NamedColumns
+from krabgraph.nodes.rotations import projected_gravity as gravity_in_body
 
 if TYPE_CHECKING:
     from krabgraph.nodes.policy.contract import Contract
@@ -119,12 +120,6 @@ def _per_joint(joints: Sequence[str], options: Mapping[str, Any]) -> Sequence[st
     return joints
 
 
-def projected_gravity_b(quat_wxyz: np.ndarray) -> np.ndarray:
-    """Unit gravity direction (0, 0, -1) of the world expressed in the body frame: ``-R[2, :]``."""
-    w, x, y, z = quat_wxyz
-    return -np.array([2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)])
-
-
 @observation_term("base_lin_vel", XYZ, needs="base", privileged=True)
 def base_lin_vel(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
     """Base linear velocity, body frame (m/s), simulator ground truth ``RobotState.base``."""
@@ -146,7 +141,7 @@ def base_ang_vel(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
 @observation_term("projected_gravity", XYZ)
 def projected_gravity(s: PolicyState, options: Mapping[str, Any]) -> np.ndarray:
     """Gravity unit vector in the body frame, from the IMU orientation; (0, 0, -1) when level."""
-    return projected_gravity_b(s.orientation)
+    return gravity_in_body(s.orientation)
 
 
 @observation_term("velocity_commands", COMMAND_LABELS)
