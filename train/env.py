@@ -28,6 +28,7 @@ from krabgraph.train.terrain import TerrainArrays, ground_height, height_scan, o
 
 EXPLODED_SPEED = 100.0  # m/s or rad/s in any velocity component: the environment blew up
 BASE_HALF_LENGTH = 0.2  # m, front and rear points of the base for body_penetration (the trunk is ~0.38 m)
+CALF_POINTS = (0.25, 0.5, 0.75)  # fractions from knee to foot sampled for body_penetration
 
 
 class EnvState(NamedTuple):
@@ -365,7 +366,10 @@ class RoughEnv:
         hips = data.xpos[self.thigh_bodies]
         base, rot = data.qpos[0:3], data.xmat[tm.base_body]
         ends = base + jnp.outer(jnp.array([BASE_HALF_LENGTH, -BASE_HALF_LENGTH]), rot[:, 0])
-        points = jnp.concatenate([knees, (knees + feet) / 2, (knees + hips) / 2, base[None], ends])
+        # the calves every quarter of their length: a 0.05 m bar fits between points 0.1 m apart,
+        # and a calf the training model lets through a bar is what the CPU simulator stops on it
+        calves = [knees + f * (feet - knees) for f in CALF_POINTS]
+        points = jnp.concatenate([knees, *calves, (knees + hips) / 2, base[None], ends])
         depth = ground_height(self.grid, arrays, points[:, 0], points[:, 1]) - points[:, 2]
         heading_error = _wrap(-yaw)
         if self._free_columns is not None:

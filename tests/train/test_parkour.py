@@ -207,3 +207,31 @@ def test_free_command_tiles_keep_stage_one_commands_without_the_heading_hold():
         c: float(env._parkour_inputs(env.arrays, data, contact, yaw, c)["heading_error"]) for c in (park_col, free_col)
     }
     assert error == {park_col: pytest.approx(-0.5), free_col: 0.0}
+
+
+def test_body_penetration_samples_the_calves_every_quarter():
+    """A calf whose knee is 0.5 m above the ground and whose foot is 0.5 m below it (the foot itself
+    is not a penetration point) pays for its lower quarter point, 0.25 m deep: a bar thinner than
+    the old knee-to-mid spacing cannot hide between the samples."""
+    from mujoco import mjx
+
+    from krabgraph.train.env import CALF_POINTS, RoughEnv
+
+    env = RoughEnv(get_task("go2_parkour").smoke())
+    tm = env.tm
+    x, y, z = (float(v) for v in env.arrays.centers[0, 0])  # a flat spawn platform
+    data = mjx.make_data(env.model)
+    lifted = np.asarray(data.xpos).copy()
+    lifted[:] = (x, y, z + 2.0)  # every body high above the ground
+    feet = np.asarray(data.geom_xpos).copy()
+    feet[:] = (x, y, z + 2.0)
+    knee, foot = tm.calf_bodies[0], tm.foot_geoms[0]
+    lifted[knee] = (x, y, z + 0.5)
+    feet[foot] = (x, y, z - 0.5)
+    qpos = np.asarray(data.qpos).copy()
+    qpos[:3] = (x, y, z + 2.0)
+    data = data.replace(xpos=jnp.asarray(lifted), geom_xpos=jnp.asarray(feet), qpos=jnp.asarray(qpos))
+    out = env._parkour_inputs(env.arrays, data, jnp.zeros(4, bool), jnp.float32(0.0), 0)
+    expected = sum(max(0.0, f - 0.5) for f in CALF_POINTS)  # depth of points at z 0.5 - f above the ground
+    assert CALF_POINTS == (0.25, 0.5, 0.75) and float(out["penetration"]) == pytest.approx(expected, abs=1e-3)
+    assert expected == pytest.approx(0.25)
