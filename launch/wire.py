@@ -82,9 +82,23 @@ class RawDecoder(Decoder):
     def decode(self, frame: bytes) -> RawMessage:
         if self.cls is not None:
             if frame.startswith(self.expected):
-                return RawMessage(self.topic, self.cls, frame, self.n)
+                return _with_header(RawMessage(self.topic, self.cls, frame, self.n))
             raise WireError(*self.explain(frame))
         sep = frame.find(SEP, 0, 200)
         if sep <= 0:
             raise WireError("no_tag", "malformed message: no type tag (expected <type>@<version>, NUL, payload)")
-        return RawMessage(self.topic, None, frame, sep + 1)
+        return _with_header(RawMessage(self.topic, None, frame, sep + 1))
+
+
+def _with_header(msg: RawMessage) -> RawMessage:
+    """``msg`` once its header (which the executor reads for sequence gaps) parses; else ``WireError``."""
+    try:
+        msg.header  # noqa: B018  # parsed and cached here, so a bad one is a dropped frame, not a crash
+    except DecodeError as exc:
+        size = len(msg.frame) - msg.offset
+        raise WireError("payload", f"malformed {msg.type_name} payload ({size} bytes): {exc}") from None
+    except KeyError:
+        raise WireError(
+            "type", f"unknown message type {msg.type_name!r}: not in krabgraph.msgs; publish a registered type"
+        ) from None
+    return msg

@@ -283,7 +283,7 @@ def test_status_line_reports_time_backend_rtf_rejections_and_the_command_execute
         h.advance(0.5)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("t=")]
     pattern = (
-        r"t=  0\.50s  x= *-?\d+\.\d\dm y= *-?\d+\.\d\dm z=\d\.\d\dm  vx= *-?\d\.\d\dm/s vy= *-?\d\.\d\dm/s "
+        r"t=  0\.50s  x= *-?\d+\.\d\dm y= *-?\d+\.\d\dm z=\d\.\d\dm  1 s mean: vx= *-?\d\.\d\dm/s vy= *-?\d\.\d\dm/s "
         r"yaw rate= *-?\d\.\d\drad/s  rtf=\d+\.\d  rejected=1  cmd=policy"
     )
     assert len(lines) == 2 and re.fullmatch(pattern, lines[0]), lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from typing import Any
 
 from krabgraph.launch import Output, Param, ParamError
@@ -51,6 +52,7 @@ class MujocoHal(Hal):
     """
 
     clock_source = "sim"
+    status_mean_s = 1.0  # the status line's speeds and yaw rate: means over this much simulated time
 
     robot = Param(str, "go2", "robot description name or path")
     terrain = Param(str, "flat", " | ".join(TERRAIN_KINDS), choices=TERRAIN_KINDS)
@@ -165,6 +167,7 @@ class MujocoHal(Hal):
         self.obstacles_passed = 0  # obstacles passed, in course order
         self.finished_at: float | None = None  # simulated time (s) the finish line was crossed
         self.stop_requested = False
+        self.recent_speeds: deque[tuple[int, float, float, float]] = deque()  # (sim ns, vx, vy, yaw rate)
         if self.push_at_s >= 0:
             self.sim.push(self.push_impulse, self.push_duration_s, at_s=self.push_at_s)
 
@@ -182,7 +185,12 @@ class MujocoHal(Hal):
             self.sim.step(int(target - self.sim.step_count))
 
     def read(self) -> RobotSnapshot:
-        return self.sim.read_state()
+        snap = self.sim.read_state()
+        now, recent = self.sim_time_ns(), self.recent_speeds
+        recent.append((now, float(snap.base_lin_vel[0]), float(snap.base_lin_vel[1]), float(snap.base_ang_vel[2])))
+        while now - recent[0][0] >= self.status_mean_s * 1e9:
+            recent.popleft()
+        return snap
 
     def write(self, targets: JointTargets) -> None:
         self.sim.set_targets(targets)
@@ -194,11 +202,15 @@ class MujocoHal(Hal):
         self.height_scan.publish(self.scanner.message(self.sim.data, stamp_ns=stamp_ns))
 
     def status_text(self) -> str:
-        st = self.sim.read_state()
-        x, y, z = st.base_pos
-        vx, vy = st.base_lin_vel[:2]
-        yaw_rate = st.base_ang_vel[2]
-        return f"x={x:6.2f}m y={y:5.2f}m z={z:4.2f}m  vx={vx:5.2f}m/s vy={vy:5.2f}m/s yaw rate={yaw_rate:5.2f}rad/s"
+        """Base position now; body-frame speeds and yaw rate as means over the last ``status_mean_s``
+        of simulated time (one sample per control tick): the gait swings them within each step."""
+        x, y, z = self.sim.read_state().base_pos
+        recent = self.recent_speeds
+        vx, vy, yaw_rate = (sum(s[k] for s in recent) / max(len(recent), 1) for k in (1, 2, 3))
+        return (
+            f"x={x:6.2f}m y={y:5.2f}m z={z:4.2f}m  {self.status_mean_s:g} s mean: vx={vx:5.2f}m/s vy={vy:5.2f}m/s "
+            f"yaw rate={yaw_rate:5.2f}rad/s"
+        )
 
     @property
     def course_progress(self) -> tuple[int, int, bool] | None:

@@ -8,6 +8,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
 from krabgraph.launch import Input, Node, Output, Param
 from krabgraph.launch.ports import AnyMessage, RawMessage
 from krabgraph.msgs import Diagnostics
@@ -35,6 +37,13 @@ class Recorder(Node):
     Below ``min_free_mb`` of free disk the recorder closes its file, logs one error and writes no
     more. Every message not written (queue full, disk floor, write error) is counted, logged
     each ``status_period_s`` and reported on ``diagnostics`` (Diagnostics: written, dropped, files).
+
+    Crash safety: the chunk in progress is written out (with a provisional footer, so the file
+    is a complete MCAP file at every flush) once it spans ``flush_s`` of graph time, each
+    ``flush_s`` of graph time by a timer, and after ``flush_s`` of wall time with nothing to
+    write, whatever ``chunk_kb``. A recorder killed with SIGKILL loses at most that much.
+    A frame whose payload does not parse as its tagged type (or whose type is unknown) is not
+    written: it is counted (``malformed``, ``unknown_type``) and logged once per topic and kind.
     """
 
     kind = "recorder"
@@ -46,6 +55,7 @@ class Recorder(Node):
     compression = Param(str, "zstd", "chunk compression", choices=tuple(COMPRESSION))
     chunk_kb = Param(int, 1024, "MCAP chunk size", unit="KB", ge=1)
     status_period_s = Param(float, 1.0, "publish diagnostics (and log new drops) this often", unit="s", gt=0)
+    flush_s = Param(float, 1.0, "write out the chunk in progress at least this often (graph time)", unit="s", gt=0)
 
     topics = Input(AnyMessage, queue=100_000, triggers=False, doc="the topics to record (a list, globs allowed)")
     diagnostics = Output(Diagnostics, doc="written, dropped (by reason), files; WARN once anything was dropped")
@@ -54,7 +64,16 @@ class Recorder(Node):
         self._files: list[Path] = []
         self.written = 0
         # queue_full and after_stop are counted by the graph's thread, the others by the writer's.
-        self.dropped: dict[str, int] = {"queue_full": 0, "after_stop": 0, "disk_floor": 0, "write_error": 0}
+        self.dropped: dict[str, int] = {
+            "queue_full": 0,
+            "after_stop": 0,
+            "disk_floor": 0,
+            "write_error": 0,
+            "malformed": 0,
+            "unknown_type": 0,
+        }
+        self._bad_logged: set[tuple[str, str]] = set()  # (topic, kind) already logged
+        self._flush_due = False
         self._reported_drops = 0
         self._stopped_reason = ""
         self._thread: threading.Thread | None = None
@@ -67,6 +86,10 @@ class Recorder(Node):
         self._thread = threading.Thread(target=self._writer, name=f"krabgraph-{self.name}-writer", daemon=True)
         self._thread.start()
         self.create_timer(self.status_period_s, self._status)
+        self.create_timer(self.flush_s, self._request_flush)
+
+    def _request_flush(self) -> None:
+        self._flush_due = True
 
     def on_topics(self, msg: RawMessage) -> None:
         if len(self._queue) >= self.queue:
@@ -113,8 +136,15 @@ class Recorder(Node):
     def _writer(self) -> None:
         queue = self._queue
         next_disk_check = 0.0
+        last_flush = time.monotonic()
         try:
             while True:
+                f = self._file
+                if f is not None and f.unflushed and not self._stopped_reason:
+                    now = time.monotonic()
+                    if self._flush_due or (not queue and now - last_flush >= self.flush_s):
+                        self._flush_due, last_flush = False, now
+                        self._flush(f)
                 if not queue:
                     if self._closing:
                         break
@@ -141,6 +171,8 @@ class Recorder(Node):
             self._close_file()
 
     def _write(self, msg: RawMessage) -> None:
+        if not self._valid(msg):
+            return
         header = msg.header
         stamp = header.stamp_ns
         f = self._file
@@ -149,12 +181,56 @@ class Recorder(Node):
             f = None
         if f is None:
             f = self._open()
-        cls = msg.resolve()
         channel = f.channels.get(msg.topic)
         if channel is None:
-            channel = f.channel(msg.topic, cls, msg.type_name + "@" + _version(msg))
+            channel = f.channel(msg.topic, msg.resolve(), msg.type_name + "@" + _version(msg))
         f.write(channel, msg.payload, stamp, header.seq)
         self.written += 1
+        if f.chunk_first_ns is not None and stamp - f.chunk_first_ns >= self.flush_s * 1e9:
+            self._flush(f)
+
+    def _valid(self, msg: RawMessage) -> bool:
+        """Parse the whole payload (off the graph's thread); count and log once what does not parse."""
+        try:
+            cls = msg.resolve()
+        except (KeyError, ImportError, AttributeError):
+            self._bad(
+                msg,
+                "unknown_type",
+                f"type {msg.type_name!r} is not a krabgraph message; "
+                "fix: publish a type from krabgraph.msgs (or import the module defining it)",
+            )
+            return False
+        try:
+            cls.FromString(msg.payload)
+            msg.header  # noqa: B018 (parsed and cached here, before anything reads it)
+        except DecodeError as exc:
+            self._bad(
+                msg,
+                "malformed",
+                f"{len(msg.payload)} payload bytes do not parse as {cls.DESCRIPTOR.full_name} ({exc}); "
+                "fix: the publisher must send SerializeToString() of that type, built from the same msgs/",
+            )
+            return False
+        return True
+
+    def _bad(self, msg: RawMessage, kind: str, why: str) -> None:
+        self.dropped[kind] += 1
+        if (msg.topic, kind) not in self._bad_logged:
+            self._bad_logged.add((msg.topic, kind))
+            self.log.error(
+                "not recording a message on topic %s: %s; recording goes on (further ones are counted as %s)",
+                msg.topic,
+                why,
+                kind,
+            )
+
+    def _flush(self, f: McapFile) -> None:
+        try:
+            f.flush()
+        except Exception as exc:
+            self.log.error("cannot write to %s: %s; recording stopped", f.path, exc)
+            self._halt("write error")
 
     def _should_rotate(self, f: McapFile, stamp: int) -> bool:
         if self.max_mb and f.payload_bytes >= self.max_mb * 1e6:

@@ -25,8 +25,10 @@ class Replay(Node):
     clock, faster or slower with ``speed``. Messages with equal stamps keep their recorded order.
     The whole file is read and checked (CRCs, structure, schema versions, the wired topics
     present) in ``on_configure``; a malformed or truncated file fails there with one error and
-    nothing is published. ``command`` is accepted (and counted) so a replay can stand in for a
-    HAL in an overlay. With ``stop_at_end`` the graph stops one tick after the last message.
+    nothing is published. A file whose recorder was killed (it ends in a provisional footer with no
+    summary) is replayed up to its last flushed chunk, with one warning that it was recovered.
+    ``command`` is accepted (and counted) so a replay can stand in for a HAL in an overlay. With
+    ``stop_at_end`` the graph stops one tick after the last message.
     """
 
     kind = "source"
