@@ -40,9 +40,8 @@ def _valid_header_then_garbage() -> bytes:
     return head + b"\xff\xff\xff\xff"  # a truncated varint tag: DecodeError
 
 
-class Faulty(Node):
-    """Publishes VelocityCommand frames on ``src/cmd``; every 5th payload is corrupt, and every 7th
-    frame on ``src/odd`` carries a type krabgraph does not know."""
+class _Ticker(Node):
+    """A source that calls ``emit(k)`` every 10 ms of graph time, k = 1, 2, ..."""
 
     kind = "source"
     out = Output(AnyMessage)
@@ -53,30 +52,33 @@ class Faulty(Node):
 
     def tick(self) -> None:
         self.k += 1
-        good = VelocityCommand(vx=float(self.k))
-        good.header.stamp_ns, good.header.seq = self.now_ns(), self.k  # raw frames go out as they are
-        frame = VC + _valid_header_then_garbage() if self.k % 5 == 0 else encode(good)
+        self.emit(self.k)
+
+    def emit(self, k: int) -> None:
+        raise NotImplementedError
+
+
+class Faulty(_Ticker):
+    """Publishes VelocityCommand frames on ``src/cmd``; every 5th payload is corrupt, and every 7th
+    frame on ``src/odd`` carries a type krabgraph does not know."""
+
+    def emit(self, k: int) -> None:
+        good = VelocityCommand(vx=float(k))
+        good.header.stamp_ns, good.header.seq = self.now_ns(), k  # raw frames go out as they are
+        frame = VC + _valid_header_then_garbage() if k % 5 == 0 else encode(good)
         self.out.publish(RawMessage("src/cmd", VelocityCommand, frame, len(VC)))
-        if self.k % 7 == 0:
+        if k % 7 == 0:
             known = VelocityCommand(vx=1.0)
-            known.header.seq = self.k  # a leading header, which the executor reads
+            known.header.seq = k  # a leading header, which the executor reads
             odd = b"acme.msgs.Unknown@1\0" + known.SerializeToString()
             self.out.publish(RawMessage("src/odd", None, odd, odd.index(b"\0") + 1))
 
 
-class CorruptHeader(Node):
+class CorruptHeader(_Ticker):
     """One frame whose leading Header itself does not parse, then valid frames."""
 
-    kind = "source"
-    out = Output(AnyMessage)
-
-    def on_activate(self) -> None:
-        self.k = 0
-        self.create_timer(0.01, self.tick)
-
-    def tick(self) -> None:
-        self.k += 1
-        frame = VC + b"\x0a\x05\x08" if self.k == 3 else encode(VelocityCommand(vx=float(self.k)))
+    def emit(self, k: int) -> None:
+        frame = VC + b"\x0a\x05\x08" if k == 3 else encode(VelocityCommand(vx=float(k)))
         self.out.publish(RawMessage("src/cmd", VelocityCommand, frame, len(VC)))
 
 
