@@ -31,6 +31,7 @@ def _build(args: argparse.Namespace):
         replaces=getattr(args, "replace", None) or [],
         clock=getattr(args, "clock", None),
         tap=getattr(args, "tap", None),
+        allow_modules=getattr(args, "allow_module", None) or [],
     )
 
 
@@ -233,6 +234,13 @@ def parser() -> argparse.ArgumentParser:
             metavar="SPEC",
             help="override the graph's clock: wall, sim (lockstep, as fast as possible), sim:FACTOR, topic:TOPIC",
         )
+        sp.add_argument(
+            "--allow-module",
+            action="append",
+            metavar="MODULE",
+            help="let the graph file's `class:` name node classes in MODULE (and its submodules); without it "
+            "only registered nodes (`krabgraph nodes`) are imported, since importing runs a module's code",
+        )
 
     sp = sub.add_parser("launch", help="validate and run a graph")
     with_graph(sp)
@@ -288,6 +296,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=["list"])
     with_tap(sp)
     sp.set_defaults(func=cmd_node)
+
+    from krabgraph.launch.plot import add_parser as add_plot_parser
+
+    add_plot_parser(sub)
     return p
 
 

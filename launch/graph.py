@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -26,6 +28,9 @@ DEFAULT_TAP = "tcp://127.0.0.1:7447"
 DEFAULT_PROCESS = "main"  # the implicit process of a graph without `processes:`
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BASE_PORT = 7600
+MAX_EXTENDS_DEPTH = 16  # files in one `extends:` chain
+MAX_NAME_LEN = 64  # a graph name: it becomes part of file and socket paths
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
 @dataclass
@@ -118,6 +123,24 @@ class GraphDecl:
     curve: CurveSpec | None = None  # `security: {curve: ...}`
     robot: str = ""  # `robot:`: the robot description every HAL, safety node and policy bundle is for
     robot_loc: Loc = CLI
+    name_loc: Loc = CLI  # the `name:` key, or the file whose name the graph takes
+    # Modules a `class:` from a file may name besides krabgraph's registered nodes (prefixes, e.g.
+    # "mypkg" allows mypkg.nodes); None: any module (graphs built in Python, not from files).
+    allow_modules: tuple[str, ...] | None = None
+
+
+def name_problem(name: Any) -> str:
+    """Why ``name`` cannot name a graph ("" if it can): it becomes part of file and socket paths."""
+    if not isinstance(name, str) or not name:
+        return "a graph name must be a non-empty string"
+    if len(name) > MAX_NAME_LEN:
+        return f"graph name is {len(name)} characters long, over the limit of {MAX_NAME_LEN}; shorten it"
+    if not NAME_RE.fullmatch(name):
+        return (
+            f"graph name {name!r} may hold only letters, digits, '_', '.', '+' and '-' and must start with a "
+            "letter, digit or '_' (it becomes part of socket paths); rename it"
+        )
+    return ""
 
 
 @cache
@@ -187,6 +210,11 @@ def _read(path: Path, chain: tuple[Path, ...]) -> LocDict:
     display = _display(path)
     if path in chain:
         raise GraphError([f"{display}: 'extends' loop: {' -> '.join(map(_display, (*chain, path)))}"])
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        first = _display(chain[0])
+        raise GraphError(
+            [f"{display}: 'extends' chain longer than {MAX_EXTENDS_DEPTH} files (from {first}); shorten it"]
+        )
     try:
         data = load_yaml(path, display)
     except YamlError as exc:
@@ -283,6 +311,7 @@ def _from_data(data: LocDict, path: Path, chain: tuple[Path, ...]) -> GraphDecl:
     graph.path = path
     graph.files.append(path)
     graph.name = data.get("name", path.stem)
+    graph.name_loc = data.where("name") if "name" in data else Loc(display)
     graph.description = data.get("description", graph.description)
     if "clock" in data:
         graph.clock, graph.clock_loc = _clock(data["clock"]), data.where("clock")
@@ -424,13 +453,17 @@ def load_graph(
     replaces: list[str] = (),
     clock: str | None = None,
     tap: str | None = None,
+    allow_modules: Sequence[str] | None = (),
 ) -> GraphDecl:
     """Load a graph by name or path, with its ``extends`` chain and command-line overrides.
 
     ``tap``: an endpoint to open the introspection tap on (overrides the file's ``tap:``
     endpoint, keeping its keys); ``""`` for the file's endpoint or the default.
+    ``allow_modules``: modules (and their submodules) a file's ``class:`` may name besides
+    krabgraph's registered nodes (``--allow-module``); ``None`` allows any module.
     """
     graph = _load(resolve_graph_path(ref))
+    graph.allow_modules = None if allow_modules is None else tuple(allow_modules)
     apply_overrides(graph, list(sets), list(replaces))
     if clock is not None:
         graph.clock, graph.clock_loc = parse_clock(clock), CLI

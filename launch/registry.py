@@ -1,10 +1,20 @@
 """Node classes by short name: krabgraph's own (``krabgraph.nodes.REGISTRY``) and plug-ins
-(the ``krabgraph.nodes`` entry-point group), or any ``module.path:ClassName``."""
+(the ``krabgraph.nodes`` entry-point group), or any ``module.path:ClassName``.
+
+Importing a module runs its code, so a graph file may only name *registered* node modules
+(krabgraph's ``krabgraph.nodes`` package, the modules of registered names and entry points),
+modules the user allows explicitly (``--allow-module``) and modules the running program has
+already imported (nothing runs again): ``resolve_class(ref, allow=...)``.
+"""
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.machinery
+import importlib.util
+import sys
+from collections.abc import Collection
 from importlib.metadata import entry_points
 
 from krabgraph.launch.node import Node
@@ -20,8 +30,51 @@ def node_registry() -> dict[str, str]:
     return names
 
 
-def resolve_class(ref: str | type) -> type[Node]:
-    """The Node subclass for a short name or ``module:Class``; ``LookupError`` says what to do."""
+OWN_PACKAGE = "krabgraph.nodes"
+
+
+def _module_of(target: str) -> str:
+    module, sep, _ = target.partition(":")
+    return module if sep else target.rpartition(".")[0]
+
+
+def _under(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def module_allowed(module: str, allow: Collection[str], registry: dict[str, str] | None = None) -> bool:
+    """True if ``module`` is krabgraph's, a registered node's, under a prefix in ``allow``, or
+    already imported (a program's own module, e.g. a test's: importing it again runs no code)."""
+    if module in sys.modules:
+        return True
+    registered = {_module_of(t) for t in (registry if registry is not None else node_registry()).values()}
+    return module in registered or any(_under(module, p) for p in (OWN_PACKAGE, *allow))
+
+
+def _module_missing(name: str) -> bool:
+    """True if ``name`` surely cannot be imported; found without running any module's code."""
+    try:
+        parts = name.split(".")
+        spec = importlib.util.find_spec(parts[0])
+        for i in range(1, len(parts)):
+            if spec is None or spec.submodule_search_locations is None:
+                return True
+            full = ".".join(parts[: i + 1])
+            if full in sys.modules:
+                spec = sys.modules[full].__spec__
+                continue
+            spec = importlib.machinery.PathFinder.find_spec(full, list(spec.submodule_search_locations))
+        return spec is None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_class(ref: str | type, *, allow: Collection[str] | None = None) -> type[Node]:
+    """The Node subclass for a short name or ``module:Class``; ``LookupError`` says what to do.
+
+    ``allow``: when given, a module that is neither krabgraph's nor a registered node's must be
+    under one of these prefixes, else it is refused *without being imported*; ``None``: any.
+    """
     if isinstance(ref, type):
         if not issubclass(ref, Node):
             raise LookupError(f"{ref.__name__} is not a krabgraph Node subclass")
@@ -36,6 +89,13 @@ def resolve_class(ref: str | type) -> type[Node]:
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise LookupError(
             f"unknown node class {ref!r}; {hint}use a registered name (run `krabgraph nodes`) or module.path:ClassName"
+        )
+    if allow is not None and ref not in registry and not module_allowed(module_name, allow, registry):
+        if _module_missing(module_name):
+            raise LookupError(f"unknown node class {ref!r}: no module {module_name!r}")
+        raise LookupError(
+            f"node class {ref!r}: module {module_name!r} is not a registered krabgraph node module, so it was not "
+            f"imported (importing runs its code); if you trust it, pass --allow-module {module_name}"
         )
     try:
         module = importlib.import_module(module_name)

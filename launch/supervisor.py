@@ -60,6 +60,8 @@ def child_args(graph_path: str, process: str, args: Any, *, duration: bool = Tru
         argv += ["--set", item]
     for item in args.replace or []:
         argv += ["--replace", item]
+    for item in getattr(args, "allow_module", None) or []:
+        argv += ["--allow-module", item]
     if args.clock:
         argv += ["--clock", args.clock]
     if args.duration is not None and duration:

@@ -40,6 +40,9 @@ class Export:
         return self.ipc if host == publisher_host else self.tcp
 
 
+SUN_PATH_MAX = 107  # bytes of a unix socket path on Linux (sun_path is 108, with the NUL)
+
+
 def ipc_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"krabgraph-{os.getuid()}"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,16 @@ from google.protobuf.message import Message
 
 from krabgraph.launch import checks
 from krabgraph.launch.errors import GraphError, ParamError
-from krabgraph.launch.graph import DEFAULT_PROCESS, ON_ERROR, ClockSpec, GraphDecl, NodeDecl, ProcessDecl
+from krabgraph.launch.graph import (
+    CLI,
+    DEFAULT_PROCESS,
+    ON_ERROR,
+    ClockSpec,
+    GraphDecl,
+    NodeDecl,
+    ProcessDecl,
+    name_problem,
+)
 from krabgraph.launch.node import Node
 from krabgraph.launch.ports import AnyMessage
 from krabgraph.launch.registry import resolve_class
@@ -84,6 +94,9 @@ def build_graph(decl: GraphDecl) -> Graph:
     specs: dict[str, NodeSpec] = {}
     checkable: set[str] = set()  # nodes whose parameters are valid: their static checks can run
 
+    problem = name_problem(decl.name)
+    if problem:
+        errors.append(f"{decl.name_loc}: {problem}")
     clock = decl.clock
     if clock.mode == "topic" and not clock.topic:
         errors.append(f"{decl.clock_loc}: clock mode 'topic' needs `topic:` naming the Clock topic, e.g. hal/clock")
@@ -95,7 +108,8 @@ def build_graph(decl: GraphDecl) -> Graph:
             errors.append(f"{nd.loc('class')}: node {name!r} has no class; add `class: <name>` (see `krabgraph nodes`)")
             continue
         try:
-            cls = resolve_class(nd.class_ref)
+            # A class named on the command line (--replace) is the user's explicit choice.
+            cls = resolve_class(nd.class_ref, allow=None if nd.loc("class") == CLI else decl.allow_modules)
         except LookupError as exc:
             errors.append(f"{nd.loc('class')}: node {name!r}: {exc}")
             unresolved.update(nd.outputs.values())
@@ -271,7 +285,37 @@ def build_graph(decl: GraphDecl) -> Graph:
         errors.append(f"{decl.files[-1] if decl.files else decl.name}: the graph has no nodes")
     if errors:
         raise GraphError(errors)
-    return Graph(decl.name, decl.description, clock, specs, topics, g, decl, processes, robot, warnings)
+    graph = Graph(decl.name, decl.description, clock, specs, topics, g, decl, processes, robot, warnings)
+    errors += _check_ipc_paths(graph)
+    if errors:
+        raise GraphError(errors)
+    return graph
+
+
+def _check_ipc_paths(graph: Graph) -> list[str]:
+    """Every ipc endpoint fits a unix socket path (``sun_path``: 107 bytes and a NUL on Linux)."""
+    from krabgraph.launch.transport import SUN_PATH_MAX, plan
+
+    errors = []
+    tap = graph.decl.tap
+    if tap is not None and tap.endpoint.startswith("ipc://"):
+        path = tap.endpoint.removeprefix("ipc://")
+        if len(path.encode()) > SUN_PATH_MAX:
+            errors.append(
+                f"{tap.loc}: tap endpoint {tap.endpoint!r}: the socket path is {len(path.encode())} bytes, over the "
+                f"{SUN_PATH_MAX}-byte limit of a unix socket path; use a shorter path"
+            )
+    if len(graph.processes) < 2 or name_problem(graph.name):
+        return errors
+    paths = [e.ipc.removeprefix("ipc://") for e in plan(graph).values() if e.ipc]
+    longest = max(paths, key=lambda p: len(p.encode()), default="")
+    if len(longest.encode()) > SUN_PATH_MAX:
+        errors.append(
+            f"{graph.decl.name_loc}: ipc socket path {longest!r} is {len(longest.encode())} bytes, over the "
+            f"{SUN_PATH_MAX}-byte limit of a unix socket path; shorten the graph name ({len(graph.name)} "
+            "characters) or set TMPDIR to a shorter directory"
+        )
+    return errors
 
 
 def _check_processes(decl: GraphDecl, specs: dict[str, NodeSpec], errors: list[str]) -> dict[str, ProcessDecl]:
@@ -350,9 +394,15 @@ def _expand_raw_inputs(
 
 
 def load_and_build(
-    ref: Any, *, sets: list[str] = (), replaces: list[str] = (), clock: str | None = None, tap: str | None = None
+    ref: Any,
+    *,
+    sets: list[str] = (),
+    replaces: list[str] = (),
+    clock: str | None = None,
+    tap: str | None = None,
+    allow_modules: Sequence[str] | None = (),
 ) -> Graph:
-    """Load a graph file (with overrides) and validate it."""
+    """Load a graph file (with overrides) and validate it; see ``load_graph`` for ``allow_modules``."""
     from krabgraph.launch.graph import load_graph
 
-    return build_graph(load_graph(ref, sets=sets, replaces=replaces, clock=clock, tap=tap))
+    return build_graph(load_graph(ref, sets=sets, replaces=replaces, clock=clock, tap=tap, allow_modules=allow_modules))
