@@ -136,15 +136,16 @@ def cmd_topic(args: argparse.Namespace) -> int:
         if not args.topic:
             print(f"error: topic {args.action} needs a TOPIC", file=sys.stderr)
             return 2
-        client.check_topic(args.topic)
+        if args.action == "info":
+            infos = client.graph_infos(args.rate_s)
+            print(_yaml(introspect.topic_info(infos, args.topic)), end="")
+            return 0
+        entry = client.check_topic(args.topic)
         try:
             if args.action == "echo":
-                for n, (_, frame) in enumerate(client.frames(args.topic, args.duration), 1):
-                    print(f"--- {args.topic}")
-                    print(introspect.format_message(introspect.decode(frame)), flush=True)
-                    if args.count and n >= args.count:
-                        break
-                return 0
+                from krabgraph.launch.echo import echo
+
+                return echo(client, args.topic, entry["type"], args, sys.stdout)
 
             def show(st) -> None:
                 if args.action == "hz":
@@ -173,11 +174,26 @@ def _human(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _yaml(data: object) -> str:
+    """YAML text of plain data (anything JSON cannot hold shown as a string)."""
+    import json
+
+    from krabgraph.launch.echo import to_yaml
+
+    return to_yaml(json.loads(json.dumps(data, default=str)))
+
+
 def cmd_node(args: argparse.Namespace) -> int:
-    from krabgraph.launch.introspect import table
+    from krabgraph.launch.introspect import node_info, table
 
     with _client(args) as client:
         info = client.graph_info()
+    if args.action == "info":
+        if not args.node:
+            print("error: node info needs a NODE", file=sys.stderr)
+            return 2
+        print(_yaml(node_info(info, args.node)), end="")
+        return 0
     rows = [
         [
             n["name"],
@@ -196,6 +212,20 @@ def cmd_node(args: argparse.Namespace) -> int:
     header = ["node", "class", "kind", "state", "received", "published", "dropped", "lost", "errors", "restarts"]
     print(f"{info['graph']} (clock {info['clock']}, t = {info['time_ns'] * 1e-9:.2f} s, pid {info['pid']})")
     print(table(rows, header))
+    return 0
+
+
+def cmd_interface(args: argparse.Namespace) -> int:
+    from krabgraph.launch import echo
+
+    if args.action == "list":
+        print("\n".join(sorted(echo.message_types())))
+        return 0
+    if not args.type:
+        print("error: interface show needs a TYPE (krabgraph interface list names them)", file=sys.stderr)
+        return 2
+    cls = echo.find_type(args.type)
+    print(echo.field_listing(cls.DESCRIPTOR) if args.fields else echo.interface_text(cls))
     return 0
 
 
@@ -282,9 +312,16 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=float, default=3.0, metavar="S", help="wait this long for the graph")
 
     sp = sub.add_parser("topic", help="list, echo, measure topics of a running graph (needs launch --tap)")
-    sp.add_argument("action", choices=["list", "echo", "hz", "bw"])
+    sp.add_argument("action", choices=["list", "echo", "info", "hz", "bw"])
     sp.add_argument("topic", nargs="?", metavar="TOPIC")
     sp.add_argument("--count", "-n", type=int, default=0, help="echo: stop after N messages")
+    sp.add_argument("--once", action="store_true", help="echo: print one message and stop")
+    sp.add_argument("--json", action="store_true", help="echo: one JSON object per line instead of YAML")
+    sp.add_argument("--field", metavar="A.B", help="echo: print only this field (e.g. joints.position, header.seq)")
+    sp.add_argument("--no-arr", action="store_true", help="echo: arrays as a summary like <float64[12]>")
+    sp.add_argument(
+        "--rate-s", type=float, default=1.0, metavar="S", help="info: measure the rate over S seconds (0: skip)"
+    )
     sp.add_argument("--window", type=int, default=1000, help="hz/bw: messages in the sliding window")
     sp.add_argument(
         "--duration", type=positive_seconds, metavar="S", help="stop after S seconds (default: until Ctrl-C)"
@@ -293,9 +330,16 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_topic)
 
     sp = sub.add_parser("node", help="nodes of a running graph: class, lifecycle state, counters (needs --tap)")
-    sp.add_argument("action", choices=["list"])
+    sp.add_argument("action", choices=["list", "info"])
+    sp.add_argument("node", nargs="?", metavar="NODE", help="info: the node")
     with_tap(sp)
     sp.set_defaults(func=cmd_node)
+
+    sp = sub.add_parser("interface", help="message types: list them, show one's definition (no graph needed)")
+    sp.add_argument("action", choices=["list", "show"])
+    sp.add_argument("type", nargs="?", metavar="TYPE", help="show: e.g. RobotState or krabgraph.msgs.RobotState")
+    sp.add_argument("--fields", action="store_true", help="show: every field, nested messages expanded")
+    sp.set_defaults(func=cmd_interface)
 
     from krabgraph.launch.plot import add_parser as add_plot_parser
 

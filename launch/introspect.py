@@ -1,4 +1,4 @@
-"""Client side of the tap: ``krabgraph topic list|echo|hz|bw`` and ``krabgraph node list``.
+"""Client side of the tap: ``krabgraph topic list|echo|info|hz|bw`` and ``krabgraph node list|info``.
 
 Rates are computed from receive timestamps (taken as each frame comes off the socket, before any
 decoding) over a sliding window, so a large message reads at its real rate: nothing is parsed
@@ -24,7 +24,6 @@ from krabgraph.launch.errors import KrabgraphError
 from krabgraph.launch.graph import DEFAULT_TAP
 from krabgraph.launch.tap import INFO_TOPIC
 from krabgraph.launch.wire import SEP
-from krabgraph.msgs import Array, to_numpy
 from krabgraph.msgs.schema import message_class
 
 
@@ -87,6 +86,23 @@ class TapClient:
             f"no graph answered on {self.endpoint} within {self.timeout_s:g} s "
             "(start one with `krabgraph launch GRAPH --tap`, or give its endpoint with --tap)"
         )
+
+    def graph_infos(self, wall_s: float) -> list[dict]:
+        """Every graph description published over ``wall_s`` seconds (4 a second), at least one."""
+        first = self.graph_info()
+        infos = [first]
+        self.subscribe(INFO_TOPIC)
+        try:
+            end = time.monotonic() + wall_s
+            while (left := end - time.monotonic()) > 0:
+                if not self.sock.poll(int(left * 1000) + 1):
+                    break
+                topic, data = self.sock.recv_multipart()
+                if topic == INFO_TOPIC.encode():
+                    infos.append(json.loads(data))
+        finally:
+            self.unsubscribe(INFO_TOPIC)
+        return infos
 
     def check_topic(self, topic: str) -> dict:
         """The topic's entry in the graph description; raises naming the known topics."""
@@ -182,55 +198,64 @@ def measure(
     return win.stats()
 
 
+def topic_info(infos: list[dict], topic: str) -> dict:
+    """``krabgraph topic info``: type, publishers, subscribers, messages published and, from the
+    published counter over the descriptions ``infos`` (oldest first), the rate per second of graph time."""
+    entries = [next((t for t in info["topics"] if t["name"] == topic), None) for info in infos]
+    last = entries[-1]
+    if last is None:
+        names = ", ".join(sorted(t["name"] for t in infos[-1]["topics"]))
+        raise TapClientError(f"graph {infos[-1]['graph']!r} has no topic {topic!r}; topics: {names}")
+    out = {
+        "topic": topic,
+        "type": last["type"] or "any",
+        "publishers": last["publishers"],
+        "subscribers": last["subscribers"],
+        "published": last["published"],
+        "rate_hz": None,
+    }
+    first = next((i, e) for i, e in zip(infos, entries, strict=True) if e is not None)
+    span_ns = infos[-1]["time_ns"] - first[0]["time_ns"]
+    if span_ns > 0 and last["publishers"]:
+        out["rate_hz"] = round((last["published"] - first[1]["published"]) / (span_ns * 1e-9), 3)
+    return out
+
+
+def node_info(info: dict, name: str) -> dict:
+    """``krabgraph node info``: class, kind, state, counters, parameters and ports with their topics.
+
+    Parameter values are the running node's, as the tap publishes them.
+    """
+    node = next((n for n in info["nodes"] if n["name"] == name), None)
+    if node is None:
+        names = ", ".join(sorted(n["name"] for n in info["nodes"]))
+        raise TapClientError(f"graph {info['graph']!r} has no node {name!r}; nodes: {names}")
+    ports: dict[str, dict[str, dict]] = {"inputs": {}, "outputs": {}}
+    for t in info["topics"]:
+        for key, who in (("inputs", "subscribers"), ("outputs", "publishers")):
+            for ref in t[who]:
+                node_name, _, port = ref.rpartition(".")
+                if node_name == name:
+                    ports[key].setdefault(port, {"topic": t["name"], "type": t["type"].removeprefix("krabgraph.msgs.")})
+    counters = ("received", "published", "dropped", "lost", "errors", "restarts")
+    return {
+        "node": name,
+        "class": node["class"],
+        "kind": node["kind"],
+        "state": node["state"],
+        "thread": node["thread"],
+        "counters": {k: node[k] for k in counters},
+        "params": node.get("params", {}),
+        **ports,
+    }
+
+
 def decode(frame: bytes) -> Message:
     """A wire frame as a message, its class found from the type tag."""
     tag, sep, payload = frame.partition(SEP)
     if not sep:
         raise TapClientError("a frame without a type tag")
     return message_class(tag.decode().partition("@")[0]).FromString(payload)
-
-
-def format_message(msg: Message, indent: str = "", width: int = 8) -> str:
-    """YAML-like text of a message; ``Array`` fields shown as NumPy values (``width`` per line)."""
-    lines = []
-    for field, value in msg.ListFields():
-        name = f"{indent}{field.name}:"
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            lines.append(f"{name} {json.dumps({str(k): str(v) for k, v in value.items()})}")
-        elif field.message_type is not None and field.message_type.full_name == Array.DESCRIPTOR.full_name:
-            lines.append(f"{name} {_array_text(value)}")
-        elif field.message_type is not None and _repeated(field):
-            for item in value:
-                lines.append(f"{name}\n{format_message(item, indent + '  - ', width)}")
-        elif field.message_type is not None:
-            lines.append(f"{name}\n{format_message(value, indent + '  ', width)}")
-        elif _repeated(field):
-            lines.append(f"{name} [{', '.join(_scalar(v, field) for v in value)}]")
-        else:
-            lines.append(f"{name} {_scalar(value, field)}")
-    return "\n".join(lines)
-
-
-def _repeated(field: Any) -> bool:
-    return field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
-
-
-def _scalar(value: Any, field: Any) -> str:
-    if field.enum_type is not None:
-        item = field.enum_type.values_by_number.get(value)
-        return item.name if item else str(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    return str(value)
-
-
-def _array_text(arr: Array) -> str:
-    try:
-        values = to_numpy(arr)
-    except ValueError as exc:
-        return f"<bad array: {exc}>"
-    body = np.array2string(values, threshold=24, edgeitems=4, max_line_width=10_000, precision=4).replace("\n", "")
-    return f"{body}  # {values.dtype}, shape {list(values.shape)}"
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

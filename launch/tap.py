@@ -359,6 +359,7 @@ def describe(executor: Executor) -> bytes:
                 "lost": sum(p.lost for p in ins),
                 "errors": errors.get(name, 0),
                 "restarts": executor.restarts.get(name, 0),
+                "params": json.loads(json.dumps(node._params, default=str)),  # the running values
             }
         )
     doc = {
