@@ -31,6 +31,7 @@ from krabgraph.launch.checks import ParamProblem
 from krabgraph.msgs import Clock, CommandSource, JointCommand, RobotState
 from krabgraph.nodes.hal_io import CommandError, CommandParser, JointTargets, RobotSnapshot, fill_robot_state
 
+REPORTS_PER_KIND = 16  # distinct rejection messages logged per kind of problem; further ones are counted
 SOURCE_NAMES = {CommandSource.POLICY: "policy", CommandSource.OPERATOR: "operator", CommandSource.SAFETY: "safety"}
 
 
@@ -42,8 +43,9 @@ class Hal(Node):
     backend's sensors (height scan...), ``state`` last: a node woken by the state already has the
     sensors of the same instant. ``command`` (JointCommand) is parsed with the one meaning
     (``CommandParser``: every joint exactly once, by name, any order; empty velocity/effort/kp/kd
-    mean 0, 0 and the description's gains); an invalid one is counted in ``rejected``, logged once
-    per reason, and the last valid targets stay. Every ``status_period_s`` one status line is logged.
+    mean 0, 0 and the description's gains); an invalid one is counted in ``rejected`` and
+    ``problems`` (by kind), each distinct message is logged once (at most ``REPORTS_PER_KIND`` per
+    kind), and the last valid targets stay. Every ``status_period_s`` one status line is logged.
     """
 
     kind = "hal"
@@ -119,7 +121,9 @@ class Hal(Node):
     # -- lifecycle ------------------------------------------------------------------------------
     def on_configure(self) -> None:
         self.rejected = 0  # invalid commands since configure
+        self.problems: dict[str, int] = {}  # invalid commands per kind of problem (CommandError.kind)
         self._reported: set[str] = set()
+        self._shown: dict[str, int] = {}  # rejection messages logged per kind
         self.open()
         self.parser = self.command_parser()
         self.control_dt = self.control_period()
@@ -179,13 +183,28 @@ class Hal(Node):
             targets = self.parser.parse(msg)
         except CommandError as exc:
             self.rejected += 1
-            self.report(f"rejected joint command ({exc}); keeping the last valid targets")
+            self._reject(exc)
             return
         if targets.gains_given and not self.honours_gains:
             why = f": {self.gains_note}" if self.gains_note else ""
             self.report(f"JointCommand kp/kd are ignored{why}", error=False)
         self.executing = "DAMPING" if not targets.kp.any() else SOURCE_NAMES.get(msg.source, "unspecified")
         self.write(targets)
+
+    def _reject(self, exc: CommandError) -> None:
+        """Count ``exc`` by kind; log each distinct message, at most ``REPORTS_PER_KIND`` per kind (a
+        hostile publisher varies its messages without end: log lines and memory stay bounded)."""
+        kind = exc.kind
+        self.problems[kind] = self.problems.get(kind, 0) + 1
+        text = f"rejected joint command ({exc}); keeping the last valid targets"
+        shown = self._shown.get(kind, 0)
+        if text in self._reported or shown > REPORTS_PER_KIND:
+            return
+        self._shown[kind] = shown + 1
+        if shown < REPORTS_PER_KIND:
+            self.report(text)
+        else:
+            self.log.error("further rejected joint commands (%s) are counted in problems[%r], not logged", kind, kind)
 
     # -- logging --------------------------------------------------------------------------------
     def report(self, message: str, error: bool = True, key: str | None = None) -> None:

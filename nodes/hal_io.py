@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -89,6 +90,13 @@ def _set_vec(field, v: np.ndarray) -> None:
 
 def _set_quat(field, q: np.ndarray) -> None:
     field.w, field.x, field.y, field.z = (float(x) for x in q)
+
+
+def few(names: Sequence[str], limit: int = 8) -> str:
+    """``names`` for an error message: the first ``limit`` (each cut to 64 characters), then how many more."""
+    shown = [n if len(n) <= 64 else n[:61] + "..." for n in names[:limit]]
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return f"{shown}{more}"
 
 
 class CommandError(ValueError):
@@ -247,14 +255,14 @@ class CommandParser:
         fix = f"commands must name every joint of {self.robot!r} exactly once"
         if not names:
             raise CommandError(f"no joint names; {fix} ({', '.join(self.joint_names)})")
-        if len(set(names)) != len(names):
-            repeated = sorted({n for n in names if names.count(n) > 1})
-            raise CommandError(f"repeated joint(s) {repeated}; {fix}")
-        unknown = [n for n in names if n not in self._index]
         given = set(names)
+        if len(given) != len(names):  # one pass (a hostile command may name a joint a million times)
+            repeated = sorted(n for n, k in Counter(names).items() if k > 1)
+            raise CommandError(f"repeated joint(s) {few(repeated)}; {fix}")
+        unknown = [n for n in names if n not in self._index]
         missing = [n for n in self.joint_names if n not in given]
         if unknown or missing:
-            problems = [f"unknown joint(s) {unknown}"] if unknown else []
+            problems = [f"unknown joint(s) {few(unknown)}"] if unknown else []
             problems += [f"missing joint(s) {missing}"] if missing else []
             raise CommandError(f"{', '.join(problems)}; {fix}")
         idx = self._cache[names] = np.array([self._index[n] for n in names], dtype=np.intp)

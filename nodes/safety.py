@@ -26,7 +26,7 @@ from krabgraph.msgs import (
     to_numpy,
 )
 from krabgraph.msgs.arrays import NamedColumns, tuple_getter
-from krabgraph.nodes.hal_io import COLUMNS, CommandError, CommandParser
+from krabgraph.nodes.hal_io import COLUMNS, CommandError, CommandParser, few
 from krabgraph.nodes.robots import RobotError, load_robot
 from krabgraph.nodes.rotations import roll_pitch
 
@@ -567,7 +567,7 @@ class Safety(Node):
             return self._bad_state("malformed", f"joint positions: {exc}")
         idx = self._joint_index(tuple(names))
         if idx is None or pos.size != len(names):
-            return self._bad_state("joints", f"joints {names} with {pos.size} positions; expected {self.names}")
+            return self._bad_state("joints", f"joints {few(names)} with {pos.size} positions; expected {self.names}")
         if not np.isfinite(pos).all():
             return self._bad_state("non-finite", "non-finite joint position")
         o = msg.imu.orientation
@@ -652,7 +652,7 @@ def _median(values: np.ndarray) -> float | None:
     if n == 0:
         return None
     values = np.sort(values)
-    return float(values[(n - 1) // 2] + values[n // 2]) / 2
+    return float(values[(n - 1) // 2] / 2 + values[n // 2] / 2)  # halves first: no overflow near 1e308
 
 
 __all__ = ["Safety", "Target"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,10 @@ class PolicyNode(Node):
     (N·m·s/rad), joint names in the policy's order, stamped with the state it answers. The
     observation vector and its labels go to ``observation`` for debugging. The policy runs once per
     state: publish states at the contract's ``control_dt`` (a mismatch is logged once). If an input
-    the contract needs is missing or the inputs are invalid, one error is logged and nothing is
-    published for that state.
+    the contract needs is missing or the inputs are invalid, nothing is published for that state.
+    A velocity command with a non-finite value is rejected on arrival and the last valid one kept.
+    Every problem is counted in ``problems`` by kind (bad states and commands also in ``rejected``)
+    and logged once per kind, with its first message.
     """
 
     kind = "policy"
@@ -109,23 +112,35 @@ class PolicyNode(Node):
         self.builder.reset()
         self.backend.reset()
         self.last_action = np.zeros(self.contract.action_dim)
-        self._reported: set[str] = set()
+        self._command: VelocityCommand | None = None  # the last valid velocity command
+        self.rejected = 0  # states that gave no command (invalid inputs) and invalid velocity commands
+        self.problems: dict[str, int] = {}  # count per kind of problem
         self._first_stamp_ns: int | None = None
         self._stamps_seen = 0
 
     def on_state(self, msg: RobotState) -> None:
-        self._check_rate(msg.header.stamp_ns)
         try:
-            obs = self.builder.observe(msg, self.command.latest, self.height_scan.latest, self.last_action)
+            obs = self.builder.observe(msg, self._command, self.height_scan.latest, self.last_action)
             action, targets = self.contract.actions.process(self.backend(obs))
         except MissingInputError as exc:
-            self._report(f"waiting for {exc.input}: {exc}; publishing no command")
+            self._report(f"waiting for {exc.input}", f"waiting for {exc.input}: {exc}; publishing no command")
             return
         except (ObservationError, ActionError) as exc:
-            self._report(f"{exc}; publishing no command")
+            self.rejected += 1
+            where = str(exc).split(" ", 1)[0].rstrip(":;,")  # the field or term at fault, e.g. RobotState.joints
+            self._report(f"{type(exc).__name__} {where}", f"{exc}; publishing no command")
             return
+        self._check_rate(msg.header.stamp_ns)  # of the states that are valid: not of rejected ones
         self.last_action = action
         self._publish(msg, obs, targets)
+
+    def on_command(self, msg: VelocityCommand) -> None:
+        if math.isfinite(msg.vx) and math.isfinite(msg.vy) and math.isfinite(msg.yaw_rate):
+            self._command = msg
+            return
+        self.rejected += 1
+        bad = f"vx {msg.vx}, vy {msg.vy}, yaw_rate {msg.yaw_rate}"
+        self._report("command non-finite", f"rejected velocity command ({bad}); keeping the last valid one")
 
     def _publish(self, state: RobotState, obs: np.ndarray, targets: np.ndarray) -> None:
         """``targets``: FLOAT64 ``[n]``, ``obs``: FLOAT32 ``[dim]`` (the templates' dtypes and shapes)."""
@@ -143,11 +158,12 @@ class PolicyNode(Node):
         debug.data.data = obs.tobytes()
         self.observation.publish(debug)
 
-    def _report(self, message: str) -> None:
-        """Log each distinct problem once (the state arrives at the control rate)."""
-        if message not in self._reported:
-            self._reported.add(message)
-            self.log.error(message)
+    def _report(self, kind: str, message: str) -> None:
+        """Count a problem; log the first of each kind (the state arrives at the control rate)."""
+        seen = self.problems.get(kind, 0)
+        self.problems[kind] = seen + 1
+        if not seen:
+            self.log.error("%s (further ones are counted in problems[%r])", message, kind)
 
     def _check_rate(self, stamp_ns: int) -> None:
         """Warn once if states arrive at a period other than the policy's control_dt."""

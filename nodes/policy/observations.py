@@ -287,7 +287,8 @@ class StateDecoder:
             if missing:
                 raise ObservationError(
                     f"RobotState.joints lacks joint(s) the policy needs: {', '.join(missing)} "
-                    f"(message has: {', '.join(names) or 'none'}); publish them under these names"
+                    f"(message has: {', '.join(n[:64] for n in names[:16]) or 'none'}"
+                    f"{f' and {len(names) - 16} more' if len(names) > 16 else ''}); publish them under these names"
                 )
             self._index = np.array([where[j] for j in self.joints], dtype=np.intp)
             self._names = names
@@ -311,6 +312,8 @@ class StateDecoder:
         norm = math.sqrt(o.w * o.w + o.x * o.x + o.y * o.y + o.z * o.z)
         if not norm > 1e-6:
             raise ObservationError("RobotState.imu.orientation is all zero; fill it (unit quaternion w, x, y, z)")
+        if not math.isfinite(norm):
+            raise ObservationError(f"RobotState.imu.orientation {quat.tolist()} is not finite")
         gyro = imu.angular_velocity
         lin_vel = None
         if state.has_base:
