@@ -84,12 +84,19 @@ def _message(msg: Message, data: Any, arrays: bool) -> Any:
     return data
 
 
-def array_data(arr: Array) -> Any:
-    """An ``Array`` as (nested) lists of numbers; a malformed one as ``<bad array: why>``."""
+def _values(arr: Array) -> np.ndarray | str:
+    """The array's values, or ``<bad array: why>`` for a malformed one."""
     try:
-        values = to_numpy(arr)
+        return to_numpy(arr)
     except ValueError as exc:
         return f"<bad array: {exc}>"
+
+
+def array_data(arr: Array) -> Any:
+    """An ``Array`` as (nested) lists of numbers; a malformed one as ``<bad array: why>``."""
+    values = _values(arr)
+    if isinstance(values, str):
+        return values
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         return _nonfinite(values.tolist())
     return values.tolist()
@@ -107,10 +114,9 @@ def _nonfinite(value: Any) -> Any:
 
 def array_summary(arr: Array) -> str:
     """``<float64[12]>``, ``<float32[4,3]>``: an ``Array`` without its numbers."""
-    try:
-        values = to_numpy(arr)
-    except ValueError as exc:
-        return f"<bad array: {exc}>"
+    values = _values(arr)
+    if isinstance(values, str):
+        return values
     return f"<{values.dtype.name}[{','.join(map(str, values.shape))}]>"
 
 
