@@ -186,10 +186,11 @@ class MujocoHal(Hal):
 
     def read(self) -> RobotSnapshot:
         snap = self.sim.read_state()
-        now, recent = self.sim_time_ns(), self.recent_speeds
-        recent.append((now, float(snap.base_lin_vel[0]), float(snap.base_lin_vel[1]), float(snap.base_ang_vel[2])))
-        while now - recent[0][0] >= self.status_mean_s * 1e9:
-            recent.popleft()
+        if self.status_period_s > 0:  # samples for the status line's means; none without a status line
+            now, recent = self.sim_time_ns(), self.recent_speeds
+            recent.append((now, float(snap.base_lin_vel[0]), float(snap.base_lin_vel[1]), float(snap.base_ang_vel[2])))
+            while now - recent[0][0] >= self.status_mean_s * 1e9:
+                recent.popleft()
         return snap
 
     def write(self, targets: JointTargets) -> None:
