@@ -26,16 +26,24 @@ def run_parkour(seed: int, caplog: pytest.LogCaptureFixture) -> tuple[Executor, 
     return ex, summary
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_go2_parkour_crosses_the_default_course(seed, caplog):
-    ex, summary = run_parkour(seed, caplog)
+def check_crossing(ex: Executor, summary: str, caplog: pytest.LogCaptureFixture) -> None:
     hal = ex.nodes["hal"]
-    passed, total, finished = hal.course_progress
-    assert (passed, total, finished) == (6, 6, True), summary
-    assert hal.finished_at < 40.0  # 13.3 m at 0.5 m/s takes 27 s; the graph's limit is 45 s
+    assert hal.finished_at < 40.0, summary  # 13.3 m at 0.5 m/s takes 27 s; the graph's limit is 45 s
     assert ex.clock.now_ns() * 1e-9 == pytest.approx(hal.finished_at, abs=0.03)  # stopped at the finish line
-    assert ", 0 safety trips" in summary and "ended with safety ACTIVE" in summary
     # each obstacle counted with the base past it and above the ground there (not fallen into a gap)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("passed ")]
     assert len(lines) == 6 and np.all(np.diff([float(s.split("t=")[1][:-2]) for s in lines]) > 0)
+
+
+@pytest.mark.slow
+def test_go2_parkour_crosses_the_default_course_on_nine_of_ten_seeds(caplog):
+    """The issue's acceptance figure itself: seeds 0-9, finish line on >= 9, no safety trip on any."""
+    finished = []
+    for seed in range(10):
+        caplog.clear()
+        ex, summary = run_parkour(seed, caplog)
+        assert ", 0 safety trips" in summary and "ended with safety ACTIVE" in summary, (seed, summary)
+        if ex.nodes["hal"].course_progress == (6, 6, True):
+            check_crossing(ex, summary, caplog)
+            finished.append(seed)
+    assert len(finished) >= 9, f"finish line reached on seeds {finished} only"
