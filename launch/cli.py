@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from krabgraph.launch.checks import positive_seconds
 from krabgraph.launch.errors import GraphError, KrabgraphError
-from krabgraph.launch.graph import DEFAULT_TAP
+from krabgraph.launch.graph import CLI, DEFAULT_TAP, NAME_RE
+
+if TYPE_CHECKING:
+    from krabgraph.launch.executor import StopSignals
+
+MAX_INSTANCE_LEN = 24  # `--instance NAME`: it becomes part of ipc socket paths
 
 
 def _setup_logging(level: str, process: str = "") -> None:
@@ -25,7 +32,15 @@ def _setup_logging(level: str, process: str = "") -> None:
 def _build(args: argparse.Namespace):
     from krabgraph.launch.validate import load_and_build
 
-    return load_and_build(
+    instance = getattr(args, "instance", None)
+    if instance is not None and (len(instance) > MAX_INSTANCE_LEN or not NAME_RE.fullmatch(instance)):
+        raise GraphError(
+            [
+                f"{CLI}: --instance {instance!r}: use up to {MAX_INSTANCE_LEN} letters, digits, '_', '.', '+' or "
+                "'-', starting with a letter, digit or '_' (it becomes part of socket paths)"
+            ]
+        )
+    graph = load_and_build(
         args.graph,
         sets=getattr(args, "set", None) or [],
         replaces=getattr(args, "replace", None) or [],
@@ -33,6 +48,20 @@ def _build(args: argparse.Namespace):
         tap=getattr(args, "tap", None),
         allow_modules=getattr(args, "allow_module", None) or [],
     )
+    if instance:
+        from krabgraph.launch.transport import SUN_PATH_MAX, plan
+
+        graph.decl.instance = instance
+        paths = [e.ipc.removeprefix("ipc://") for e in plan(graph).values() if e.ipc]
+        longest = max(paths, key=lambda p: len(p.encode()), default="")
+        if len(longest.encode()) > SUN_PATH_MAX:
+            raise GraphError(
+                [
+                    f"{CLI}: --instance {instance!r}: ipc socket path {longest!r} is {len(longest.encode())} bytes, "
+                    f"over the {SUN_PATH_MAX}-byte limit of a unix socket path; use a shorter instance name"
+                ]
+            )
+    return graph
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -55,10 +84,38 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    """Build and run the graph; SIGINT/SIGTERM are counted stop requests from here on (never a
+    traceback): the first stops in order, a second faster, the safety node damping either way."""
+    from krabgraph.launch.executor import StopSignals
+
+    if getattr(args, "supervised", False):
+        # A supervised child ignores SIGINT (its supervisor started it so): the terminal's Ctrl-C
+        # reaches the whole process group, and the supervisor forwards each signal it gets as one
+        # SIGTERM, so every escalation counts once.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signals = StopSignals().install()
+    try:
+        return _launch(args, signals)
+    finally:
+        if _KEEP_SIGNALS:  # the program: ignore late signals (Python's exit would reset a handler to the default)
+            signals.saved = {}
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+        else:  # called in-process (tests, scripts): give the caller its handlers back
+            signals.restore()
+
+
+def _launch(args: argparse.Namespace, signals: StopSignals) -> int:
     from krabgraph.launch.executor import Executor
     from krabgraph.launch.monitor import RunMonitor
 
     graph = _build(args)
+    if len(graph.processes) > 1 and args.process in (None, *graph.processes):
+        from krabgraph.launch.transport import check_free
+
+        # Refuse a second copy of a running instance before saying anything else (the supervisor
+        # and the executor then take the locks for real).
+        check_free(graph, [None, *graph.processes] if args.process is None else [args.process])
     log = logging.getLogger("krabgraph")
     for line in graph.warnings:
         log.warning("%s", line)
@@ -75,7 +132,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
         log.info("%s has %d processes (%s): starting those on this host", graph.name, len(graph.processes),
                  ", ".join(f"{n} on {p.host}" for n, p in graph.processes.items()))  # fmt: skip
-        code = supervise(graph, args)
+        code = supervise(graph, args, signals)
         log.info("%s stopped (exit code %d)", graph.name, code)
         return code
     if args.process is not None and args.process not in graph.processes:
@@ -84,7 +141,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return 1
     executor = Executor(graph, process=args.process)
     monitor = RunMonitor(executor)
-    code = monitor.finish(executor.run(duration_s=args.duration))
+    signals.handler = executor.on_stop_signal
+    for count in range(1, signals.count + 1):  # signals during start-up: stop (faster) right after it
+        executor.on_stop_signal(count, signals.last)
+    code = monitor.finish(executor.run(duration_s=args.duration, handle_signals=False))
     log.info("%s stopped (exit code %d)", graph.name, code)
     return code
 
@@ -250,6 +310,13 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``krabgraph keys DIR NAME...``: CURVE key pairs for ``security:`` and the tap (``launch.keys``)."""
+    from krabgraph.launch.keys import main as keys_main
+
+    return keys_main([args.dir, *args.names])
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="krabgraph", description="ROS 2-style node graphs on ZeroMQ for legged robots.")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -263,6 +330,12 @@ def parser() -> argparse.ArgumentParser:
             "--clock",
             metavar="SPEC",
             help="override the graph's clock: wall, sim (lockstep, as fast as possible), sim:FACTOR, topic:TOPIC",
+        )
+        sp.add_argument(
+            "--instance",
+            metavar="NAME",
+            help="a multi-process graph: run another copy of it on this host, with its own ipc endpoints "
+            "(a second launch of a running copy is refused); tcp endpoints also need their own base_port",
         )
         sp.add_argument(
             "--allow-module",
@@ -288,6 +361,7 @@ def parser() -> argparse.ArgumentParser:
         help="run only this process of a multi-process graph (how another host runs its part); "
         "without it, launch starts one child per process on this host and supervises them",
     )
+    sp.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # a child of the supervisor
     sp.set_defaults(func=cmd_launch)
 
     sp = sub.add_parser("check", help="validate a graph without starting anything")
@@ -341,13 +415,26 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--fields", action="store_true", help="show: every field, nested messages expanded")
     sp.set_defaults(func=cmd_interface)
 
+    sp = sub.add_parser(
+        "keys",
+        help="make CURVE key pairs for security: and the tap: DIR/NAME.key (public) and DIR/NAME.key_secret (0600)",
+    )
+    sp.add_argument("dir", metavar="DIR", help="the key directory (created 0700 if missing)")
+    sp.add_argument("names", nargs="+", metavar="NAME", help="one key pair per name (e.g. graph, robot, brain)")
+    sp.set_defaults(func=cmd_keys)
+
     from krabgraph.launch.plot import add_parser as add_plot_parser
 
     add_plot_parser(sub)
     return p
 
 
+_KEEP_SIGNALS = False  # the program itself (main() reading sys.argv): keep ignoring late signals until exit
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _KEEP_SIGNALS
+    _KEEP_SIGNALS = argv is None
     args = parser().parse_args(argv)
     _setup_logging(args.log_level, getattr(args, "process", None) or "")
     try:

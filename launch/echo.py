@@ -312,9 +312,21 @@ def echo(client: Any, topic: str, type_name: str, args: Any, out: Any) -> int:
             pass
         else:
             parts = check_path(cls, args.field)
+    from krabgraph.launch.introspect import TapClientError
+
+    skipped: dict[str, int] = {}
+    n = 0
     try:
-        for n, (_, frame) in enumerate(client.frames(topic, args.duration), 1):
-            msg = decode(frame)
+        for _, frame in client.frames(topic, args.duration):
+            try:
+                msg = decode(frame)
+            except TapClientError as exc:  # a frame no krabgraph graph sends: say so once, count the rest
+                kind = str(exc).partition(" (")[0]
+                if kind not in skipped:
+                    print(f"warning: skipped {exc} on {topic} (further ones are counted)", file=sys.stderr)
+                skipped[kind] = skipped.get(kind, 0) + 1
+                continue
+            n += 1
             if args.field and parts is None:
                 parts = check_path(type(msg), args.field)
             data = to_data(msg, arrays=not args.no_arr)
@@ -326,4 +338,6 @@ def echo(client: Any, topic: str, type_name: str, args: Any, out: Any) -> int:
                 break
     except BrokenPipeError:  # `| head`: the reader has gone; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if sum(skipped.values()) > len(skipped):
+        print(f"warning: skipped {sum(skipped.values())} frames on {topic} that did not decode", file=sys.stderr)
     return 0

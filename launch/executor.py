@@ -43,8 +43,16 @@ SPIN_S = 200e-6  # busy-wait this long before a timer deadline (wall clock) for 
 SUB_MS_STEP_NS = 100_000  # sub-millisecond waits sleep in steps this long, polling in between
 MAX_RESTARTS = 3
 HWM = 10_000
+# Inputs fed from other threads or processes (a foreign publisher can flood these): each holds at
+# most POLLED_HWM messages (ZMQ RCVHWM; a queued input twice its queue if more), and one loop pass
+# reads at most READ_BUDGET of them, then timers due and other inputs get their turn. So input
+# traffic delays a timer by at most one pass (READ_BUDGET reads per flooded input, ~0.3-1 ms).
+POLLED_HWM = 1000
+READ_BUDGET = 256
 NOBLOCK = zmq.NOBLOCK
 STALL_PASSES = 100_000  # lockstep loop passes (deliveries, timer firings) at one graph time: a livelock
+JOIN_S, HURRY_JOIN_S = 2.0, 0.25  # how long shutdown waits for each node thread (after a second signal)
+DRAIN_S = 0.1  # longest one shutdown drain delivers (a flood keeps sockets readable forever)
 
 
 def endpoint(topic: str, worker: int | str) -> str:
@@ -65,6 +73,7 @@ class Subscription:
     pending: int = 0  # same-thread messages sent but not yet read (exact, so no failing recv)
     last_seq: int = 0
     fast: bool = False  # same-thread and latest-only: dispatched by the short path
+    deferred: int = 0  # passes that read READ_BUDGET messages and left more for the next pass
     errors: dict[str, int] = field(default_factory=dict)
     recv: Callable[[int], bytes] = field(init=False, repr=False)  # the socket's, bound once for the short path
 
@@ -165,10 +174,11 @@ class Worker:
         if not sub.polled:
             n, sub.pending = sub.pending, 0
             return [recv(zmq.NOBLOCK) for _ in range(n)]
-        # Other threads or processes: read until empty; refuse multi-frame messages whole.
+        # Other threads or processes: read until empty, or READ_BUDGET messages (the rest waits for
+        # the next pass, after due timers); refuse multi-frame messages whole.
         frames = []
         recv_multipart = sub.socket.recv_multipart
-        while True:
+        for _ in range(READ_BUDGET):
             try:
                 parts = recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -179,6 +189,15 @@ class Worker:
                 sub.port.dropped += 1
                 err = WireError("frames", f"malformed message: {len(parts)} frames, expected 1")
                 self.executor.report_wire_error(sub, err)
+        if sub.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            sub.deferred += 1
+            if sub.deferred == 1:
+                log.warning(
+                    "input %s.%s (topic %s) has over %d messages waiting: reading %d per loop pass so timers "
+                    "keep their period (a flood? further passes are counted)",
+                    sub.node.name, sub.port.spec.name, sub.topic, READ_BUDGET, READ_BUDGET,
+                )  # fmt: skip
+        return frames
 
     def _decode(self, sub: Subscription, frame: bytes) -> Message | None:
         try:
@@ -236,8 +255,12 @@ class Worker:
             self.ready.append(self.by_socket[sock])
 
     def drain(self) -> None:
-        """Deliver everything pending, including cross-thread messages (used at shutdown)."""
+        """Deliver everything pending, including cross-thread messages (used at shutdown); at most
+        ``DRAIN_S`` (a flooded input always has more)."""
+        deadline = time.monotonic() + DRAIN_S
         for _ in range(1000):
+            if time.monotonic() > deadline:
+                return
             self.poll(0)
             if not self.ready:
                 return
@@ -350,9 +373,25 @@ class Executor:
             known = ", ".join(graph.processes)
             raise KrabgraphError(f"graph {graph.name!r} has no process {process!r} (processes: {known})")
         self.process = process
+        self._lock_file = None  # this process's instance lock (multi-process graphs), released at shutdown
+        if process is not None:
+            from krabgraph.launch.transport import claim
+
+            self._lock_file = claim(graph, process)  # before anything binds: refuse a second copy
+        try:
+            self._setup(context)
+        except BaseException:
+            if self._lock_file is not None:
+                self._lock_file.release()
+            raise
+
+    def _setup(self, context: zmq.Context | None) -> None:
+        """Build the nodes, workers, tap and sockets (``__init__`` after the lock)."""
+        graph, process = self.graph, self.process
         self.context = context or zmq.Context()
         self._own_context = context is None
         self.stopping = False
+        self.hurry = False  # a second stop signal: shorter waits at shutdown
         self.exit_code = 0
         self.restarts: dict[str, int] = {}
         self.failures: list[tuple[str, str, str]] = []  # (node, where, traceback)
@@ -390,7 +429,7 @@ class Executor:
         self.subscriptions: list[Subscription] = []
         self.tap: TapHub | None = None
         if graph.decl.tap is not None and process in (None, next(iter(graph.processes))):
-            self.tap = TapHub(self.context, graph.decl.tap, graph.name, direct=len(self.workers) == 1)
+            self.tap = TapHub(self.context, graph.decl.tap, graph.name)
             for worker in self.workers:
                 sock = self.tap.worker_socket()
                 worker.tap = WorkerTap(sock, (lambda: describe(self)) if worker.index == 0 else None)
@@ -445,8 +484,9 @@ class Executor:
                 else:
                     node = self.nodes[name]
                     worker, inport = self.worker_of[name], node._inputs[port]
+                polled = pub_workers != {worker.index} or node is None or external or topic in remote
                 sock = self._socket(zmq.SUB)
-                sock.rcvhwm = HWM
+                sock.rcvhwm = _input_hwm(inport) if polled else HWM  # same thread: `pending` counts exactly
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
                 for w in sorted(pub_workers):
                     sock.connect(endpoint(topic, w))
@@ -454,7 +494,6 @@ class Executor:
                     sock.connect(endpoint(topic, "ext"))
                 if topic in remote:
                     self._connect_remote(sock, remote[topic])
-                polled = pub_workers != {worker.index} or node is None or external or topic in remote
                 if inport is not None and inport.spec.raw:
                     decoder: Decoder = RawDecoder(topic, info.msg_type if info else None)
                 else:
@@ -495,23 +534,33 @@ class Executor:
         for sock in pub_sockets.values():
             sock.getsockopt(zmq.EVENTS)
 
-    def _wire_exports(self, pub_sockets: dict[tuple[str, int], zmq.Socket]) -> dict[str, list[str]]:
-        """Multi-process: bind this process's exported topics; return topic -> remote endpoints.
+    def _wire_exports(self, pub_sockets: dict[tuple[str, int], zmq.Socket]) -> dict[str, list[tuple[str, str]]]:
+        """Multi-process: bind this process's exported topics; return topic -> [(remote endpoint,
+        the process publishing there)].
 
         The PUB socket a topic already has also binds its ipc/tcp endpoint (CURVE server on tcp
-        when the graph has keys), so a cross-process subscriber costs the publisher nothing extra.
+        when the graph has keys: this process's own key with per-process ``keys``, else the
+        graph's), so a cross-process subscriber costs the publisher nothing extra. The ipc
+        directory is created, or checked, private (``keys.private_dir``) right before binding.
         """
+        from krabgraph.launch.keys import private_dir, process_secret
         from krabgraph.launch.transport import ipc_dir, plan
 
         graph, me = self.graph, self.process
         hosts = {n: p.host for n, p in graph.processes.items()}
         curve = graph.decl.curve
-        remote: dict[str, list[str]] = {}
+        if curve is not None and curve.keys:  # another host may hold only the public halves; this one needs its own
+            from krabgraph.launch.keys import secret_key_problem
+
+            problem = secret_key_problem(process_secret(curve, me), f"{curve.loc}: security.curve.keys.{me}")
+            if problem:
+                raise KrabgraphError(problem)
+        remote: dict[str, list[tuple[str, str]]] = {}
         for (topic, proc), exp in plan(graph).items():
             if proc != me:
                 reads = any(topic in _topics_in(s) for s in self.local.values())
                 if reads or (isinstance(self.clock, TopicClock) and topic == self.clock.topic):
-                    remote.setdefault(topic, []).append(exp.for_host(hosts[me], hosts[proc]))
+                    remote.setdefault(topic, []).append((exp.for_host(hosts[me], hosts[proc]), proc))
                 continue
             socks = [sock for (t, _), sock in sorted(pub_sockets.items(), key=lambda kv: kv[0][1]) if t == topic]
             if len(socks) != 1:
@@ -521,14 +570,14 @@ class Executor:
                 )
             sock = socks[0]
             if exp.ipc:
-                ipc_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
+                private_dir(ipc_dir())  # not mkdir(exist_ok): another account's directory is refused
                 sock.bind(exp.ipc)
                 self._ipc_files.append(exp.ipc.removeprefix("ipc://"))
             if exp.tcp:
                 if curve is not None:
                     from krabgraph.launch.tap import curve_server
 
-                    curve_server(self.context, sock, curve.secret_key, curve.clients, domain="krabgraph",
+                    curve_server(self.context, sock, process_secret(curve, me), curve.clients, domain="krabgraph",
                                  where=f"{curve.loc}: security")  # fmt: skip
                     self._auth += 1
                 try:
@@ -541,15 +590,25 @@ class Executor:
             log.info("process %s: topic %s exported on %s", me, topic, " ".join(x for x in (exp.ipc, exp.tcp) if x))
         return remote
 
-    def _connect_remote(self, sock: zmq.Socket, endpoints: list[str]) -> None:
-        """Connect a SUB to other processes' publishers: ipc first, then tcp (CURVE client when keyed)."""
-        curve, keyed = self.graph.decl.curve, False
-        for ep in sorted(endpoints, key=lambda e: e.startswith("tcp")):
-            if ep.startswith("tcp") and curve is not None and not keyed:
+    def _connect_remote(self, sock: zmq.Socket, endpoints: list[tuple[str, str]]) -> None:
+        """Connect a SUB to other processes' publishers (``(endpoint, publishing process)``): ipc
+        first, then tcp as a CURVE client when the graph has keys.
+
+        Publish permission: each tcp connection pins the public key of the process that publishes
+        there as the server key (``keys.process_public``: with per-process ``keys``, that process's
+        own; else the graph's), so a peer that binds the port after its process died gets nothing
+        in, even one holding another authorized key: the CURVE handshake fails. The key options are
+        set again before each connect, and ZeroMQ applies options to the connects made after they
+        are set, so one SUB holds connections pinned to several publishing processes (a topic
+        published from several processes over tcp), each to its own server key.
+        """
+        curve = self.graph.decl.curve
+        for ep, proc in sorted(endpoints, key=lambda e: (e[0].startswith("tcp"), e[0])):
+            if ep.startswith("tcp") and curve is not None:  # after every ipc connect: those stay plain
+                from krabgraph.launch.keys import process_public, process_secret
                 from krabgraph.launch.tap import curve_client
 
-                curve_client(sock, curve.secret_key)
-                keyed = True
+                curve_client(sock, process_secret(curve, self.process or ""), process_public(curve, proc))
             sock.connect(ep)
 
     # -- failures ----------------------------------------------------------------------------
@@ -603,6 +662,17 @@ class Executor:
                 node.activate()
             except Exception as exc3:
                 log.error("node %r could not be restarted (on_activate raised %s); it stays stopped", node.name, exc3)
+
+    def _report_floods(self) -> None:
+        """One line per input that got more messages than a loop pass reads (see READ_BUDGET)."""
+        for sub in self.subscriptions:
+            if sub.deferred:
+                log.warning(
+                    "input %s.%s (topic %s) was flooded: %d loop passes stopped reading at %d messages; "
+                    "%d messages dropped, %d lost in transport",
+                    sub.node.name, sub.port.spec.name, sub.topic, sub.deferred, READ_BUDGET,
+                    sub.port.dropped, sub.port.lost,
+                )  # fmt: skip
 
     # -- running -----------------------------------------------------------------------------
     def stop(self, code: int = 0) -> None:
@@ -671,12 +741,23 @@ class Executor:
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
+        signals = StopSignals(self.on_stop_signal).install()
+        return signals.saved
 
-        def handler(signum: int, _frame: Any) -> None:
-            log.info("received %s: shutting down", signal.Signals(signum).name)
-            self.stop(0)
-
-        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def on_stop_signal(self, count: int, signum: int) -> None:
+        """The ``count``-th SIGINT/SIGTERM: the first stops in order, a second stops faster (short
+        waits for node threads); either way every node is deactivated, so a safety node still sends
+        its last damping command to the HAL. Never raises (a signal is no traceback)."""
+        name = signal.Signals(signum).name
+        if count == 1:
+            log.info("received %s: shutting down (a second signal stops faster)", name)
+        elif count == 2:
+            log.warning("received %s again: stopping faster; nodes are still deactivated (safety damps)", name)
+            self.hurry = True
+        else:
+            log.debug("received %s (%d signals): already stopping fast", name, count)
+            self.hurry = True
+        self.stop(0)
 
     def shutdown(self) -> None:
         """Deactivate (HALs last, delivering what others sent on the way), shut down, close all."""
@@ -685,9 +766,10 @@ class Executor:
         self.stopping = True
         for worker in self.workers[1:]:
             if worker.thread is not None:
-                worker.thread.join(timeout=2.0)
+                wait_s = HURRY_JOIN_S if self.hurry else JOIN_S
+                worker.thread.join(timeout=wait_s)
                 if worker.thread.is_alive():
-                    log.error("thread of node %r did not stop within 2 s", worker.nodes[0].name)
+                    log.error("thread of node %r did not stop within %g s", worker.nodes[0].name, wait_s)
         # HALs after the rest, so a safety node's final command reaches them; recorders last, so
         # they record everything published on the way down.
         order = [n for n in reversed(self.nodes.values()) if n.kind not in ("hal", "recorder")]
@@ -711,10 +793,13 @@ class Executor:
                 if worker.tap is not None and worker.tap.backlog:
                     worker.tap.flush()
             self.tap.stop()
+        self._report_floods()
         for sock in self.sockets:
             sock.close(linger=0)
         for path in self._ipc_files:
             Path(path).unlink(missing_ok=True)
+        if self._lock_file is not None:
+            self._lock_file.release()
         if self._auth:
             from krabgraph.launch.tap import release_auth
 
@@ -723,6 +808,45 @@ class Executor:
         if self._own_context:
             self.context.term()
         self._closed = True
+
+
+class StopSignals:
+    """SIGINT and SIGTERM as counted stop requests, never an exception (so never a traceback).
+
+    ``handler(count, signum)`` runs in the main thread for each signal (``Executor.on_stop_signal``:
+    the first is an orderly stop, a second a faster one); until one is set, signals are only counted.
+    """
+
+    def __init__(self, handler: Callable[[int, int], None] | None = None):
+        self.handler = handler
+        self.count = 0
+        self.last = 0  # the latest counted signal
+        self.saved: dict[int, Any] = {}
+
+    def install(self) -> StopSignals:
+        """Take SIGINT and SIGTERM, but leave one that is ignored ignored (a background job's SIGINT,
+        a supervised child's, ``nohup``)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self.saved[sig] = signal.signal(sig, self._on)
+        return self
+
+    def restore(self) -> None:
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
+        self.saved = {}
+
+    def _on(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        self.last = signum
+        if self.handler is not None:
+            self.handler(self.count, signum)
+
+
+def _input_hwm(port: InputPort | None) -> int:
+    """RCVHWM of an input fed from another thread or process: bounded, and room for a queued input's queue."""
+    queue = port.spec.queue if port is not None else 0
+    return max(POLLED_HWM, 2 * queue)
 
 
 def _topics_in(spec: Any) -> set[str]:

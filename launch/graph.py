@@ -69,12 +69,15 @@ class CurveSpec:
 
     ``secret_key``: a ZeroMQ certificate file (``zmq.auth``) holding the graph's key pair, used by
     every process (server side of its publishers, client side of its subscribers); ``clients``: a
-    directory of allowed client public-key certificates (the tap's format).
+    directory of allowed client public-key certificates (the tap's format); ``keys``: optional
+    per-process certificate files (process -> file): a process then serves and connects with its
+    own key, and its subscribers accept a topic only from the key of the process that publishes it.
     """
 
     secret_key: str = ""
     clients: str = ""
     loc: Loc = CLI
+    keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +130,9 @@ class GraphDecl:
     # Modules a `class:` from a file may name besides krabgraph's registered nodes (prefixes, e.g.
     # "mypkg" allows mypkg.nodes); None: any module (graphs built in Python, not from files).
     allow_modules: tuple[str, ...] | None = None
+    # `launch --instance NAME`: another copy of the graph on this host, with its own ipc endpoints
+    # and lock ("" for the default one; see launch/transport.py).
+    instance: str = ""
 
 
 def name_problem(name: Any) -> str:
@@ -331,6 +337,7 @@ def _from_data(data: LocDict, path: Path, chain: tuple[Path, ...]) -> GraphDecl:
         graph.curve = CurveSpec(
             *(str(path.parent / raw[k]) if raw.get(k) else "" for k in ("secret_key", "clients")),
             loc=data.where("security"),
+            keys={str(p): str(path.parent / f) for p, f in (raw.get("keys") or {}).items()},
         )
     nodes = data.get("nodes") or {}
     for name, raw in nodes.items():

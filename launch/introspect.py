@@ -9,6 +9,7 @@ can deserialize them).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import zmq
 import zmq.auth
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from krabgraph.launch.errors import KrabgraphError
 from krabgraph.launch.graph import DEFAULT_TAP
@@ -28,7 +29,45 @@ from krabgraph.msgs.schema import message_class
 
 
 class TapClientError(KrabgraphError):
-    """No graph answered, or a topic it does not have."""
+    """No graph answered, a topic it does not have, or something a graph would not send."""
+
+
+MAX_FRAME = 64 << 20  # a larger message from the tap disconnects it (ZeroMQ's MAXMSGSIZE)
+MAX_INFO = 16 << 20  # bytes of a graph description
+_INFO_TOPIC_KEYS = {"name": str, "type": str, "publishers": list, "subscribers": list, "published": int}
+_INFO_NODE_KEYS = {"name": str, "class": str, "kind": str, "state": str, "thread": bool, "received": int,
+                   "published": int, "dropped": int, "lost": int, "errors": int, "restarts": int}  # fmt: skip
+
+
+def parse_info(data: bytes, endpoint: str = "the tap") -> dict:
+    """A graph description from the tap, checked: anything else raises ``TapClientError`` (one line)."""
+    where = f"the graph on {endpoint} sent a bad description"
+    if len(data) > MAX_INFO:
+        raise TapClientError(f"{where}: {len(data)} bytes, over {MAX_INFO}")
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise TapClientError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise TapClientError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise TapClientError(f"{where}: a JSON {type(doc).__name__}, not an object")
+    for key, kind in (("graph", str), ("topics", list), ("nodes", list), ("time_ns", int)):
+        if not isinstance(doc.get(key), kind) or (isinstance(doc.get(key), bool) and kind is int):
+            raise TapClientError(f"{where}: {key!r} missing or not a {kind.__name__}")
+    for section, keys in (("topics", _INFO_TOPIC_KEYS), ("nodes", _INFO_NODE_KEYS)):
+        for i, entry in enumerate(doc[section]):
+            if not isinstance(entry, dict):
+                raise TapClientError(f"{where}: {section}[{i}] is not an object")
+            for key, kind in keys.items():
+                value = entry.get(key)
+                if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                    raise TapClientError(f"{where}: {section}[{i}].{key} missing or not a {kind.__name__}")
+                if kind is list and not all(isinstance(v, str) for v in value):
+                    raise TapClientError(f"{where}: {section}[{i}].{key} holds something other than strings")
+            if "params" in entry and not isinstance(entry["params"], dict):
+                raise TapClientError(f"{where}: {section}[{i}].params is not an object")
+    return doc
 
 
 class TapClient:
@@ -41,11 +80,16 @@ class TapClient:
         self.sock = self.context.socket(zmq.SUB)
         self.sock.linger = 0
         self.sock.rcvhwm = 100_000
+        self.sock.maxmsgsize = MAX_FRAME
         if server_key or key:
             if not (server_key and key):
                 raise TapClientError("CURVE needs both --server-key (the graph's public key) and --key (yours)")
-            server_public, _ = zmq.auth.load_certificate(server_key)
-            public, secret = zmq.auth.load_certificate(key)
+            try:
+                server_public, _ = zmq.auth.load_certificate(server_key)
+                public, secret = zmq.auth.load_certificate(key)
+            except (OSError, ValueError) as exc:
+                self.close()
+                raise TapClientError(f"cannot read a CURVE certificate: {exc}") from None
             if secret is None:
                 raise TapClientError(f"{key} holds no secret key")
             self.sock.curve_serverkey = server_public
@@ -77,9 +121,9 @@ class TapClient:
             while (left := deadline - time.monotonic()) > 0:
                 if not self.sock.poll(int(left * 1000) + 1):
                     break
-                topic, data = self.sock.recv_multipart()
-                if topic == INFO_TOPIC.encode():
-                    return json.loads(data)
+                parts = self.sock.recv_multipart()
+                if len(parts) == 2 and parts[0] == INFO_TOPIC.encode():
+                    return parse_info(parts[1], self.endpoint)
         finally:
             self.unsubscribe(INFO_TOPIC)
         raise TapClientError(
@@ -97,9 +141,9 @@ class TapClient:
             while (left := end - time.monotonic()) > 0:
                 if not self.sock.poll(int(left * 1000) + 1):
                     break
-                topic, data = self.sock.recv_multipart()
-                if topic == INFO_TOPIC.encode():
-                    infos.append(json.loads(data))
+                parts = self.sock.recv_multipart()
+                if len(parts) == 2 and parts[0] == INFO_TOPIC.encode():
+                    infos.append(parse_info(parts[1], self.endpoint))
         finally:
             self.unsubscribe(INFO_TOPIC)
         return infos
@@ -250,12 +294,37 @@ def node_info(info: dict, name: str) -> dict:
     }
 
 
+def _frame_class(tag: bytes) -> type[Message] | None:
+    """The message class a frame's tag names: a krabgraph.msgs type, or a class of a module this
+    program has imported already; never imports what a frame names (a tap is not trusted to)."""
+    try:
+        name = tag.decode().partition("@")[0]
+    except UnicodeDecodeError:
+        return None
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        cls = getattr(sys.modules.get(module), attr, None) if module in sys.modules else None
+    else:
+        try:
+            cls = message_class(name)
+        except (KeyError, ImportError, AttributeError, ValueError):
+            return None
+    return cls if isinstance(cls, type) and issubclass(cls, Message) else None
+
+
 def decode(frame: bytes) -> Message:
-    """A wire frame as a message, its class found from the type tag."""
+    """A wire frame as a message, its class found from the type tag; ``TapClientError`` if it is not one."""
     tag, sep, payload = frame.partition(SEP)
     if not sep:
         raise TapClientError("a frame without a type tag")
-    return message_class(tag.decode().partition("@")[0]).FromString(payload)
+    shown = tag[:80].decode("utf-8", "replace")
+    cls = _frame_class(tag)
+    if cls is None:
+        raise TapClientError(f"a frame with an unknown type tag {shown!r}")
+    try:
+        return cls.FromString(payload)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise TapClientError(f"a {shown} frame whose payload does not parse ({exc or type(exc).__name__})") from None
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

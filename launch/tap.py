@@ -2,10 +2,11 @@
 
 Opt-in (``tap:`` in a graph file or ``krabgraph launch --tap``). One XPUB socket listens on the tap
 endpoint (loopback TCP by default; CURVE-encrypted and client-authenticated when keys are
-configured, refused off loopback without them). In a graph with one worker (no ``thread: true``
-node; every lockstep graph) that socket is the worker's own. With several, a C proxy thread
-(``zmq.proxy_steerable``) joins it to an inproc XSUB, to which every worker connects an XPUB of its
-own, so each socket stays on one thread and no Python runs per forwarded message.
+configured, or when the graph has ``security:``; refused off loopback without them). It belongs to
+a gate thread, never to a worker: each worker has an XPUB of its own on an inproc XSUB, and the gate
+forwards tapped messages out and checked subscriptions in. The tap is read-only (what a listener
+sends never reaches the graph) and bounded: connections, queued messages per listener, subscriptions
+held and read per check are capped; floods are cut off and counted (``TapHub``).
 
 Subscriptions travel the other way: a worker reads them from its XPUB when idle and sets a
 per-topic flag. Its send path checks the flag and, only when a listener wants the topic, queues a
@@ -19,6 +20,7 @@ counters), published 4 times a second while someone subscribes to it.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -26,10 +28,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
+from zmq.utils import monitor as zmq_monitor
 
 from krabgraph.launch.errors import KrabgraphError
 
@@ -44,8 +46,18 @@ INFO_PERIOD_NS = 250_000_000
 CHECK_PERIOD_NS = 10_000_000  # how often an idle worker looks for new subscriptions
 BACKLOG = 4096  # tapped messages a worker holds between flushes; more are dropped (counted)
 FLUSH_PERIOD_NS = 2_000_000  # an idle worker sends its tapped messages at most this often...
-FLUSH_BATCH = 64  # ...or when this many are waiting: fewer wake-ups of the proxy and listeners
-HWM = 10_000
+FLUSH_BATCH = 64  # ...or when this many are waiting: fewer wake-ups of the gate and listeners
+HWM = 10_000  # messages a worker's inproc XPUB queues for the gate
+SNDHWM = 1000  # messages the listening socket queues per listener; more are dropped (ZeroMQ's PUB rule)
+SUB_HWM = 100  # subscription messages ZeroMQ holds per listener before it stops reading its connection
+SUB_BUDGET = 512  # subscription messages read per check (every CHECK_PERIOD_NS, on the gate's thread)
+MAX_SUB_BYTES = 1024  # a longer message to the tap disconnects its sender (topic names are short)
+MAX_PREFIXES = 1024  # distinct subscriptions held at once; more are refused (counted)
+MAX_CLIENTS = 16  # listeners connected at once; more are cut as they arrive
+FLOOD_CHECKS = 10  # checks in a row over budget (100 ms) before every listener is cut off...
+FLOOD_LOG_S = 10.0  # a flood is logged at most this often (and counted always)
+FLOOD_REFUSED = 64  # ...or this many subscriptions to nothing the tap carries within one check
+GATE_BATCH = 1024  # tapped messages the gate forwards per wake-up
 
 
 class TapError(KrabgraphError):
@@ -89,13 +101,15 @@ def check(spec: TapSpec) -> list[str]:
 
 def check_curve(secret_key: str, clients: str, where: str) -> list[str]:
     """Problems with a CURVE server configuration (certificate file, client-key directory)."""
+    from krabgraph.launch.keys import clients_dir_problems, secret_key_problem
+
     errors = []
     if not zmq.has("curve"):
         errors.append(f"{where}: this libzmq has no CURVE support")
-    if not Path(secret_key).is_file():
-        errors.append(f"{where}: secret_key {secret_key!r} is not a file (make one with zmq.auth)")
-    if not Path(clients).is_dir():
-        errors.append(f"{where}: clients {clients!r} is not a directory of client certificates")
+    problem = secret_key_problem(secret_key, where)
+    if problem:
+        errors.append(problem)
+    errors += clients_dir_problems(clients, where)
     return errors
 
 
@@ -109,6 +123,69 @@ class TapFlag:
         self.on = False
 
 
+class Subscriptions:
+    """The subscriptions the tap's listeners hold, read from an XPUB under a budget and checked.
+
+    Only a prefix of a topic this tap carries (or of ``_tap/graph``; ``""`` is everything) is taken;
+    anything else, data sent to the tap (it is read-only: nothing it receives reaches the graph) and
+    prefixes over ``MAX_PREFIXES`` are dropped and counted. At most ``SUB_BUDGET`` messages are read
+    per call; the rest wait in ZeroMQ, bounded by the socket's receive high-water mark.
+    """
+
+    def __init__(self, names: Callable[[], list[bytes]]):
+        self.names = names  # every name a listener may want: topic names and INFO_TOPIC
+        self.counts: dict[bytes, int] = {}
+        self._valid: set[bytes] = set()  # every prefix of every name
+        self._known = -1
+        self.read = 0
+        self.refused = 0  # subscriptions to nothing this tap carries, or over MAX_PREFIXES
+        self.ignored = 0  # messages that were not subscriptions (data sent to a read-only tap)
+        self.over_budget = 0  # calls that left messages waiting
+
+    def take(self, sock: zmq.Socket, budget: int = 0) -> list[bytes]:
+        """Read up to ``budget`` messages; return the changes of the active set (``\\x01p``/``\\x00p``)."""
+        changes: list[bytes] = []
+        names = self.names()
+        if len(names) != self._known:
+            self._valid = {name[:i] for name in names for i in range(len(name) + 1)}
+            self._known = len(names)
+        valid = self._valid
+        for _ in range(budget or SUB_BUDGET):
+            try:
+                event = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return changes
+            self.read += 1
+            if sock.rcvmore:  # a multi-part message is data, not a subscription: drop every part
+                self.ignored += 1
+                while sock.rcvmore:
+                    sock.recv()
+                continue
+            kind, prefix = event[:1], event[1:]
+            if kind == b"\x01":
+                n = self.counts.get(prefix, 0)
+                if prefix not in valid or (n == 0 and len(self.counts) >= MAX_PREFIXES):
+                    self.refused += 1
+                    continue
+                self.counts[prefix] = n + 1
+                if n == 0:
+                    changes.append(event)
+            elif kind == b"\x00":
+                n = self.counts.get(prefix, 0)
+                if n == 1:
+                    del self.counts[prefix]
+                    changes.append(event)
+                elif n > 1:
+                    self.counts[prefix] = n - 1
+            else:
+                self.ignored += 1
+        self.over_budget += 1
+        return changes
+
+    def wants(self, name: bytes) -> bool:
+        return any(name.startswith(p) for p in self.counts)
+
+
 class WorkerTap:
     """One worker's side of the tap: its XPUB, the flags of its topics and the send backlog."""
 
@@ -116,13 +193,22 @@ class WorkerTap:
         self.sock = sock
         self.flags: dict[str, TapFlag] = {}
         self.backlog: list[tuple[bytes, bytes]] = []
-        self.prefixes: set[bytes] = set()
         self.dropped = 0
         self.info = info  # the main worker also publishes the graph description
         self.info_on = False
+        self.subs = Subscriptions(self._names)
+        self.hub = _hub_of.get(id(sock))  # the hub whose listening socket or clients this worker looks after
+        _worker_taps[id(sock)] = self
         self._next_check = 0
         self._next_info = 0
         self._next_flush = 0
+
+    @property
+    def prefixes(self) -> set[bytes]:
+        return set(self.subs.counts)
+
+    def _names(self) -> list[bytes]:
+        return [INFO_TOPIC.encode(), *(t.encode() for t in self.flags)]
 
     def flag(self, topic: str) -> TapFlag:
         return self.flags.setdefault(topic, TapFlag(topic))
@@ -136,55 +222,94 @@ class WorkerTap:
         if now < self._next_check:
             return
         self._next_check = now + CHECK_PERIOD_NS
+        if self.hub is not None and self.hub.direct:
+            self.hub.service_clients(self.subs)
         if self.sock.poll(0):
             self._read_subscriptions()
         if self.info_on and now >= self._next_info:
             self._next_info = now + INFO_PERIOD_NS
-            self.sock.send_multipart([INFO_TOPIC.encode(), self.info()], zmq.NOBLOCK)
+            try:
+                self.sock.send_multipart([INFO_TOPIC.encode(), self.info()], zmq.NOBLOCK)
+            except zmq.Again:
+                self.dropped += 1
 
     def flush(self) -> None:
         send = self.sock.send
-        for topic, data in self.backlog:
-            send(topic, zmq.SNDMORE | zmq.NOBLOCK)
-            send(data, zmq.NOBLOCK, copy=len(data) < 65536)
+        try:
+            for topic, data in self.backlog:
+                send(topic, zmq.SNDMORE | zmq.NOBLOCK)
+                send(data, zmq.NOBLOCK, copy=len(data) < 65536)
+        except zmq.Again:  # an XPUB drops at its high-water mark rather than block; this is a safety net
+            self.dropped += 1
         self.backlog.clear()
 
     def _read_subscriptions(self) -> None:
-        while True:
-            try:
-                event = self.sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if event[:1] == b"\x01":
-                self.prefixes.add(event[1:])
-            elif event[:1] == b"\x00":
-                self.prefixes.discard(event[1:])
+        if not self.subs.take(self.sock):
+            return
         for flag in self.flags.values():
-            name = flag.topic.encode()
-            flag.on = any(name.startswith(p) for p in self.prefixes)
+            flag.on = self.subs.wants(flag.topic.encode())
         if self.info is not None:
-            on = any(INFO_TOPIC.encode().startswith(p) for p in self.prefixes)
+            on = self.subs.wants(INFO_TOPIC.encode())
             if on and not self.info_on:
                 self._next_info = 0
             self.info_on = on
 
+    def stats(self) -> dict[str, int]:
+        """Counters: subscriptions read, refused and active; messages ignored; backlog drops."""
+        out = {
+            "read": self.subs.read,
+            "refused": self.subs.refused,
+            "ignored": self.subs.ignored,
+            "over_budget": self.subs.over_budget,
+            "active": len(self.subs.counts),
+            "dropped": self.dropped,
+        }
+        if self.hub is not None:
+            out |= self.hub.client_stats()
+        return out
+
+
+_hub_of: dict[int, TapHub] = {}  # id(listening socket) -> its hub (direct: the worker services its clients)
+_worker_taps: dict[int, WorkerTap] = {}  # id(worker socket) -> its WorkerTap (the gate learns the topics)
+
 
 class TapHub:
-    """The tap's listening socket and the proxy thread joining it to every worker."""
+    """The tap's listening socket: bounded, read-only, and (several workers) a gate thread joining it
+    to every worker.
+
+    Bounds: at most ``MAX_CLIENTS`` connections (more are cut as they arrive), ``SNDHWM`` queued
+    messages per client, subscriptions checked and read under a budget (``Subscriptions``), and a
+    listener set that keeps the tap over budget for ``FLOOD_CHECKS`` checks in a row is cut off (all
+    connections: ZeroMQ does not say which one floods; well-behaved clients reconnect and
+    resubscribe by themselves), so what libzmq holds for them stays bounded too.
+    """
 
     def __init__(self, context: zmq.Context, spec: TapSpec, name: str, *, direct: bool = False):
+        """``direct`` is accepted for the executor's sake and ignored: the gate thread owns the listening socket."""
+        del direct
         errors = check(spec)
         if errors:
             raise TapError("\n".join(errors))
         self.context = context
         self.spec = spec
-        self.direct = direct  # one worker: it owns the listening socket, no proxy thread
+        # The listening socket always has a thread of its own (the gate), even with one worker:
+        # libzmq reads a listener's subscriptions inside whichever call touches the socket, as many as
+        # arrive meanwhile, so on a worker's thread a flood would stop that worker's loop.
+        self.direct = False
         self.inner = f"inproc://krabgraph-tap/{name}/{id(self)}"
         self.auth: Any = None
         self.backend = context.socket(zmq.XPUB)
         self.backend.linger = 0
-        self.backend.sndhwm = HWM
+        self.backend.sndhwm = SNDHWM
+        self.backend.rcvhwm = SUB_HWM
+        self.backend.maxmsgsize = MAX_SUB_BYTES  # a longer message (no topic name is that long) cuts its sender off
         self.sockets = [self.backend]
+        self.clients: set[int] = set()  # file descriptors of connected listeners
+        self.cut = 0  # connections cut: over MAX_CLIENTS, or part of a flood
+        self.floods = 0
+        self._flood_checks = 0
+        self._last_over = self._last_refused = 0
+        self._next_flood_log = 0.0
         try:
             if spec.secret_key:
                 self._curve()
@@ -193,16 +318,21 @@ class TapHub:
             self.close()
             raise TapError(f"{spec.loc}: tap: cannot listen on {spec.endpoint}: {exc}") from None
         self.endpoint = self.backend.getsockopt_string(zmq.LAST_ENDPOINT)
-        if not direct:
-            self.frontend = context.socket(zmq.XSUB)
-            self.control = context.socket(zmq.PAIR)
-            self._peer = context.socket(zmq.PAIR)
-            self.sockets += [self.frontend, self.control, self._peer]
-            for sock in self.sockets:
-                sock.linger = 0
-            self.frontend.bind(self.inner)
-            self.control.bind(self.inner + "/control")
-            self._peer.connect(self.inner + "/control")
+        self.monitor = self.backend.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self.sockets.append(self.monitor)
+        _hub_of[id(self.backend)] = self
+        self.frontend = context.socket(zmq.XSUB)
+        self.control = context.socket(zmq.PAIR)
+        self._peer = context.socket(zmq.PAIR)
+        self.sockets += [self.frontend, self.control, self._peer]
+        for sock in self.sockets:
+            sock.linger = 0
+        self.frontend.bind(self.inner)
+        self.control.bind(self.inner + "/control")
+        self._peer.connect(self.inner + "/control")
+        self.subs = Subscriptions(lambda: self.names)
+        self.names: list[bytes] = [INFO_TOPIC.encode()]
+        self.forwarded = 0
         self.thread: threading.Thread | None = None
 
     def _curve(self) -> None:
@@ -211,7 +341,7 @@ class TapHub:
         )
 
     def worker_socket(self) -> zmq.Socket:
-        """An XPUB for one worker, joined to the proxy (use it on that worker's thread only)."""
+        """An XPUB for one worker, joined to the gate (use it on that worker's thread only)."""
         if self.direct:
             return self.backend
         sock = self.context.socket(zmq.XPUB)
@@ -223,16 +353,127 @@ class TapHub:
 
     def start(self) -> None:
         if not self.direct:
+            self.names = [INFO_TOPIC.encode()] + [
+                t.encode() for s in self.sockets if (w := _worker_taps.get(id(s))) for t in w.flags
+            ]
             self.thread = threading.Thread(target=self._run, name="krabgraph-tap", daemon=True)
             self.thread.start()
         log.info("tap open on %s", self.endpoint)
 
-    def _run(self) -> None:
+    # -- clients -----------------------------------------------------------------------------
+    def service_clients(self, subs: Subscriptions) -> None:
+        """Count connections from the monitor, cut those over the cap, and cut everyone when the
+        listeners have kept the subscription reader over budget for ``FLOOD_CHECKS`` checks."""
+        for _ in range(SUB_BUDGET):
+            try:
+                event = zmq_monitor.recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            fd = event["value"]
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                if len(self.clients) >= MAX_CLIENTS:
+                    if self._cut(fd):
+                        log.warning("tap: refused a listener: already %d connected (the most allowed)", MAX_CLIENTS)
+                    continue
+                self.clients.add(fd)
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.clients.discard(fd)
+        over, refused = subs.over_budget, subs.refused
+        if over > self._last_over:
+            self._flood_checks += 1
+        else:
+            self._flood_checks = 0
+        flood = self._flood_checks >= FLOOD_CHECKS or refused - self._last_refused >= FLOOD_REFUSED
+        self._last_over, self._last_refused = over, refused
+        if flood and self.clients:
+            self.floods += 1
+            now = time.monotonic()
+            if now < self._next_flood_log:
+                for fd in list(self.clients):
+                    self._cut(fd)
+                self.clients.clear()
+                self._flood_checks = 0
+                return
+            self._next_flood_log = now + FLOOD_LOG_S
+            log.warning(
+                "tap: subscription flood (over %d per %d ms, or %d+ for topics this graph does not have): "
+                "disconnecting all %d listeners (well-behaved ones reconnect); %d refused, %d cut-offs so far "
+                "(next report in %g s at the earliest)",
+                SUB_BUDGET,
+                CHECK_PERIOD_NS // 1_000_000,
+                FLOOD_REFUSED,
+                len(self.clients),
+                refused,
+                self.floods,
+                FLOOD_LOG_S,
+            )
+            for fd in list(self.clients):
+                self._cut(fd)
+            self.clients.clear()
+            self._flood_checks = 0
+
+    def _cut(self, fd: int) -> bool:
+        """Shut down the connection on ``fd`` if it is one of this tap's (libzmq then drops the peer)."""
+        import socket as pysocket
+
         try:
-            zmq.proxy_steerable(self.frontend, self.backend, None, self._peer)
+            conn = pysocket.socket(fileno=os.dup(fd))
+        except OSError:
+            return False
+        try:
+            if conn.getsockopt(pysocket.SOL_SOCKET, pysocket.SO_ACCEPTCONN) or not self._ours(conn.getsockname()):
+                return False
+            conn.shutdown(pysocket.SHUT_RDWR)
+            self.cut += 1
+            return True
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def _ours(self, address: Any) -> bool:
+        scheme, _, rest = self.endpoint.partition("://")
+        if scheme == "ipc":
+            return address in (rest, rest.encode())
+        return isinstance(address, tuple) and str(address[1]) == rest.rpartition(":")[2]
+
+    def client_stats(self) -> dict[str, int]:
+        return {"clients": len(self.clients), "cut": self.cut, "floods": self.floods}
+
+    # -- gate (several workers) --------------------------------------------------------------
+    def _run(self) -> None:
+        """Forward workers' tapped messages to the listeners; read, check and pass on subscriptions
+        under the budget (the flood never reaches the workers' sockets)."""
+        poller = zmq.Poller()
+        for sock in (self.frontend, self.backend, self._peer):
+            poller.register(sock, zmq.POLLIN)
+        next_check = 0
+        try:
+            while True:
+                ready = dict(poller.poll(CHECK_PERIOD_NS // 1_000_000))
+                if self._peer in ready:
+                    return
+                if self.frontend in ready:
+                    for _ in range(GATE_BATCH):
+                        try:
+                            parts = self.frontend.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        try:
+                            self.backend.send_multipart(parts, zmq.NOBLOCK, copy=False)
+                            self.forwarded += 1
+                        except zmq.Again:
+                            pass
+                now = time.monotonic_ns()
+                if now >= next_check:
+                    next_check = now + CHECK_PERIOD_NS
+                    self.service_clients(self.subs)
+                    if self.backend in ready or self.backend.poll(0):
+                        for change in self.subs.take(self.backend):
+                            self.frontend.send(change)
         except zmq.ZMQError as exc:
             if exc.errno != zmq.ETERM:
-                log.error("tap proxy stopped: %s", exc)
+                log.error("tap gate stopped: %s", exc)
 
     def stop(self) -> None:
         if self.thread is not None:
@@ -242,6 +483,12 @@ class TapHub:
         self.close()
 
     def close(self) -> None:
+        _hub_of.pop(id(self.backend), None)
+        for sock in self.sockets:
+            _worker_taps.pop(id(sock), None)
+        if getattr(self, "monitor", None) is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.backend.disable_monitor()
         for sock in self.sockets:
             sock.close(linger=0)
         if self.auth is not None:
@@ -265,7 +512,7 @@ class _AuthLog(logging.LoggerAdapter):
             self.logger.debug(msg, *args, **kwargs)
 
 
-_auths: dict[int, list[Any]] = {}  # id(context) -> [ThreadAuthenticator, users]
+_auths: dict[int, list[Any]] = {}  # id(context) -> [ThreadAuthenticator, users, context]
 _auths_lock = threading.Lock()
 
 
@@ -285,10 +532,10 @@ def curve_server(context: zmq.Context, sock: zmq.Socket, secret_key: str, client
         raise TapError(f"{where}: {secret_key} holds no secret key")
     with _auths_lock:
         entry = _auths.get(id(context))
-        if entry is None:
+        if entry is None or entry[2] is not context:  # (the entry holds its context: an id is never reused)
             auth = ThreadAuthenticator(context, log=_AuthLog(logging.getLogger("krabgraph.auth")))
             auth.start()
-            entry = _auths[id(context)] = [auth, 0]
+            entry = _auths[id(context)] = [auth, 0, context]
         entry[1] += 1
     entry[0].configure_curve(domain=domain, location=clients)
     if domain != "*":

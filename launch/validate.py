@@ -9,10 +9,12 @@ safety node, no self-wiring or zero-delay cycle).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -287,14 +289,119 @@ def build_graph(decl: GraphDecl) -> Graph:
         raise GraphError(errors)
     graph = Graph(decl.name, decl.description, clock, specs, topics, g, decl, processes, robot, warnings)
     errors += _check_ipc_paths(graph)
+    errors += _check_crossings(graph)
     if errors:
         raise GraphError(errors)
+    _secure_tap(decl)
     return graph
+
+
+SECURITY_HINT = (
+    "add `security: {curve: {secret_key: keys/graph.key_secret, clients: keys}}` (make the keys with "
+    "`python -m krabgraph.launch.keys keys graph`)"
+)
+
+
+def _check_crossings(graph: Graph) -> list[str]:
+    """No topic crosses a process boundary over tcp unauthenticated, loopback included.
+
+    Without CURVE, whoever binds a publisher's port first (say after its process died) publishes
+    on the topic, and a foreign local account can bind 127.0.0.1 as well as any other address.
+    """
+    from krabgraph.launch.transport import plan
+
+    if graph.decl.curve is not None or len(graph.processes) < 2:
+        return []
+    tcp = [e for e in plan(graph).values() if e.tcp]
+    if not tcp:
+        return []
+
+    def commands_first(e: Any) -> tuple[bool, bool, str]:  # commands to a HAL or safety node first
+        info = graph.topics[e.topic]
+        robot_side = bool({graph.nodes[n].cls.kind for n, _ in info.subscribers} & {"hal", "safety"})
+        command = robot_side and info.msg_type is not None and "Command" in info.msg_type.__name__
+        return (not command, not robot_side, e.topic)
+
+    tcp.sort(key=commands_first)
+    first = tcp[0]
+    readers = sorted({graph.nodes[n].process for n, _ in graph.topics[first.topic].subscribers} - {first.process})
+    what = f"topic {first.topic!r}" + (f" and {len(tcp) - 1} more" if len(tcp) > 1 else "")
+    proc = graph.processes[first.process]
+    return [
+        f"{proc.loc}: {what} cross from process {first.process!r} ({proc.host}) to {', '.join(map(repr, readers))} "
+        f"over tcp ({first.tcp}) without authentication: whoever binds that port first (e.g. after "
+        f"{first.process!r} dies; a foreign local account can bind loopback too) publishes on it; {SECURITY_HINT}, "
+        "or put the processes on one host (ipc, in a private directory)"
+    ]
+
+
+def _check_process_keys(decl: GraphDecl, processes: dict[str, ProcessDecl]) -> list[str]:
+    """Per-process keys (``security.curve.keys``): one per process, private, each authorized in ``clients``."""
+    from krabgraph.launch.keys import clients_dir_problems, public_half, secret_key_problem
+
+    curve = decl.curve
+    if curve is None or not curve.keys:
+        return []
+    where = f"{curve.loc}: security.curve.keys"
+    errors = []
+    for proc in curve.keys:
+        if proc not in decl.processes and proc not in processes:
+            hint = _suggest(proc, list(processes))
+            errors.append(f"{where}: unknown process {proc!r}; {hint}processes: {', '.join(processes)}")
+    missing = [p for p in processes if p not in curve.keys]
+    if missing:
+        errors.append(
+            f"{where}: process(es) {', '.join(map(repr, missing))} have no key; give every process its own "
+            "(`python -m krabgraph.launch.keys keys NAME`)"
+        )
+    seen: dict[str, str] = {}
+    for proc, path in curve.keys.items():
+        if not Path(path).exists() and public_half(path) != Path(path):
+            seen[path] = proc  # another host's process: this host holds its public half only
+            continue
+        problem = secret_key_problem(path, f"{where}.{proc}")
+        if problem:
+            errors.append(problem)
+            continue
+        if path in seen:
+            errors.append(f"{where}.{proc}: shares {path} with process {seen[path]!r}; each process needs its own key")
+        seen[path] = proc
+    if errors or clients_dir_problems(curve.clients, where):
+        return errors  # the clients folder's own problems are reported by check_curve
+    import zmq.auth
+
+    try:
+        allowed = zmq.auth.load_certificates(curve.clients)
+        for proc, path in curve.keys.items():
+            public, secret = zmq.auth.load_certificate(public_half(path) if not Path(path).exists() else path)
+            if secret is None and Path(path).exists():
+                errors.append(f"{where}.{proc}: {path} holds no secret key")
+            elif public not in allowed:
+                errors.append(
+                    f"{where}.{proc}: the public half of {path} is not in clients ({curve.clients}): the other "
+                    f"processes would refuse {proc!r}; copy {Path(path).with_suffix('.key').name} there"
+                )
+    except (OSError, ValueError) as exc:
+        errors.append(f"{where}: cannot read a key: {exc}")
+    return errors
+
+
+def _secure_tap(decl: GraphDecl) -> None:
+    """A graph with ``security:`` authenticates its tap too: without keys of its own, the tap serves
+    with the key of the process it opens in (the first) and lets in only the graph's ``clients``."""
+    tap, curve = decl.tap, decl.curve
+    if tap is None or curve is None or tap.secret_key:
+        return
+    from krabgraph.launch.keys import process_secret
+
+    first = next(iter(decl.processes), "")
+    decl.tap = dataclasses.replace(tap, secret_key=process_secret(curve, first), clients=curve.clients)
 
 
 def _check_ipc_paths(graph: Graph) -> list[str]:
     """Every ipc endpoint fits a unix socket path (``sun_path``: 107 bytes and a NUL on Linux)."""
-    from krabgraph.launch.transport import SUN_PATH_MAX, plan
+    from krabgraph.launch.keys import private_dir_problem
+    from krabgraph.launch.transport import SUN_PATH_MAX, ipc_dir, plan
 
     errors = []
     tap = graph.decl.tap
@@ -305,9 +412,16 @@ def _check_ipc_paths(graph: Graph) -> list[str]:
                 f"{tap.loc}: tap endpoint {tap.endpoint!r}: the socket path is {len(path.encode())} bytes, over the "
                 f"{SUN_PATH_MAX}-byte limit of a unix socket path; use a shorter path"
             )
+    if tap is not None and tap.endpoint.startswith("ipc://"):
+        problem = private_dir_problem(Path(tap.endpoint.removeprefix("ipc://")).parent, "the tap's ipc socket")
+        if problem:
+            errors.append(f"{tap.loc}: tap endpoint {tap.endpoint!r}: {problem}")
     if len(graph.processes) < 2 or name_problem(graph.name):
         return errors
     paths = [e.ipc.removeprefix("ipc://") for e in plan(graph).values() if e.ipc]
+    problem = private_dir_problem(ipc_dir()) if paths else ""
+    if problem:
+        errors.append(f"{graph.decl.name_loc}: {problem}")
     longest = max(paths, key=lambda p: len(p.encode()), default="")
     if len(longest.encode()) > SUN_PATH_MAX:
         errors.append(
@@ -320,7 +434,7 @@ def _check_ipc_paths(graph: Graph) -> list[str]:
 
 def _check_processes(decl: GraphDecl, specs: dict[str, NodeSpec], errors: list[str]) -> dict[str, ProcessDecl]:
     """Place every node on a process; check clock, hosts and CURVE keys. Returns the processes used."""
-    from krabgraph.launch.tap import check_curve, is_loopback
+    from krabgraph.launch.tap import check_curve
 
     declared = decl.processes or {DEFAULT_PROCESS: ProcessDecl(DEFAULT_PROCESS)}
     names = ", ".join(declared)
@@ -345,16 +459,9 @@ def _check_processes(decl: GraphDecl, specs: dict[str, NodeSpec], errors: list[s
             f"{decl.clock_loc}: clock 'sim' with {len(processes)} processes ({', '.join(processes)}): "
             "lockstep runs in one process; use clock wall"
         )
-    hosts = {p.host for p in processes.values()}
     if decl.curve is not None:
         errors += check_curve(decl.curve.secret_key, decl.curve.clients, f"{decl.curve.loc}: security")
-    elif len(hosts) > 1:
-        for p in processes.values():
-            if not is_loopback(f"tcp://{p.host}:1"):
-                errors.append(
-                    f"{p.loc}: process {p.name!r} runs on {p.host}, off loopback: topics crossing hosts need "
-                    "CURVE keys (security: {curve: {secret_key: graph.key_secret, clients: dir/}})"
-                )
+        errors += _check_process_keys(decl, processes)
     if not 0 < decl.base_port < 65536:
         errors.append(f"{decl.base_port_loc}: base_port {decl.base_port} is not a tcp port")
     return processes

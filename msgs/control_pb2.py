@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from krabgraph.msgs import common_pb2 as krabgraph_dot_msgs_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckrabgraph/msgs/control.proto\x12\x0ekrabgraph.msgs\x1a\x1bkrabgraph/msgs/common.proto\"y\n\x0fVelocityCommand\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12\n\n\x02vx\x18\x02 \x01(\x01\x12\n\n\x02vy\x18\x03 \x01(\x01\x12\x10\n\x08yaw_rate\x18\x04 \x01(\x01\x12\x0e\n\x06source\x18\x05 \x01(\t:\x04\xc8\xf3\x18\x01\"\xef\x02\n\x0cJointCommand\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12\x0c\n\x04name\x18\x02 \x03(\t\x12\'\n\x08position\x18\x03 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12\'\n\x08velocity\x18\x04 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12%\n\x06\x65\x66\x66ort\x18\x05 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12!\n\x02kp\x18\x06 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12!\n\x02kd\x18\x07 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12-\n\x06source\x18\x08 \x01(\x0e\x32\x1d.krabgraph.msgs.CommandSource\x12\x1c\n\x14observation_stamp_ns\x18\t \x01(\x03\x12\x17\n\x0fobservation_seq\x18\n \x01(\x04:\x04\xc8\xf3\x18\x01\"\xb9\x03\n\x0cSafetyStatus\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12/\n\x04mode\x18\x02 \x01(\x0e\x32!.krabgraph.msgs.SafetyStatus.Mode\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08rejected\x18\x04 \x01(\x04\x12\x0f\n\x07\x63lamped\x18\x05 \x01(\x04\x12\x31\n\x05\x66\x61ult\x18\x06 \x01(\x0e\x32\".krabgraph.msgs.SafetyStatus.Fault\"]\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0b\n\x07WAITING\x10\x01\x12\x0e\n\nSOFT_START\x10\x02\x12\n\n\x06\x41\x43TIVE\x10\x03\x12\x0b\n\x07\x44\x41MPING\x10\x04\x12\t\n\x05\x45STOP\x10\x05\"\x84\x01\n\x05\x46\x61ult\x12\x0e\n\nFAULT_NONE\x10\x00\x12\x15\n\x11\x46\x41ULT_STATE_STALE\x10\x01\x12\x18\n\x14\x46\x41ULT_COMMANDS_STALE\x10\x02\x12\x12\n\x0e\x46\x41ULT_ATTITUDE\x10\x03\x12\x15\n\x11\x46\x41ULT_BASE_HEIGHT\x10\x04\x12\x0f\n\x0b\x46\x41ULT_ESTOP\x10\x05:\x04\xc8\xf3\x18\x01\"d\n\x05\x45Stop\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12\x0e\n\x06\x65ngage\x18\x02 \x01(\x08\x12\r\n\x05reset\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t:\x04\xc8\xf3\x18\x01*M\n\rCommandSource\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\n\n\x06POLICY\x10\x01\x12\x0c\n\x08OPERATOR\x10\x02\x12\n\n\x06SAFETY\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckrabgraph/msgs/control.proto\x12\x0ekrabgraph.msgs\x1a\x1bkrabgraph/msgs/common.proto\"y\n\x0fVelocityCommand\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12\n\n\x02vx\x18\x02 \x01(\x01\x12\n\n\x02vy\x18\x03 \x01(\x01\x12\x10\n\x08yaw_rate\x18\x04 \x01(\x01\x12\x0e\n\x06source\x18\x05 \x01(\t:\x04\xc8\xf3\x18\x01\"\x81\x03\n\x0cJointCommand\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12\x0c\n\x04name\x18\x02 \x03(\t\x12\'\n\x08position\x18\x03 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12\'\n\x08velocity\x18\x04 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12%\n\x06\x65\x66\x66ort\x18\x05 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12!\n\x02kp\x18\x06 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12!\n\x02kd\x18\x07 \x01(\x0b\x32\x15.krabgraph.msgs.Array\x12-\n\x06source\x18\x08 \x01(\x0e\x32\x1d.krabgraph.msgs.CommandSource\x12\x1c\n\x14observation_stamp_ns\x18\t \x01(\x03\x12\x17\n\x0fobservation_seq\x18\n \x01(\x04\x12\x10\n\x08robot_id\x18\x0b \x01(\t:\x04\xc8\xf3\x18\x01\"\xb9\x03\n\x0cSafetyStatus\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12/\n\x04mode\x18\x02 \x01(\x0e\x32!.krabgraph.msgs.SafetyStatus.Mode\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08rejected\x18\x04 \x01(\x04\x12\x0f\n\x07\x63lamped\x18\x05 \x01(\x04\x12\x31\n\x05\x66\x61ult\x18\x06 \x01(\x0e\x32\".krabgraph.msgs.SafetyStatus.Fault\"]\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0b\n\x07WAITING\x10\x01\x12\x0e\n\nSOFT_START\x10\x02\x12\n\n\x06\x41\x43TIVE\x10\x03\x12\x0b\n\x07\x44\x41MPING\x10\x04\x12\t\n\x05\x45STOP\x10\x05\"\x84\x01\n\x05\x46\x61ult\x12\x0e\n\nFAULT_NONE\x10\x00\x12\x15\n\x11\x46\x41ULT_STATE_STALE\x10\x01\x12\x18\n\x14\x46\x41ULT_COMMANDS_STALE\x10\x02\x12\x12\n\x0e\x46\x41ULT_ATTITUDE\x10\x03\x12\x15\n\x11\x46\x41ULT_BASE_HEIGHT\x10\x04\x12\x0f\n\x0b\x46\x41ULT_ESTOP\x10\x05:\x04\xc8\xf3\x18\x01\"d\n\x05\x45Stop\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.krabgraph.msgs.Header\x12\x0e\n\x06\x65ngage\x18\x02 \x01(\x08\x12\r\n\x05reset\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t:\x04\xc8\xf3\x18\x01*M\n\rCommandSource\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\n\n\x06POLICY\x10\x01\x12\x0c\n\x08OPERATOR\x10\x02\x12\n\n\x06SAFETY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,18 +40,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAFETYSTATUS']._serialized_options = b'\310\363\030\001'
   _globals['_ESTOP']._loaded_options = None
   _globals['_ESTOP']._serialized_options = b'\310\363\030\001'
-  _globals['_COMMANDSOURCE']._serialized_start=1116
-  _globals['_COMMANDSOURCE']._serialized_end=1193
+  _globals['_COMMANDSOURCE']._serialized_start=1134
+  _globals['_COMMANDSOURCE']._serialized_end=1211
   _globals['_VELOCITYCOMMAND']._serialized_start=77
   _globals['_VELOCITYCOMMAND']._serialized_end=198
   _globals['_JOINTCOMMAND']._serialized_start=201
-  _globals['_JOINTCOMMAND']._serialized_end=568
-  _globals['_SAFETYSTATUS']._serialized_start=571
-  _globals['_SAFETYSTATUS']._serialized_end=1012
-  _globals['_SAFETYSTATUS_MODE']._serialized_start=778
-  _globals['_SAFETYSTATUS_MODE']._serialized_end=871
-  _globals['_SAFETYSTATUS_FAULT']._serialized_start=874
-  _globals['_SAFETYSTATUS_FAULT']._serialized_end=1006
-  _globals['_ESTOP']._serialized_start=1014
-  _globals['_ESTOP']._serialized_end=1114
+  _globals['_JOINTCOMMAND']._serialized_end=586
+  _globals['_SAFETYSTATUS']._serialized_start=589
+  _globals['_SAFETYSTATUS']._serialized_end=1030
+  _globals['_SAFETYSTATUS_MODE']._serialized_start=796
+  _globals['_SAFETYSTATUS_MODE']._serialized_end=889
+  _globals['_SAFETYSTATUS_FAULT']._serialized_start=892
+  _globals['_SAFETYSTATUS_FAULT']._serialized_end=1024
+  _globals['_ESTOP']._serialized_start=1032
+  _globals['_ESTOP']._serialized_end=1132
 # @@protoc_insertion_point(module_scope)

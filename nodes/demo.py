@@ -88,6 +88,7 @@ class HoldPose(Node):
         if len(names) != len(self.target):
             raise ValueError(f"state has {len(names)} joints, target has {len(self.target)}")
         cmd = JointCommand(name=names, observation_stamp_ns=msg.header.stamp_ns, observation_seq=msg.header.seq)
+        cmd.robot_id = msg.robot_id  # the state it answers: the safety node forwards only such commands
         cmd.source = CommandSource.POLICY
         n = len(names)
         set_array(cmd.position, self.target)

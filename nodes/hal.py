@@ -23,6 +23,7 @@ a measured real-time factor, a first state at activation; "wall": the robot runs
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any, ClassVar
 
@@ -46,6 +47,11 @@ class Hal(Node):
     mean 0, 0 and the description's gains); an invalid one is counted in ``rejected`` and
     ``problems`` (by kind), each distinct message is logged once (at most ``REPORTS_PER_KIND`` per
     kind), and the last valid targets stay. Every ``status_period_s`` one status line is logged.
+
+    Every state carries ``robot_id`` (``<node name>#<random hex>``, drawn at each configure, so two
+    copies of one graph on a host never share it): policies copy it into their commands and the
+    safety node forwards only commands carrying its robot's. A command carrying another, non-empty
+    id is rejected here too (kind "robot"); an empty one (tools, old recordings) is accepted.
     """
 
     kind = "hal"
@@ -124,6 +130,7 @@ class Hal(Node):
         self.problems: dict[str, int] = {}  # invalid commands per kind of problem (CommandError.kind)
         self._reported: set[str] = set()
         self._shown: dict[str, int] = {}  # rejection messages logged per kind
+        self.robot_id = f"{self.name}#{secrets.token_hex(6)}"  # this instance, in every state it publishes
         self.open()
         self.parser = self.command_parser()
         self.control_dt = self.control_period()
@@ -159,7 +166,9 @@ class Hal(Node):
             msg.header.stamp_ns = now
             self.clock.publish(msg)
         self.publish_sensors(snap, now)
-        self.state.publish(fill_robot_state(RobotState(), snap, stamp_ns=now))
+        state = fill_robot_state(RobotState(), snap, stamp_ns=now)
+        state.robot_id = self.robot_id
+        self.state.publish(state)
 
     def _sim_ns(self) -> int:
         return self.sim_time_ns() if self.clock_source == "sim" else self.now_ns()
@@ -184,6 +193,11 @@ class Hal(Node):
         except CommandError as exc:
             self.rejected += 1
             self._reject(exc)
+            return
+        robot_id = msg.robot_id
+        if robot_id and robot_id != self.robot_id:
+            self.rejected += 1
+            self._reject(CommandError(f"command for robot {robot_id[:64]!r}, this is {self.robot_id!r}", "robot"))
             return
         if targets.gains_given and not self.honours_gains:
             why = f": {self.gains_note}" if self.gains_note else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
+from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -60,6 +61,8 @@ MODE_UNSPECIFIED, WAITING, SOFT_START, ACTIVE, DAMPING, ESTOP = (
 )  # fmt: skip
 MODE_NAMES = {int(m): SafetyStatus.Mode.Name(m) for m in Mode}
 SOURCE_NAMES = {POLICY: "policy", OPERATOR: "operator"}
+RECENT_STATES = 16  # states remembered for binding commands to them (more than max_answer_age_s holds)
+WATCH_DIVISIONS = 4  # watchdog checks per control period: a trip is seen within a quarter period
 
 
 @dataclass
@@ -108,13 +111,32 @@ class Safety(Node):
     while walking: 1.37 rad, p99 0.82 rad); velocity and effort at the description's limits. Every
     clamp is counted.
 
+    Binding (policy commands): a command must answer one of this robot's recent states, or it is
+    rejected (counted, logged as above) and feeds no watchdog: its ``robot_id`` is the one of this
+    robot's states ("rejected another robot"), its ``observation_seq`` and ``observation_stamp_ns`` are
+    those of one of the last ``RECENT_STATES`` valid states ("rejected unknown state": a stale sequence,
+    a made-up or replayed one), that state arrived at most ``max_answer_age_s`` ago ("rejected stale
+    state") and has not been answered already ("rejected repeated answer"). This robot is the
+    ``robot_id`` of the valid states: while they are fresh a state with another id is ignored
+    ("ignored robot state: another robot"); after a state timeout the next valid state's id is taken
+    (a restarted HAL). Operator commands are not bound: they are set-points a person chose, not answers
+    to a state (validation, limits and the watchdog apply); only a non-empty ``robot_id`` must match.
+
     Faults and latching:
 
     - Watchdogs (graph clock): no valid state for ``state_timeout_s``, or in ACTIVE no valid command
-      for ``command_timeout_s`` -> DAMPING. Rejected commands do not feed the watchdog. Not latched:
-      once the state is fresh and a valid command has arrived after the trip, SOFT_START again.
-      The default 0.05 s (2.5 periods at 50 Hz) damps 2 control periods after the first missing
-      command when the policy answers a state within half a period (always in lockstep), else 2.5.
+      for ``command_timeout_s`` while a state received since the last valid policy command has
+      waited more than ``command_timeout_s`` minus one control period -> DAMPING. (Commands that
+      stop because the states stopped are the state watchdog's: a gap in the robot's states never
+      trips the command watchdog.) Rejected commands do not feed the watchdog. Not latched: once the
+      state is fresh and a valid command has arrived after the trip, SOFT_START again. Both are
+      checked on every state, command and control tick, the command watchdog also
+      ``WATCH_DIVISIONS`` times per period, so it damps at most a quarter period after its timeout:
+      with the default ``command_timeout_s`` (1.75 control periods, 35 ms at 50 Hz) the first
+      damping command goes out at most 2 control periods after the last valid command whatever the
+      policy's latency (in lockstep exactly 2), and an answer may come up to 0.75 periods later than
+      the previous one without a trip (a skipped answer is a 2-period gap: in real time it damps,
+      and the robot soft-starts again once commands are back).
     - Attitude: |roll| or |pitch| of the IMU orientation above ``attitude_limit`` -> DAMPING, latched.
     - Base height (a fall that leaves the base level, e.g. legs folded onto a deck): in ACTIVE, the
       base lower than ``min_base_height`` above the ground under it for ``min_base_height_s`` ->
@@ -136,7 +158,8 @@ class Safety(Node):
 
     Generated commands (damping, ramp, repeats) carry ``source = SAFETY`` and the stamp/seq of the
     latest robot state; forwarded ones carry POLICY or OPERATOR (by input port) and the command's own
-    observation stamp/seq. ``status`` is published on every mode or reason change and at ``status_hz``.
+    observation stamp/seq; all carry this robot's ``robot_id`` (the HAL rejects another one).
+    ``status`` is published on every mode or reason change and at ``status_hz``.
     Deactivation sends one last damping command.
     """
 
@@ -155,7 +178,14 @@ class Safety(Node):
     max_kp_scale = Param(float, 2.0, "kp cap, as a multiple of the description's kp", ge=0)
     max_kd_scale = Param(float, 2.0, "kd cap, as a multiple of the description's kd", ge=0)
     damping_kd = Param(float, 1.0, "velocity gain of damping (kp = 0)", unit="N·m·s/rad", gt=0)
-    command_timeout_s = Param(float, 0.05, "a command older than this is stale (ACTIVE -> DAMPING)", unit="s", gt=0)
+    command_timeout_s = Param(
+        float, None, "a command older than this is stale (ACTIVE -> DAMPING); default: 1.75 control periods",
+        unit="s", gt=0,
+    )  # fmt: skip
+    max_answer_age_s = Param(
+        float, None, "a policy command must answer a state received at most this long ago; default: 3 control "
+        "periods", unit="s", gt=0,
+    )  # fmt: skip
     state_timeout_s = Param(float, 0.05, "a robot state older than this is stale (-> DAMPING)", unit="s", gt=0)
     attitude_limit = Param(
         float, None, "|roll| or |pitch| above this -> DAMPING, latched; default: the robot's fall.max_tilt",
@@ -206,8 +236,13 @@ class Safety(Node):
         self._unpack_q = struct.Struct(f"<{self.n}d").unpack
         self._row_bytes = 8 * self.n
         self._max_step = self.max_step
+        # the defaults in control periods: damping at most 2 periods after the last valid command
+        self.command_timeout = 1.75 * r.control_dt if self.command_timeout_s is None else self.command_timeout_s
+        self.max_answer_age = 3 * r.control_dt if self.max_answer_age_s is None else self.max_answer_age_s
         self._state_timeout_ns = self.state_timeout_s * 1e9
-        self._command_timeout_ns = self.command_timeout_s * 1e9
+        self._command_timeout_ns = round(self.command_timeout * 1e9)
+        self._answer_wait_ns = max(0, self._command_timeout_ns - round(r.control_dt * 1e9))
+        self._max_answer_age_ns = round(self.max_answer_age * 1e9)
         self._forwarding = {s: f"forwarding {name} commands" for s, name in SOURCE_NAMES.items()}
         # fall limits: the graph's parameters, else the robot description's
         self.max_tilt = r.fall_max_tilt if self.attitude_limit is None else self.attitude_limit
@@ -219,11 +254,9 @@ class Safety(Node):
             raise ParamError(
                 f"{self.name}: soft_limit_margin {self.soft_limit_margin} rad closes {self.names[j]}'s range"
             )
-        for key in ("command_timeout_s", "state_timeout_s"):
-            if getattr(self, key) <= r.control_dt:
-                raise ParamError(
-                    f"{self.name}: {key} = {getattr(self, key)} s must exceed the control period ({r.control_dt} s)"
-                )
+        for key, value in (("command_timeout_s", self.command_timeout), ("state_timeout_s", self.state_timeout_s)):
+            if value <= r.control_dt:
+                raise ParamError(f"{self.name}: {key} = {value} s must exceed the control period ({r.control_dt} s)")
         self.default = np.clip(r.default_pos, self.lower, self.upper)
         self.kp_max = r.kp * self.max_kp_scale
         self.kd_max = r.kd * self.max_kd_scale
@@ -249,7 +282,11 @@ class Safety(Node):
         self.tilt = (0.0, 0.0)  # roll, pitch (rad) of the latest state
         self.state_ns = 0  # graph time of the latest valid state
         self.state_ref = (0, 0)  # header stamp and seq of the latest valid state
+        self.robot_id: str | None = None  # robot_id of the valid states: this robot
+        self._recent: dict[int, list[int]] = {}  # seq -> [stamp, graph time received, answered] of recent states
+        self._recent_order: deque[int] = deque()  # their seqs, oldest first
         self.fresh: dict[int, int] = {}  # source -> graph time of its latest valid command
+        self._unanswered_ns: int | None = None  # arrival of the first state since the last valid policy command
         self.target: Target | None = None  # the last output
         self.trip_ns = 0
         self.ramp_t0_ns = 0
@@ -260,6 +297,7 @@ class Safety(Node):
         self._update()
         self.create_timer(self.description.control_dt, self.tick)
         self.create_timer(1.0 / self.status_hz, self.publish_status)
+        self.create_timer(self.description.control_dt / WATCH_DIVISIONS, self.watch)
 
     def on_deactivate(self) -> None:
         if self.mode not in (DAMPING, ESTOP):
@@ -272,8 +310,20 @@ class Safety(Node):
 
     # -- inputs -------------------------------------------------------------------------------
     def on_state(self, msg: RobotState) -> None:
+        robot_id = msg.robot_id
+        if robot_id != self.robot_id and not self._may_adopt(robot_id):
+            return
         if not self._read_state(msg):
             return
+        if robot_id != self.robot_id:
+            if self.robot_id is not None:
+                self.log.warning("robot states now come from %r (was %r)", robot_id, self.robot_id)
+            self.robot_id = robot_id
+            self._recent.clear()
+            self._recent_order.clear()
+        self._remember(msg.header.seq, msg.header.stamp_ns)
+        if self._unanswered_ns is None:
+            self._unanswered_ns = self.now_ns()
         roll, pitch = self.tilt
         if not self.attitude_reason and max(abs(roll), abs(pitch)) > self.max_tilt:
             self.attitude_reason = (
@@ -309,6 +359,56 @@ class Safety(Node):
         self.scan_height = height + msg.offset
         self.scan_ns = self.now_ns()
 
+    def _may_adopt(self, robot_id: str) -> bool:
+        """Whether a state of ``robot_id`` (not this robot's) may become this robot's: only when there is
+        no fresh state of this robot (none yet, or a restarted HAL); else it is ignored and counted."""
+        if self.q is None or self.now_ns() - self.state_ns > self._state_timeout_ns:
+            return True
+        self.bad_states += 1
+        text = f"state of robot {robot_id[:64]!r} while this robot {self.robot_id!r} is publishing"
+        self._count_and_log(logging.ERROR, "ignored robot state: another robot", text)
+        return False
+
+    def _remember(self, seq: int, stamp_ns: int) -> None:
+        """Keep a valid state's seq and stamp (the last ``RECENT_STATES``) for binding commands to it."""
+        recent, order = self._recent, self._recent_order
+        entry = recent.get(seq)
+        if entry is not None and entry[0] == stamp_ns:  # the same state again: its first arrival counts
+            return
+        if entry is None:
+            if len(order) >= RECENT_STATES:
+                del recent[order.popleft()]
+            order.append(seq)
+        recent[seq] = [stamp_ns, self.now_ns(), 0]
+
+    def _answers_recent_state(self, msg: JointCommand) -> bool:
+        """Whether policy command ``msg`` answers one of this robot's recent states (once); else count, log."""
+        robot_id, seq, stamp = msg.robot_id, msg.observation_seq, msg.observation_stamp_ns
+        name = "policy"
+        if robot_id != self.robot_id and self.robot_id is not None:
+            kind, text = "another robot", f"{name}: command for robot {robot_id[:64]!r}, this is {self.robot_id!r}"
+        else:
+            entry = self._recent.get(seq)
+            if entry is None or entry[0] != stamp:
+                kind = "unknown state"
+                text = f"{name}: command answers state seq {seq} stamp {stamp} ns, none of this robot's recent states"
+            else:
+                age = self.now_ns() - entry[1]
+                if age > self._max_answer_age_ns:
+                    kind = "stale state"
+                    text = (
+                        f"{name}: command answers state seq {seq}, received {age * 1e-6:.1f} ms ago "
+                        f"(max_answer_age_s {self.max_answer_age * 1e3:.0f} ms)"
+                    )
+                elif entry[2]:
+                    kind, text = "repeated answer", f"{name}: state seq {seq} was answered already"
+                else:
+                    entry[2] = 1
+                    return True
+        self.rejected += 1
+        self._count_and_log(logging.ERROR, f"rejected {kind}", text)
+        return False
+
     def on_command(self, msg: JointCommand) -> None:
         self._on_joint_command(msg, POLICY)
 
@@ -322,6 +422,11 @@ class Safety(Node):
             self._update()
         elif msg.reset:
             self._reset(msg.reason)
+
+    def watch(self) -> None:
+        """The command watchdog between control ticks (``WATCH_DIVISIONS`` per period): a trip damps at once."""
+        if self.mode == ACTIVE and self._unanswered_ns is not None and self._commander(self.now_ns()) is None:
+            self._update()
 
     def tick(self) -> None:
         """Control-rate timer: watchdogs, then the mode's command (see the class doc for when)."""
@@ -356,8 +461,8 @@ class Safety(Node):
         elif now - self.state_ns > self._state_timeout_ns:
             why = f"robot state stale (none for more than {self.state_timeout_s * 1e3:.0f} ms)"
             self._trip(why, Fault.STATE_STALE)
-        elif self.mode == ACTIVE and commander is None:
-            why = f"commands stale (no valid command for more than {self.command_timeout_s * 1e3:.0f} ms)"
+        elif self.mode == ACTIVE and commander is None and self._unanswered(now):
+            why = f"commands stale (no valid command for more than {self.command_timeout * 1e3:.0f} ms)"
             self._trip(why, Fault.COMMANDS_STALE)
         elif self.mode == WAITING:
             self._start_ramp()
@@ -368,8 +473,13 @@ class Safety(Node):
             if commander is not None and now - self.ramp_t0_ns >= self.soft_start_s * 1e9:
                 self.target = self._hold(self.default)
                 self._set_mode(ACTIVE, self._forwarding[commander])
-        elif self.mode == ACTIVE:
+        elif self.mode == ACTIVE and commander is not None:  # (none: a state gap, the state watchdog's)
             self._set_mode(ACTIVE, self._forwarding[commander])
+
+    def _unanswered(self, now: int) -> bool:
+        """Whether a state received since the last valid policy command waited longer than ``_answer_wait_ns``."""
+        since = self._unanswered_ns
+        return since is not None and now - since > self._answer_wait_ns
 
     def _commander(self, now: int) -> int | None:
         """The source whose commands are forwarded: a fresh operator, else a fresh policy, else None."""
@@ -431,10 +541,25 @@ class Safety(Node):
             self.rejected += 1
             self._count_and_log(logging.ERROR, f"rejected {exc.kind}", f"{SOURCE_NAMES[source]}: {exc}")
             return
+        if source == POLICY:
+            if not self._answers_recent_state(msg):
+                return
+            self._unanswered_ns = None
+        elif msg.robot_id and not self._is_ours(msg):  # operator commands: only a given robot_id is checked
+            return
         self.fresh[source] = self.now_ns()
         self._update()
         if self.mode == ACTIVE and self._commander(self.now_ns()) == source:
             self._send(self._limit(Target(values, source, msg.observation_stamp_ns, msg.observation_seq)))
+
+    def _is_ours(self, msg: JointCommand) -> bool:
+        """An operator command naming a robot: whether it names this one (else count and log)."""
+        if msg.robot_id == self.robot_id:
+            return True
+        self.rejected += 1
+        text = f"operator: command for robot {msg.robot_id[:64]!r}, this is {self.robot_id!r}"
+        self._count_and_log(logging.ERROR, "rejected another robot", text)
+        return False
 
     def _joint_index(self, names: tuple[str, ...]) -> np.ndarray | None:
         """Description index of each name if ``names`` is every joint exactly once (cached), else None."""
@@ -533,6 +658,8 @@ class Safety(Node):
         msg.source = t.source
         msg.observation_stamp_ns = t.observation_stamp_ns
         msg.observation_seq = t.observation_seq
+        if self.robot_id:
+            msg.robot_id = self.robot_id
         self.target = t
         self._sent_since_tick = True
         self._sent_ns = self.now_ns()

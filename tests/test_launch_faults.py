@@ -181,7 +181,8 @@ class Stutter(Node):
     def on_state(self, msg: RobotState) -> None:
         if self.quiet_from_s <= self.now() < self.quiet_to_s:
             return
-        cmd = JointCommand(name=list(msg.joints.name))
+        cmd = JointCommand(name=list(msg.joints.name), robot_id=msg.robot_id, observation_seq=msg.header.seq)
+        cmd.observation_stamp_ns = msg.header.stamp_ns  # the state it answers: safety forwards only such commands
         set_array(cmd.position, np.array([0.0, 0.8, -1.5] * 4))
         self.joint_command.publish(cmd)
 
@@ -218,7 +219,7 @@ def test_a_fault_that_clears_is_said_once_and_recovered_and_the_run_exits_0(capl
     assert [r.getMessage().split(":")[0] for r in records if "recovered" in r.getMessage()] == [
         "safety recovered at t=2.00 s"
     ]
-    assert [t.t_ns for t in monitor.trips] == [1_040_000_000]  # the first missing command was due at 1.0 s
+    assert [t.t_ns for t in monitor.trips] == [1_020_000_000]  # 2 periods after the last valid command (0.98 s)
     summary = next(r for r in records if r.getMessage().startswith("summary:"))
     assert summary.levelno == logging.INFO
     assert summary.getMessage() == (

@@ -17,6 +17,7 @@ import zmq.auth
 
 from krabgraph.launch import Executor, Input, Node, Output, build_graph, load_graph
 from krabgraph.launch.errors import GraphError
+from krabgraph.launch.keys import create_keys
 from krabgraph.launch.transport import plan
 from krabgraph.msgs import VelocityCommand
 
@@ -79,11 +80,9 @@ def test_sim_clock_with_several_processes_is_refused(tmp_path):
 def test_off_loopback_host_needs_curve(tmp_path):
     path = write(tmp_path, SPLIT.format(base=GRAPHS / "walk_split.yaml", brain="192.168.123.10", policy="brain"))
     (err,) = errors_of(path)
-    assert err.startswith(f"{path}:4: process 'brain' runs on 192.168.123.10, off loopback")
-    assert "CURVE" in err
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    zmq.auth.create_certificates(keys, "graph")
+    assert err.startswith(f"{path}:4: topic 'policy/joint_command' and 3 more cross from process 'brain'")
+    assert "without authentication" in err and "security: {curve:" in err
+    create_keys(tmp_path / "keys", "graph")
     path.write_text(path.read_text() + "security: {curve: {secret_key: keys/graph.key_secret, clients: keys}}\n")
     graph = build_graph(load_graph(path))
     assert graph.decl.curve is not None and graph.nodes["policy"].decl.host == "192.168.123.10"
@@ -98,6 +97,9 @@ def test_one_process_graph_is_unchanged():
 def test_endpoint_plan(tmp_path):
     path = write(tmp_path, SPLIT.format(base=GRAPHS / "walk_split.yaml", brain="127.0.0.2", policy="brain"))
     path.write_text(path.read_text() + "base_port: 17000\n")
+    assert "without authentication" in errors_of(path)[0]  # tcp between processes needs CURVE, loopback too
+    create_keys(tmp_path / "keys", "graph")
+    path.write_text(path.read_text() + "security: {curve: {secret_key: keys/graph.key_secret, clients: keys}}\n")
     exports = plan(build_graph(load_graph(path)))
     # Sorted (topic, publishing process) pairs that cross: port base_port + k; hosts differ -> tcp.
     assert [(t, p, e.tcp, e.ipc) for (t, p), e in exports.items()] == [
@@ -132,10 +134,8 @@ class Sink(Node):
 
 def test_curve_between_processes_refuses_a_peer_without_the_key(tmp_path, caplog):
     keys, rogue = tmp_path / "keys", tmp_path / "rogue"
-    keys.mkdir()
-    rogue.mkdir()
-    zmq.auth.create_certificates(keys, "graph")
-    _, rogue_secret = zmq.auth.create_certificates(rogue, "rogue")
+    create_keys(keys, "graph")
+    _, rogue_secret = create_keys(rogue, "rogue")
     port = 20000 + (time.monotonic_ns() // 1000) % 20000
     text = f"""\
 clock: wall

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq.auth
 
+from krabgraph.launch.keys import create_keys
 from krabgraph.launch.wire import Decoder
 from krabgraph.msgs import CommandSource, JointCommand, RobotState, SafetyStatus, VelocityCommand, to_numpy
 from krabgraph.nodes.record.mcapio import read_recording
@@ -79,9 +79,7 @@ def overlay(tmp_path: Path, brain_host: str, *, curve: bool) -> tuple[Path, Path
     port = 21000 + (os.getpid() * 7) % 20000
     text = OVERLAY.format(base=GRAPHS / "walk_split.yaml", brain=brain_host, port=port, mcap=mcap)
     if curve:
-        keys = tmp_path / "keys"
-        keys.mkdir()
-        zmq.auth.create_certificates(keys, "graph")
+        create_keys(tmp_path / "keys", "graph")  # the secret half 0600: check refuses one open to others
         text += "security: {curve: {secret_key: keys/graph.key_secret, clients: keys}}\n"
     path = tmp_path / "split.yaml"
     path.write_text(text)

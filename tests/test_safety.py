@@ -40,11 +40,16 @@ Mode = SafetyStatus.Mode
 Fault = SafetyStatus.Fault
 POLICY, OPERATOR, SAFETY = CommandSource.POLICY, CommandSource.OPERATOR, CommandSource.SAFETY
 CROUCH = np.array([0.3, 1.3, -2.6, -0.3, 1.3, -2.6, 0.3, 1.3, -2.6, -0.3, 1.3, -2.6])  # inside the soft limits
+ROBOT_ID = "hal#0123456789ab"  # the robot of the unit tests' states (a HAL draws its own)
 
 
-def state_msg(q: np.ndarray, roll: float = 0.0, pitch: float = 0.0, names: list[str] = NAMES) -> RobotState:
-    """A RobotState with joint positions ``q`` (in ``names`` order) and a base tilted by roll, pitch (rad)."""
-    msg = RobotState()
+def state_msg(
+    q: np.ndarray, roll: float = 0.0, pitch: float = 0.0, names: list[str] = NAMES, seq: int = 0
+) -> RobotState:
+    """A RobotState with joint positions ``q`` (in ``names`` order) and a base tilted by roll, pitch (rad);
+    of robot ``ROBOT_ID``, header seq ``seq`` and stamp ``seq`` periods (what ``command_msg(seq=)`` answers)."""
+    msg = RobotState(robot_id=ROBOT_ID)
+    msg.header.seq, msg.header.stamp_ns = seq, seq * DT_NS
     msg.joints.name.extend(names)
     set_array(msg.joints.position, np.asarray(q, dtype=np.float64))
     cr, sr, cp, sp = math.cos(roll / 2), math.sin(roll / 2), math.cos(pitch / 2), math.sin(pitch / 2)
@@ -69,12 +74,21 @@ def scan_msg(
 
 
 def command_msg(position, names: list[str] = NAMES, seq: int = 0, **arrays) -> JointCommand:
-    """A JointCommand; ``arrays`` sets velocity, effort, kp or kd (omitted: left empty)."""
-    msg = JointCommand(name=names, observation_stamp_ns=seq * DT_NS, observation_seq=seq)
+    """A JointCommand answering ``state_msg(seq=seq)``; ``arrays`` sets velocity, effort, kp or kd (omitted:
+    left empty)."""
+    msg = JointCommand(name=names, observation_stamp_ns=seq * DT_NS, observation_seq=seq, robot_id=ROBOT_ID)
     set_array(msg.position, np.asarray(position, dtype=np.float64))
     for key, values in arrays.items():
         set_array(getattr(msg, key), np.asarray(values, dtype=np.float64))
     return msg
+
+
+def bind(cmd: JointCommand, seq: int) -> JointCommand:
+    """A copy of ``cmd`` answering ``state_msg(seq=seq)``."""
+    out = JointCommand()
+    out.CopyFrom(cmd)
+    out.observation_seq, out.observation_stamp_ns, out.robot_id = seq, seq * DT_NS, ROBOT_ID
+    return out
 
 
 def fields(msg: JointCommand) -> dict[str, np.ndarray]:
@@ -99,7 +113,7 @@ class Bench:
     def __init__(self, **params):
         self.h = NodeHarness(Safety, **{"soft_start_s": 0.2, **params}).start()
         self.node: Safety = self.h.node
-        self.seq = 0
+        self.seq = 0  # of the last state fed
 
     @property
     def sent(self) -> list[JointCommand]:
@@ -141,16 +155,24 @@ class Bench:
             if scan is not None:
                 self.h.feed("height_scan", scan_msg(scan))
             if state:
-                msg = state_msg(q, roll, pitch)
+                msg = state_msg(q, roll, pitch, seq=self.seq)
                 if base_z is not None:
                     msg.has_base = True
                     msg.base.position.z = base_z
                 self.h.feed("state", msg)
             if cmd is not None:
-                self.h.feed("command", cmd if isinstance(cmd, JointCommand) else command_msg(cmd, seq=self.seq))
+                self.h.feed(
+                    "command", bind(cmd, self.seq) if isinstance(cmd, JointCommand) else command_msg(cmd, seq=self.seq)
+                )
             if operator is not None:
                 self.h.feed("operator", command_msg(operator, seq=self.seq))
             self.h.advance(DT)
+
+    def answer(self, cmd: JointCommand, q=R.default_pos) -> None:
+        """Feed a new state (joint positions ``q``), then ``cmd`` answering it, at the same instant."""
+        self.seq += 1
+        self.h.feed("state", state_msg(q, seq=self.seq))
+        self.h.feed("command", bind(cmd, self.seq))
 
     def activate(self, cmd=R.default_pos) -> Bench:
         """Run through soft start into ACTIVE with the policy sending ``cmd``."""
@@ -211,17 +233,17 @@ def test_forwarding_maps_by_name_keeps_source_and_observation_stamp():
     order = NAMES[::-1]
     target = {n: R.default_pos[i] + 0.01 * i for i, n in enumerate(NAMES)}
     msg = command_msg([target[n] for n in order], names=order, kp=np.arange(N) + 1.0, kd=np.full(N, 0.3))
-    msg.observation_stamp_ns, msg.observation_seq = 123_456, 789
-    b.h.feed("command", msg)
+    b.answer(msg)
     out = b.sent[-1]
-    assert out.source == POLICY and (out.observation_stamp_ns, out.observation_seq) == (123_456, 789)
+    assert out.source == POLICY and (out.observation_stamp_ns, out.observation_seq) == (b.seq * DT_NS, b.seq)
+    assert out.robot_id == ROBOT_ID
     f = fields(out)
     np.testing.assert_allclose(f["position"], [target[n] for n in NAMES])
     np.testing.assert_array_equal(f["kp"], [order.index(n) + 1.0 for n in NAMES])
     np.testing.assert_array_equal(f["kd"], 0.3)
     np.testing.assert_array_equal(f["velocity"], 0.0)
     np.testing.assert_array_equal(f["effort"], 0.0)
-    b.h.feed("command", command_msg(R.default_pos))  # empty gains: the description's
+    b.answer(command_msg(R.default_pos))  # empty gains: the description's
     np.testing.assert_array_equal(fields(b.sent[-1])["kp"], R.kp)
     assert b.node.rejected == 0 and b.node.clamped == 0
 
@@ -253,7 +275,9 @@ BAD_COMMANDS = {
 
 @pytest.mark.parametrize("case", list(BAD_COMMANDS))
 def test_invalid_command_is_rejected_and_the_last_output_is_held(case):
-    b = Bench().activate()
+    # The Bench feeds each period's command after that period's tick (the worst phase): one missing
+    # command is a 2-period gap at the next tick, which the default 1.75-period timeout damps.
+    b = Bench(command_timeout_s=0.05).activate()
     good = R.default_pos + 0.1
     b.step(1, cmd=good)
     mark = len(b.sent)
@@ -286,8 +310,7 @@ def test_clamps_positions_to_soft_limits_and_gains_velocity_effort_to_caps():
     b = Bench(max_step=10.0, stop_torque_fraction=0.0).activate()
     pos = R.default_pos.copy()
     pos[0], pos[2], pos[7] = 5.0, -10.0, -0.6  # hip above, calf below, RL thigh below (lower -0.5236)
-    b.h.feed(
-        "command",
+    b.answer(
         command_msg(pos, kp=np.full(N, 100.0), kd=np.full(N, 10.0), velocity=np.full(N, -99.0), effort=np.full(N, 1e3)),
     )
     f = fields(b.sent[-1])
@@ -309,7 +332,7 @@ def test_targets_beyond_a_limit_press_the_stop_with_at_most_the_torque_budget():
     pos = R.default_pos.copy()
     pos[0], pos[2], pos[5] = 5.0, -10.0, -1.5  # FL hip far above, FL calf far below, FR calf inside
     pos[8] = R.pos_upper[8] - MARGIN + 0.5  # RL calf 0.5 rad beyond its soft limit: within 45.43/20
-    b.h.feed("command", command_msg(pos, kp=np.full(N, 20.0)))
+    b.answer(command_msg(pos, kp=np.full(N, 20.0)))
     f = fields(b.sent[-1])
     assert f["position"][0] == pytest.approx(1.0472 - MARGIN + 23.7 / 20.0)
     assert f["position"][2] == pytest.approx(-2.7227 + MARGIN - 45.43 / 20.0)
@@ -317,7 +340,7 @@ def test_targets_beyond_a_limit_press_the_stop_with_at_most_the_torque_budget():
     assert f["position"][5] == -1.5
     # the torque with which each clamped target presses its joint into the soft limit is the rated effort
     assert 20.0 * (f["position"][0] - (1.0472 - MARGIN)) == pytest.approx(R.effort_limit[0])
-    b.h.feed("command", command_msg(pos, kp=np.full(N, 40.0)))  # stiffer gains: less overshoot allowed
+    b.answer(command_msg(pos, kp=np.full(N, 40.0)))  # stiffer gains: less overshoot allowed
     assert fields(b.sent[-1])["position"][0] == pytest.approx(1.0472 - MARGIN + 23.7 / 40.0)
 
 
@@ -356,17 +379,19 @@ def test_rejections_log_one_line_per_kind_per_interval(caplog):
 
 def test_policy_silence_damps_within_two_control_periods_and_keeps_damping():
     b = Bench().activate()
-    t_miss = b.h.now_ns  # the first period without a command
+    t_last = b.h.now_ns - DT_NS  # the last valid command (the next period's is the first missing one)
     b.step(10)  # states keep coming, commands stop
-    damping = [m for m in b.sent if m.header.stamp_ns >= t_miss and is_damping(m)]
-    assert damping[0].header.stamp_ns - t_miss == 2 * DT_NS
-    assert [m.header.stamp_ns for m in damping] == [t_miss + k * DT_NS for k in range(2, 11)]  # every period
+    damping = [m for m in b.sent if m.header.stamp_ns > t_last and is_damping(m)]
+    assert damping[0].header.stamp_ns - t_last == 2 * DT_NS  # the default command_timeout_s: 1.75 periods
+    assert [m.header.stamp_ns for m in damping] == [t_last + k * DT_NS for k in range(2, 12)]  # every period
     np.testing.assert_array_equal(fields(damping[-1])["position"], R.default_pos)  # the measured q
     assert b.modes[-1] == Mode.DAMPING and "commands stale" in b.statuses[-1].reason
 
 
 def test_state_silence_damps_and_recovery_goes_through_soft_start():
-    b = Bench().activate(cmd=R.default_pos + 0.1)
+    # (commands answering no new state are rejected and do not feed the command watchdog: a longer
+    # command timeout lets this test see the state watchdog trip first)
+    b = Bench(command_timeout_s=0.1).activate(cmd=R.default_pos + 0.1)
     t_miss = b.h.now_ns
     b.step(6, cmd=R.default_pos + 0.1, state=False)  # the policy keeps publishing (e.g. on a stale state)
     after = [m for m in b.sent if m.header.stamp_ns >= t_miss]
@@ -394,7 +419,7 @@ def _bad_state(case: str) -> RobotState:
 
 @pytest.mark.parametrize("case", ["nan joint", "missing joint", "zero quaternion"])
 def test_unusable_states_are_ignored_and_do_not_feed_the_watchdog(case):
-    b = Bench().activate()
+    b = Bench(command_timeout_s=0.1).activate()  # (the commands answer no usable state: rejected, see above)
     t_miss = b.h.now_ns
     for _ in range(4):
         b.h.feed("state", _bad_state(case))
@@ -706,7 +731,9 @@ class ScriptedPolicy(Node):
         target = R.default_pos[R.indices(names)] + self.offset
         if faulty:
             target[4] = math.nan
-        self.joint_command.publish(command_msg(target, names=names, seq=msg.header.seq))
+        cmd = command_msg(target, names=names, seq=msg.header.seq)
+        cmd.observation_stamp_ns, cmd.robot_id = msg.header.stamp_ns, msg.robot_id  # the state it answers
+        self.joint_command.publish(cmd)
 
 
 class StatusLog(Node):
@@ -902,11 +929,11 @@ def test_forwarding_limits_give_exactly_what_the_step_by_step_limits_give():
             "kd": rng.uniform(0, 2 * wide, N) * R.kd,
         }
         arrays = {k: v for k, v in arrays.items() if rng.random() < 0.7}
-        msg = command_msg(R.default_pos + rng.uniform(-spread, spread, N), names=names, seq=step, **arrays)
+        msg = command_msg(R.default_pos + rng.uniform(-spread, spread, N), names=names, seq=step + 1, **arrays)
         ref = node.target.values[0].copy()
         problems = dict(node.problems)
         want, kinds = _reference_limit(node, parser.columns(msg)[0], ref)
-        h.feed("state", state_msg(R.default_pos))
+        h.feed("state", state_msg(R.default_pos, seq=step + 1))
         h.feed("command", msg)
         got = np.stack(list(fields(sent[-1]).values()))
         assert got.tobytes() == want.tobytes(), step

@@ -15,6 +15,7 @@ import zmq.auth
 
 from krabgraph.launch import Executor, GraphError, Node, Output, Param, build_graph, graph_from_dict
 from krabgraph.launch.introspect import TapClient, TapClientError, decode
+from krabgraph.launch.keys import create_keys
 from krabgraph.launch.tap import is_loopback
 from krabgraph.msgs import ArrayStamped, VelocityCommand, set_array
 
@@ -130,7 +131,7 @@ def test_graph_description_names_nodes_states_and_counters():
         topics = {t["name"]: t for t in info["topics"]}
         assert topics["robot/state"]["type"] == "krabgraph.msgs.RobotState"
         assert topics["robot/state"]["subscribers"] == ["policy.state"]
-        assert ex.tap.direct  # lockstep graphs run one worker: no proxy thread
+        assert ex.tap.thread is not None  # the gate thread owns the listening socket, even with one worker
 
 
 def test_off_loopback_without_keys_is_refused_before_anything_starts():
@@ -157,12 +158,12 @@ def test_a_busy_port_is_one_clear_error():
 def test_curve_lets_in_only_the_authorized_client(tmp_path, write_graph, no_thread_leak):
     keys, clients = tmp_path / "keys", tmp_path / "keys" / "clients"
     clients.mkdir(parents=True)
-    server_public, server_secret = zmq.auth.create_certificates(keys, "server")
-    client_public, client_secret = zmq.auth.create_certificates(keys, "client")
+    server_public, server_secret = create_keys(keys, "server")  # secret halves 0600: check refuses 0644
+    client_public, client_secret = create_keys(keys, "client")
     (clients / "client.key").write_bytes(Path(client_public).read_bytes())
-    _, stranger_secret = zmq.auth.create_certificates(keys, "stranger")
+    _, stranger_secret = create_keys(keys, "stranger")
     port = free_port()
-    spec = {"endpoint": f"tcp://127.0.0.1:{port}", "secret_key": server_secret, "clients": str(clients)}
+    spec = {"endpoint": f"tcp://127.0.0.1:{port}", "secret_key": str(server_secret), "clients": str(clients)}
     with running({"p": {"class": Pulse, "params": {"period_s": 0.01}}}, spec) as ex:
         assert ex.tap.auth is not None
         with TapClient(spec["endpoint"], server_key=server_public, key=client_secret) as ok:

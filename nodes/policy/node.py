@@ -32,19 +32,32 @@ class PolicyNode(Node):
     Every ``state`` builds the observation from the bundle's contract (joints mapped by name; the
     latest ``command`` and ``height_scan``, zero command before the first), runs the network and
     publishes ``joint_command``: position targets (rad) with the contract's kp (N·m/rad) and kd
-    (N·m·s/rad), joint names in the policy's order, stamped with the state it answers. The
+    (N·m·s/rad), joint names in the policy's order, bound to the state it answers (its ``robot_id``,
+    ``header.seq`` and ``header.stamp_ns``: the safety node forwards nothing else). The
     observation vector and its labels go to ``observation`` for debugging. The policy runs once per
     state: publish states at the contract's ``control_dt`` (a mismatch is logged once). If an input
     the contract needs is missing or the inputs are invalid, nothing is published for that state.
     A velocity command with a non-finite value is rejected on arrival and the last valid one kept.
     Every problem is counted in ``problems`` by kind (bad states and commands also in ``rejected``)
     and logged once per kind, with its first message.
+
+    State watchdog: once states have arrived, none for ``state_timeout_s`` of graph time (a dead HAL
+    or link) is warned once; nothing is published meanwhile (the policy only answers states). When
+    states resume that is logged, and the observation history, the last action and the network's
+    memory restart from zero, as at activation, rather than continuing from the stale ones. While
+    states arrive the policy answers one robot (``robot_id``) in order: a state of another robot, or
+    with a ``header.seq`` not above the last one (a duplicate, a replay), is ignored and counted; after
+    a gap of ``state_timeout_s`` the next state's robot is answered (a restarted HAL).
     """
 
     kind = "policy"
     bundle = Param(str, "go2_walk", "policy bundle name or path to a contract.yaml")
     device = Param(str, "cpu", "inference device: cpu or cuda (rsl_rl checkpoints run on the CPU)")
     threads = Param(int, 1, "inference threads (1: lowest latency for small MLPs)", ge=1)
+    state_timeout_s = Param(
+        float, 0.2, "warn when no robot state arrived for this long (graph time); history restarts after", unit="s",
+        gt=0,
+    )  # fmt: skip
 
     state = Input(RobotState, doc="joint states (by name), IMU and optional ground-truth base")
     command = Input(VelocityCommand, required=False, doc="base velocity command; zero until one arrives")
@@ -117,8 +130,28 @@ class PolicyNode(Node):
         self.problems: dict[str, int] = {}  # count per kind of problem
         self._first_stamp_ns: int | None = None
         self._stamps_seen = 0
+        self._state_ns: int | None = None  # graph time of the latest state of the robot (None: none yet)
+        self._robot_id = ""  # the robot answered: robot_id of those states
+        self._seq = 0  # header.seq of the latest of them
+        self._states_lost = False  # the watchdog warned; cleared when states resume
+        self.create_timer(self.state_timeout_s / 2, self._watch_states)
 
     def on_state(self, msg: RobotState) -> None:
+        now, robot_id, seq = self.now_ns(), msg.robot_id, msg.header.seq
+        last = self._state_ns
+        if last is not None and now - last <= self.state_timeout_s * 1e9:  # the robot is publishing
+            if robot_id != self._robot_id:
+                self.rejected += 1
+                text = f"ignored a state of robot {robot_id[:64]!r} while {self._robot_id!r} publishes; no command"
+                self._report("state of another robot", text)
+                return
+            if 0 < seq <= self._seq:
+                self.rejected += 1
+                self._report("state repeated or out of order", f"ignored state seq {seq} after {self._seq}; no command")
+                return
+        elif last is not None:  # after a gap: the same robot back, or another one (a restarted HAL)
+            self._states_resumed(now, robot_id)
+        self._state_ns, self._robot_id, self._seq = now, robot_id, seq
         try:
             obs = self.builder.observe(msg, self._command, self.height_scan.latest, self.last_action)
             action, targets = self.contract.actions.process(self.backend(obs))
@@ -150,6 +183,7 @@ class PolicyNode(Node):
         cmd.CopyFrom(self._command_template)
         cmd.observation_stamp_ns = stamp
         cmd.observation_seq = header.seq
+        cmd.robot_id = state.robot_id
         cmd.position.data = targets.tobytes()
         self.joint_command.publish(cmd)
         debug = ArrayStamped()
@@ -157,6 +191,33 @@ class PolicyNode(Node):
         debug.header.stamp_ns = stamp
         debug.data.data = obs.tobytes()
         self.observation.publish(debug)
+
+    def _watch_states(self) -> None:
+        """Warn once when no state arrived for ``state_timeout_s`` since the last one."""
+        if self._state_ns is None or self._states_lost:
+            return
+        gap = self.now_ns() - self._state_ns
+        if gap > self.state_timeout_s * 1e9:
+            self._states_lost = True
+            self.log.warning(
+                "no robot state for %.2f s (state_timeout_s %g): is the HAL running? publishing nothing until "
+                "states resume",
+                gap * 1e-9,
+                self.state_timeout_s,
+            )
+
+    def _states_resumed(self, now: int, robot_id: str) -> None:
+        """States are back after ``state_timeout_s`` without: say so and restart from zero history."""
+        self._states_lost = False
+        other = f" from robot {robot_id[:64]!r} (was {self._robot_id!r})" if robot_id != self._robot_id else ""
+        self.log.info(
+            "robot states resumed%s after %.2f s without; observation history and last action restart from zero",
+            other,
+            (now - self._state_ns) * 1e-9,
+        )
+        self.builder.reset()
+        self.backend.reset()
+        self.last_action = np.zeros(self.contract.action_dim)
 
     def _report(self, kind: str, message: str) -> None:
         """Count a problem; log the first of each kind (the state arrives at the control rate)."""

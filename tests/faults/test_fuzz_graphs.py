@@ -279,7 +279,9 @@ def test_fuzzed_graph_keeps_running_stays_active_and_counts_every_drop(ref, tmp_
     assert set(hal.problems) == {"non-finite value", "malformed array", "joint names"}
     assert policy.rejected >= 250 and policy.problems["command non-finite"] >= 10
     # One line per kind; the HAL logs each distinct message (its contract), at most 16 per kind, then says so.
-    for logger, most in (("safety", len(safety.problems)), ("policy", len(policy.problems)), ("hal", 3 * 17)):
+    # (Safety's clamps are warnings: a policy fed fuzzed velocity commands may step far, legitimately.)
+    errors = [k for k in safety.problems if not k.startswith("clamped")]
+    for logger, most in (("safety", len(errors)), ("policy", len(policy.problems)), ("hal", 3 * 17)):
         text = [r.getMessage() for r in caplog.records if r.name.endswith(logger) and r.levelno == logging.ERROR]
         assert len(text) == len(set(text)) and (len(text) == most if logger != "hal" else len(text) <= most), text
         assert all(len(line) < 2000 for line in text)  # a huge message is not echoed back whole
