@@ -1,9 +1,16 @@
-"""Shared fixtures: graph files written into a temporary directory, and a leak check."""
+"""Shared fixtures: graph files written into a temporary directory, a leak check, and ``krabgraph launch``
+in a subprocess whose stderr is collected."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -29,3 +36,79 @@ def no_thread_leak():
     yield
     leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     assert not leaked, f"threads left behind: {leaked}"
+
+
+class Launch:
+    """``python -m krabgraph launch ...`` in a subprocess; its stderr lines gathered by a thread."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+        argv = [sys.executable, "-m", "krabgraph", "launch", *args]
+        self.proc = subprocess.Popen(
+            argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=cwd, errors="replace"
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        """The first stderr line matching ``pattern``, waiting at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if m := re.search(pattern, line):
+                    return m
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{self.text[-6000:]}")
+
+    def log(self, lines: int = 60) -> str:
+        """The last ``lines`` stderr lines."""
+        return "".join(self.lines[-lines:])
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, within ``timeout`` seconds (then stderr is complete)."""
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def launch():
+    """Start ``krabgraph launch`` subprocesses; any still running at the end are killed."""
+    started: list[Launch] = []
+
+    def start(*args: str, **kw) -> Launch:
+        run = Launch(*args, **kw)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.kill()
+
+
+@pytest.fixture
+def unique():
+    """``unique(prefix)``: a graph name and base_port that no other test run on this host uses now."""
+
+    def make(prefix: str) -> tuple[str, int]:
+        return f"{prefix}{os.getpid()}", 30000 + (os.getpid() * 17 + sum(map(ord, prefix)) * 101) % 20000
+
+    return make

@@ -9,9 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -40,40 +37,6 @@ nodes:
 """
 
 
-class Run:
-    """The supervisor in a subprocess; its stderr (all processes' logs) collected by a thread."""
-
-    def __init__(self, graph: Path, *args: str):
-        argv = [sys.executable, "-m", "krabgraph", "launch", str(graph), "--set", "hal.status_period_s=0.5", *args]
-        self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if m := re.search(pattern, line):
-                    return m
-            if self.proc.poll() is not None and not self.reader.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r}:\n{self.log()}")
-
-    def log(self) -> str:
-        return "".join(self.lines[-60:])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-
 def overlay(tmp_path: Path, brain_host: str, *, curve: bool) -> tuple[Path, Path]:
     mcap = tmp_path / "robot.mcap"
     port = 21000 + (os.getpid() * 7) % 20000
@@ -91,14 +54,13 @@ def decoded(mcap: Path, topic: str, cls):
     return [(t, dec.decode(frame)) for top, t, frame in read_recording(mcap, [topic]).messages if top == topic]
 
 
-def test_split_walk_over_tcp_with_curve(tmp_path):
+STATUS = ("--set", "hal.status_period_s=0.5")
+
+
+def test_split_walk_over_tcp_with_curve(tmp_path, launch):
     graph, mcap = overlay(tmp_path, "127.0.0.2", curve=True)  # another host string: tcp, not ipc
-    run = Run(graph, "--duration", "12.5")
-    try:
-        code = run.proc.wait(timeout=40)
-        run.reader.join(timeout=5)
-    finally:
-        run.kill()
+    run = launch(str(graph), *STATUS, "--duration", "12.5")
+    code = run.wait(timeout=40)
     text = run.log()
     assert code == 0, text
     assert "exported on tcp://127.0.0.1:" in text and "exported on tcp://127.0.0.2:" in text and "ipc://" not in text
@@ -118,26 +80,22 @@ def test_split_walk_over_tcp_with_curve(tmp_path):
     assert lowest > 0.2  # no fall
 
 
-def test_killed_brain_is_reported_and_the_robot_damps_then_sigterm_stops_all(tmp_path):
+def test_killed_brain_is_reported_and_the_robot_damps_then_sigterm_stops_all(tmp_path, launch):
     graph, mcap = overlay(tmp_path, "127.0.0.1", curve=False)  # same host: ipc
-    run = Run(graph)
-    try:
-        brain = int(run.wait_for(r"started process 'brain' \(pid (\d+)\)", 20).group(1))
-        robot = int(run.wait_for(r"started process 'robot' \(pid (\d+)\)", 20).group(1))
-        run.wait_for(r"SOFT_START -> ACTIVE", 30)
-        time.sleep(1.0)
-        killed_at = time.monotonic()
-        os.kill(brain, signal.SIGKILL)
-        run.wait_for(rf"process 'brain' \(pid {brain}\) killed by signal SIGKILL; still running: robot", 5)
-        run.wait_for(r"\[robot\] krabgraph.safety: ACTIVE -> DAMPING: commands stale", 5)
-        assert time.monotonic() - killed_at < 5
-        time.sleep(0.5)
-        assert run.proc.poll() is None  # the robot keeps running, damped
-        os.kill(run.proc.pid, signal.SIGTERM)
-        code = run.proc.wait(timeout=8)
-        run.reader.join(timeout=5)
-    finally:
-        run.kill()
+    run = launch(str(graph), *STATUS)
+    brain = int(run.wait_for(r"started process 'brain' \(pid (\d+)\)", 20).group(1))
+    robot = int(run.wait_for(r"started process 'robot' \(pid (\d+)\)", 20).group(1))
+    run.wait_for(r"SOFT_START -> ACTIVE", 30)
+    time.sleep(1.0)
+    killed_at = time.monotonic()
+    os.kill(brain, signal.SIGKILL)
+    run.wait_for(rf"process 'brain' \(pid {brain}\) killed by signal SIGKILL; still running: robot", 5)
+    run.wait_for(r"\[robot\] krabgraph.safety: ACTIVE -> DAMPING: commands stale", 5)
+    assert time.monotonic() - killed_at < 5
+    time.sleep(0.5)
+    assert run.proc.poll() is None  # the robot keeps running, damped
+    os.kill(run.proc.pid, signal.SIGTERM)
+    code = run.wait(timeout=8)
     assert code == 1, run.log()  # the brain was killed
     # the robot process ended damped (commands stale): it says so and exits with the fault code
     text = "".join(run.lines)

@@ -1,86 +1,30 @@
-"""Helpers of the fault suite: ``krabgraph launch`` in a subprocess whose stderr is collected."""
+"""Helpers of the fault suite: the split graph (robot + safety | policy) that several cases launch."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-
-class Launch:
-    """``python -m krabgraph launch ...`` in a subprocess; its stderr lines gathered by a thread."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-        argv = [sys.executable, "-m", "krabgraph", "launch", *args]
-        self.proc = subprocess.Popen(
-            argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=cwd, errors="replace"
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match:
-        """The first stderr line matching ``pattern``, waiting at most ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if m := re.search(pattern, line):
-                    return m
-            if self.proc.poll() is not None and not self.reader.is_alive():
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{self.text[-6000:]}")
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        """The exit code, within ``timeout`` seconds (then stderr is complete)."""
-        code = self.proc.wait(timeout=timeout)
-        self.reader.join(timeout=5)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=5)
+SPLIT_GRAPH = """\
+name: {name}
+clock: wall
+robot: go2
+base_port: {port}
+processes: {{robot: {{}}, brain: {{}}}}
+nodes:
+  robot: {{class: fake_robot, process: robot, inputs: {{command: safety/joint_command}}}}
+  policy: {{class: hold_pose, process: brain, inputs: {{state: robot/state}}}}
+  safety: {{class: safety, process: robot, inputs: {{state: robot/state, command: policy/joint_command}}}}
+"""
 
 
 @pytest.fixture
-def launch():
-    """Start ``krabgraph launch`` subprocesses; any still running at the end are killed."""
-    started: list[Launch] = []
+def write_split():
+    """``write_split(path, name, port)``: the fake robot and safety in process robot, hold_pose in brain."""
 
-    def start(*args: str, **kw) -> Launch:
-        run = Launch(*args, **kw)
-        started.append(run)
-        return run
+    def write(path: Path, name: str, port: int) -> Path:
+        path.write_text(SPLIT_GRAPH.format(name=name, port=port))
+        return path
 
-    yield start
-    for run in started:
-        run.kill()
-
-
-@pytest.fixture
-def unique():
-    """``unique(prefix)``: a graph name and base_port that no other test run on this host uses now."""
-
-    def make(prefix: str) -> tuple[str, int]:
-        return f"{prefix}{os.getpid()}", 30000 + (os.getpid() * 17 + sum(map(ord, prefix)) * 101) % 20000
-
-    return make
+    return write

@@ -40,18 +40,6 @@ RUN_S = 4.0  # graph time of the robot process
 FLOOD_S = 3.0  # the flood starts ~0.3 s in and lasts at most this long
 FLOOD_MAX = 30_000_000  # messages: a bound (~2 M/s on a 2-core machine: the time bound ends it first)
 
-GRAPH = """\
-name: {name}
-clock: wall
-robot: go2
-base_port: {port}
-processes: {{robot: {{}}, brain: {{}}}}
-nodes:
-  robot: {{class: fake_robot, process: robot, inputs: {{command: safety/joint_command}}}}
-  policy: {{class: hold_pose, process: brain, inputs: {{state: robot/state}}}}
-  safety: {{class: safety, process: robot, inputs: {{state: robot/state, command: policy/joint_command}}}}
-"""
-
 # The foreign publisher: binds the absent policy process's endpoint and floods it.
 FLOODER = textwrap.dedent("""
     import sys, time, zmq
@@ -82,12 +70,14 @@ def nan_command() -> bytes:
     return prefix(JointCommand) + msg.SerializeToString()
 
 
-def run_flooded(tmp_path: Path, flood: bool = True) -> tuple[Executor, int, dict[str, int]]:
-    """Run the robot process for RUN_S with (or without) the flood; the executor, the messages sent
-    and each input's RCVHWM (read before the run: sockets are closed after it)."""
-    port = 30000 + (os.getpid() * 13) % 20000
-    path = tmp_path / "flood.yaml"
-    path.write_text(GRAPH.format(name=f"flood{os.getpid()}", port=port))
+@pytest.fixture
+def flood_graph(tmp_path, write_split) -> Path:
+    return write_split(tmp_path / "flood.yaml", f"flood{os.getpid()}", 30000 + (os.getpid() * 13) % 20000)
+
+
+def run_flooded(path: Path, flood: bool = True) -> tuple[Executor, int, dict[str, int]]:
+    """Run the robot process of the split graph at ``path`` for RUN_S with (or without) the flood; the
+    executor, the messages sent and each input's RCVHWM (read before the run: sockets are closed after it)."""
     graph = build_graph(load_graph(path))
     endpoint = plan(graph)[("policy/joint_command", "brain")].ipc
     ex = Executor(graph, process="robot")
@@ -135,9 +125,9 @@ def record_lateness(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
     return late
 
 
-def test_flood_on_an_input_does_not_delay_the_control_timers(tmp_path, monkeypatch):
+def test_flood_on_an_input_does_not_delay_the_control_timers(flood_graph, monkeypatch):
     late = record_lateness(monkeypatch)
-    ex, sent, hwm = run_flooded(tmp_path)
+    ex, sent, hwm = run_flooded(flood_graph)
     (sub,) = [s for s in ex.subscriptions if s.topic == "policy/joint_command"]
     period_ns = PERIOD_S * 1e9
     over = {name: sum(x >= period_ns for x in xs) for name, xs in late.items()}
@@ -162,13 +152,13 @@ def test_flood_on_an_input_does_not_delay_the_control_timers(tmp_path, monkeypat
 
 @pytest.mark.skipif(not os.environ.get("KRABGRAPH_FLOOD_FIGURES"), reason="figures: set KRABGRAPH_FLOOD_FIGURES=1")
 @pytest.mark.parametrize("case", ["quiet", "flood", "flood_unbudgeted"])
-def test_flood_figures(tmp_path, monkeypatch, case):
+def test_flood_figures(flood_graph, monkeypatch, case):
     """Timer lateness without a flood, with it, and with the budget off (the old read-until-empty)."""
     late = record_lateness(monkeypatch)
     if case == "flood_unbudgeted":
         monkeypatch.setattr(executor_mod, "READ_BUDGET", 1 << 40)
         monkeypatch.setattr(executor_mod, "POLLED_HWM", executor_mod.HWM)
-    _, sent, _ = run_flooded(tmp_path, flood=case != "quiet")
+    _, sent, _ = run_flooded(flood_graph, flood=case != "quiet")
     period_ns = PERIOD_S * 1e9
     for name, xs in sorted(late.items()):
         xs = sorted(xs)

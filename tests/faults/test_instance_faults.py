@@ -21,26 +21,14 @@ from krabgraph.launch import build_graph, load_graph
 from krabgraph.launch.errors import KrabgraphError
 from krabgraph.launch.transport import InstanceLock, claim, ipc_dir, lock_path, plan
 
-GRAPH = """\
-name: {name}
-clock: wall
-robot: go2
-base_port: {port}
-processes: {{robot: {{}}, brain: {{}}}}
-nodes:
-  robot: {{class: fake_robot, process: robot, inputs: {{command: safety/joint_command}}}}
-  policy: {{class: hold_pose, process: brain, inputs: {{state: robot/state}}}}
-  safety: {{class: safety, process: robot, inputs: {{state: robot/state, command: policy/joint_command}}}}
-"""
 RUNNING = r"\[robot\] krabgraph.safety: SOFT_START -> ACTIVE"  # the brain's commands reach safety
 ERRORS = re.compile(r"^(error|Traceback)", re.M)
 
 
 @pytest.fixture
-def split(tmp_path, unique) -> Path:
+def split(tmp_path, unique, write_split) -> Path:
     name, port = unique("inst")
-    path = tmp_path / "split.yaml"
-    path.write_text(GRAPH.format(name=name, port=port))
+    path = write_split(tmp_path / "split.yaml", name, port)
     yield path
     for stem in (f"{name}.{port}", f"{name}@b.{port}"):  # whatever a failed test left behind
         for leftover in ipc_dir().glob(f"{stem}.*"):
