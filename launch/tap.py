@@ -222,8 +222,6 @@ class WorkerTap:
         if now < self._next_check:
             return
         self._next_check = now + CHECK_PERIOD_NS
-        if self.hub is not None and self.hub.direct:
-            self.hub.service_clients(self.subs)
         if self.sock.poll(0):
             self._read_subscriptions()
         if self.info_on and now >= self._next_info:
@@ -269,7 +267,7 @@ class WorkerTap:
         return out
 
 
-_hub_of: dict[int, TapHub] = {}  # id(listening socket) -> its hub (direct: the worker services its clients)
+_hub_of: dict[int, TapHub] = {}  # id(listening socket) -> its hub
 _worker_taps: dict[int, WorkerTap] = {}  # id(worker socket) -> its WorkerTap (the gate learns the topics)
 
 
@@ -284,9 +282,7 @@ class TapHub:
     resubscribe by themselves), so what libzmq holds for them stays bounded too.
     """
 
-    def __init__(self, context: zmq.Context, spec: TapSpec, name: str, *, direct: bool = False):
-        """``direct`` is accepted for the executor's sake and ignored: the gate thread owns the listening socket."""
-        del direct
+    def __init__(self, context: zmq.Context, spec: TapSpec, name: str):
         errors = check(spec)
         if errors:
             raise TapError("\n".join(errors))
@@ -295,7 +291,6 @@ class TapHub:
         # The listening socket always has a thread of its own (the gate), even with one worker:
         # libzmq reads a listener's subscriptions inside whichever call touches the socket, as many as
         # arrive meanwhile, so on a worker's thread a flood would stop that worker's loop.
-        self.direct = False
         self.inner = f"inproc://krabgraph-tap/{name}/{id(self)}"
         self.auth: Any = None
         self.backend = context.socket(zmq.XPUB)
@@ -342,8 +337,6 @@ class TapHub:
 
     def worker_socket(self) -> zmq.Socket:
         """An XPUB for one worker, joined to the gate (use it on that worker's thread only)."""
-        if self.direct:
-            return self.backend
         sock = self.context.socket(zmq.XPUB)
         self.sockets.append(sock)
         sock.linger = 0
@@ -352,12 +345,11 @@ class TapHub:
         return sock
 
     def start(self) -> None:
-        if not self.direct:
-            self.names = [INFO_TOPIC.encode()] + [
-                t.encode() for s in self.sockets if (w := _worker_taps.get(id(s))) for t in w.flags
-            ]
-            self.thread = threading.Thread(target=self._run, name="krabgraph-tap", daemon=True)
-            self.thread.start()
+        self.names = [INFO_TOPIC.encode()] + [
+            t.encode() for s in self.sockets if (w := _worker_taps.get(id(s))) for t in w.flags
+        ]
+        self.thread = threading.Thread(target=self._run, name="krabgraph-tap", daemon=True)
+        self.thread.start()
         log.info("tap open on %s", self.endpoint)
 
     # -- clients -----------------------------------------------------------------------------
