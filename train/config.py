@@ -122,6 +122,11 @@ class TerrainConfig:
     spawn_yaw: float = math.pi  # rad, uniform +- at spawn
     fall_ground_span: float = 0.0  # m, > 0: the fall height is over the lowest ground within +- this along the base
     smoke_kinds: tuple[str, ...] = ("flat", "stairs_up", "boxes")
+    difficulty: tuple[tuple[str, tuple[float, float]], ...] = ()  # per kind (easiest, hardest row): overrides
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        """Extra arguments of the tile generator (only what this configuration overrides)."""
+        return {"difficulty": dict(self.difficulty)} if self.difficulty else {}
 
 
 @dataclass(frozen=True)
@@ -287,7 +292,48 @@ GO2_PARKOUR = TaskConfig(
     init_from="go2_rough",
 )
 
-TASKS = {"go2_rough": TaskConfig(), "go2_parkour": GO2_PARKOUR}
+# -- ANYmal-D on rough terrain in Isaac Lab's Isaac-Velocity-Rough-Anymal-D-v0 policy layout ---------
+# The actor sees Isaac Lab's 235 terms in its order, unscaled, with its training noise; actions are
+# q0 + 0.5 a. The rest of the recipe (rewards, randomization, curriculum, symmetry, observation
+# normalization inside the network) is krabgraph's, with Isaac Lab's ANYmal-D values where it has them.
+ANYMAL_D_ACTOR_TERMS = (
+    ObsTerm("base_lin_vel", noise=0.1),
+    ObsTerm("base_ang_vel", noise=0.2),
+    ObsTerm("projected_gravity", noise=0.05),
+    ObsTerm("velocity_commands"),
+    ObsTerm("joint_pos_rel", noise=0.01),
+    ObsTerm("joint_vel_rel", noise=1.5),
+    ObsTerm("last_action"),
+    replace(scan_term(), noise=0.1),
+)
+
+ANYMAL_D_ROUGH = TaskConfig(
+    name="anymal_d_rough",
+    robot="anymal_d",
+    description=(
+        "ANYmal-D velocity tracking on rough terrain (stairs, boxes, slopes, noise) in Isaac Lab's "
+        "Isaac-Velocity-Rough-Anymal-D-v0 policy layout (235 observations, actions q0 + 0.5 a); "
+        "trained by krabgraph.train (MJX + rsl_rl PPO)."
+    ),
+    total_env_steps=300_000_000,
+    action_scale=0.5,  # Isaac Lab's JointPositionActionCfg scale
+    actor_terms=ANYMAL_D_ACTOR_TERMS,
+    rewards=REWARD_WEIGHTS | {"joint_torques": -1e-5},  # Isaac Lab's ANYmal-D torque weight (80 N·m motors)
+    randomization=Randomization(added_mass=(-5.0, 5.0), push_impulse=30.0),  # Isaac Lab: +-5 kg; 0.5 m/s
+    commands=Commands(vx=(-1.0, 1.5), vy=(-1.0, 1.0), yaw=(-1.5, 1.5)),  # 1 m/s and 1 rad/s inside the range
+    terrain=TerrainConfig(  # Isaac Lab's rough generator reaches 0.23 m risers and 0.2 m boxes
+        difficulty=(
+            ("rough", (0.02, 0.10)),
+            ("slope_up", (0.0, 0.4)),
+            ("slope_down", (0.0, 0.4)),
+            ("stairs_up", (0.05, 0.23)),
+            ("stairs_down", (0.05, 0.23)),
+            ("boxes", (0.05, 0.20)),
+        )
+    ),
+)
+
+TASKS = {"go2_rough": TaskConfig(), "go2_parkour": GO2_PARKOUR, "anymal_d_rough": ANYMAL_D_ROUGH}
 
 
 def get_task(name: str) -> TaskConfig:
@@ -298,6 +344,7 @@ def get_task(name: str) -> TaskConfig:
 
 
 __all__ = [
+    "ANYMAL_D_ROUGH",
     "GO2_PARKOUR",
     "PARKOUR_SCAN_CENTER",
     "TASKS",

@@ -80,7 +80,9 @@ class RoughEnv:
         r = self.robot
         tc = task.terrain
         generate = TILE_GENERATORS[tc.generator]
-        self.grid = generate(task.seed, tc.rows, tc.kinds, tc.tile_size, tc.resolution, tc.border)
+        self.grid = generate(
+            task.seed, tc.rows, tc.kinds, tc.tile_size, tc.resolution, tc.border, **tc.generator_kwargs()
+        )
         free = [kind in task.commands.free_kinds for kind in self.grid.kinds]
         self._free_columns = jnp.asarray(free) if task.commands.free is not None and any(free) else None
         self.tm = build_training_model(
@@ -108,6 +110,7 @@ class RoughEnv:
             kp=jnp.asarray(r.kp, jnp.float32),
             kd=jnp.asarray(r.kd, jnp.float32),
             effort=jnp.asarray(r.effort_limit, jnp.float32),
+            saturation=jnp.asarray(r.saturation, jnp.float32),
             vel_limit=jnp.asarray(r.velocity_limit, jnp.float32),
         )
         self.model = mjx.put_model(self.tm.model)
@@ -249,7 +252,7 @@ class RoughEnv:
         def physics_step(data: mjx.Data, k: jax.Array):
             goal = jnp.where(k < s.delay, s.target, target)
             q, qd = data.qpos[tm.qpos_adr], data.qvel[tm.dof_adr]
-            tau = limit_torque(kp * (goal - q) - kd * qd, qd, c["effort"], c["vel_limit"], xp=jnp)
+            tau = limit_torque(kp * (goal - q) - kd * qd, qd, c["effort"], c["vel_limit"], c["saturation"], xp=jnp)
             data = data.replace(ctrl=data.ctrl.at[tm.actuator_id].set(tau), xfrc_applied=xfrc)
             return mjx.step(model, data), tau
 

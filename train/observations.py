@@ -93,9 +93,16 @@ _VECTOR_SIGNS = {
 }
 
 
+_SWAP = {"L": "R", "R": "L"}
+
+
 def mirror_joint(name: str) -> str:
-    """The joint's mirror image: left and right legs swap (``FL_`` ↔ ``FR_``, ``RL_`` ↔ ``RR_``)."""
-    return re.sub(r"^([FR])([LR])_", lambda m: m.group(1) + ("R" if m.group(2) == "L" else "L") + "_", name)
+    """The joint's mirror image: left and right legs swap (Unitree's ``FL_`` ↔ ``FR_``, ``RL_`` ↔ ``RR_``;
+    ANYbotics' ``LF_`` ↔ ``RF_``, ``LH_`` ↔ ``RH_``)."""
+    unitree = re.sub(r"^([FR])([LR])_", lambda m: m.group(1) + _SWAP[m.group(2)] + "_", name)
+    if unitree != name:
+        return unitree
+    return re.sub(r"^([LR])([FH])_", lambda m: _SWAP[m.group(1)] + m.group(2) + "_", name)
 
 
 def mirror_map(

@@ -13,7 +13,7 @@ from krabgraph.train.config import SCAN_SHAPE
 from krabgraph.train.env import EnvState, RoughEnv
 from krabgraph.train.observations import mirror_map
 
-ABDUCTION = ".*_hip_joint"  # joints whose sign flips under the left-right mirror
+ABDUCTION = ".*(_hip_joint|_HAA)"  # joints whose sign flips under the left-right mirror (Go2, ANYmal)
 
 
 def to_torch(x: jax.Array) -> torch.Tensor:

@@ -126,7 +126,8 @@ class MujocoHal(Hal):
                     )
                 )
         try:
-            resolve_asset(load_robot(params["robot"]).model)
+            robot = load_robot(params["robot"])
+            resolve_asset(robot.model, base_dir=robot.source.parent)
         except RobotError:
             pass  # reported with the graph's robot
         except AssetError as exc:

@@ -27,7 +27,7 @@ are one-sample ramps (MuJoCo's triangulation): a gap of width ``w`` is below the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,20 +162,23 @@ def rough_tiles(
     tile_size: float = 8.0,
     resolution: float = 0.05,
     border: float = 4.0,
+    difficulty: Mapping[str, tuple[float, float]] | None = None,
 ) -> TileGrid:
     """Build the tile grid (see module docstring); deterministic for a seed. Tile (0, 0)'s
-    platform centre is at the world origin."""
+    platform centre is at the world origin. ``difficulty`` overrides ``DIFFICULTY`` per kind
+    (easiest, hardest row), for a robot of another size."""
     unknown = [k for k in kinds if k not in TILE_KINDS]
     if unknown:
         raise ValueError(f"unknown tile kind(s) {unknown}; choose from {', '.join(TILE_KINDS)}")
     if rows < 1 or not kinds or tile_size < PLATFORM + 1.0 or resolution <= 0 or border < 0:
         raise ValueError("need rows >= 1, at least one kind, tile_size >= 3 m, resolution > 0, border >= 0")
+    ranges = DIFFICULTY | dict(difficulty or {})
     rng = np.random.default_rng(seed)
     heights, centers, n_tile, n_border, lx, ly = _blank_grid(rows, len(kinds), tile_size, resolution, border)
     for r in range(rows):
         d = r / max(rows - 1, 1)
         for c, kind in enumerate(kinds):
-            tile = _tile(kind, d, lx, ly, tile_size, resolution, rng)
+            tile = _tile(kind, d, lx, ly, tile_size, resolution, rng, ranges)
             y0, x0 = n_border + r * n_tile, n_border + c * n_tile
             heights[y0 : y0 + n_tile + 1, x0 : x0 + n_tile + 1] = tile
             centers[r, c] = (c * tile_size, r * tile_size, tile[n_tile // 2, n_tile // 2])
@@ -185,10 +188,17 @@ def rough_tiles(
 
 
 def _tile(
-    kind: str, d: float, lx: np.ndarray, ly: np.ndarray, size: float, res: float, rng: np.random.Generator
+    kind: str,
+    d: float,
+    lx: np.ndarray,
+    ly: np.ndarray,
+    size: float,
+    res: float,
+    rng: np.random.Generator,
+    ranges: Mapping[str, tuple[float, float]] = DIFFICULTY,
 ) -> np.ndarray:
     """Heights of one tile (local grid ``lx``, ``ly`` around its centre); edges at height 0."""
-    lo, hi = DIFFICULTY.get(kind, (0.0, 0.0))
+    lo, hi = ranges.get(kind, (0.0, 0.0))
     p = lo + d * (hi - lo)
     half = size / 2
     ring = np.maximum(np.abs(lx), np.abs(ly))  # square distance from the centre

@@ -181,7 +181,7 @@ class MujocoRobotSim:
         # physics step.
         if not self.torque_speed_limit:
             return np.minimum(np.maximum(tau, -effort), effort)
-        return limit_torque(tau, qd, effort, r.velocity_limit)
+        return limit_torque(tau, qd, effort, r.velocity_limit, r.saturation)
 
     def step(self, n: int = 1) -> None:
         """Advance ``n`` physics steps."""

@@ -19,6 +19,7 @@ import yaml
 ROBOTS_DIR = Path(__file__).resolve().parent
 
 JOINT_FIELDS = ("default", "lower", "upper", "effort", "velocity", "kp", "kd", "motor_index")
+OPTIONAL_JOINT_FIELDS = ("saturation",)  # N·m, torque-speed line's stall torque (default: the effort limit)
 TOP_LEVEL_FIELDS = ("name", "model", "base_body", "imu_site", "feet", "sim_dt", "control_dt", "joints")
 OPTIONAL_FIELDS = ("foot_contact", "fall")
 FALL_DEFAULTS = {"min_base_height": 0.0, "max_tilt": 1.0}  # without `fall:`: no height check, 1 rad
@@ -38,7 +39,7 @@ class RobotDescription:
 
     name: str
     source: Path
-    model: Mapping[str, str]  # asset reference of the MJCF, see krabgraph.nodes.assets
+    model: Mapping[str, str] | str  # the MJCF: a package asset reference or a path relative to ``source``
     base_body: str
     imu_site: str
     foot_geoms: tuple[str, ...]
@@ -52,6 +53,7 @@ class RobotDescription:
     pos_lower: np.ndarray
     pos_upper: np.ndarray
     effort_limit: np.ndarray
+    saturation: np.ndarray  # stall torque of the torque-speed line (Isaac Lab's DC motor ``saturation_effort``)
     velocity_limit: np.ndarray
     kp: np.ndarray
     kd: np.ndarray
@@ -113,8 +115,11 @@ def parse_robot(raw: Any, source: Path) -> RobotDescription:
     _check_keys(raw, TOP_LEVEL_FIELDS, where, optional=OPTIONAL_FIELDS)
 
     model = raw["model"]
-    if not (isinstance(model, dict) and isinstance(model.get("package"), str) and isinstance(model.get("path"), str)):
-        raise RobotError(f"{where}: 'model' must be a mapping with string 'package' and 'path'")
+    packaged = isinstance(model, dict) and isinstance(model.get("package"), str) and isinstance(model.get("path"), str)
+    if not (packaged or (isinstance(model, str) and model)):
+        raise RobotError(
+            f"{where}: 'model' must be an MJCF path relative to this file or a mapping with string 'package' and 'path'"
+        )
     for key in ("name", "base_body", "imu_site"):
         if not isinstance(raw[key], str) or not raw[key]:
             raise RobotError(f"{where}: {key!r} must be a non-empty string")
@@ -134,13 +139,14 @@ def parse_robot(raw: Any, source: Path) -> RobotDescription:
     joints = raw["joints"]
     if not isinstance(joints, dict) or not joints:
         raise RobotError(f"{where}: 'joints' must be a non-empty mapping of joint name -> fields")
-    columns: dict[str, list[float]] = {f: [] for f in JOINT_FIELDS}
+    columns: dict[str, list[float]] = {f: [] for f in (*JOINT_FIELDS, *OPTIONAL_JOINT_FIELDS)}
     for jname, spec in joints.items():
         jwhere = f"{where}: joint {jname!r}"
         if not isinstance(spec, dict):
             raise RobotError(f"{jwhere}: expected a mapping of {', '.join(JOINT_FIELDS)}")
-        _check_keys(spec, JOINT_FIELDS, jwhere)
-        for f in JOINT_FIELDS:
+        _check_keys(spec, JOINT_FIELDS, jwhere, optional=OPTIONAL_JOINT_FIELDS)
+        spec = {"saturation": spec["effort"]} | spec
+        for f in (*JOINT_FIELDS, *OPTIONAL_JOINT_FIELDS):
             value = spec[f]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise RobotError(f"{jwhere}: {f} must be a finite number, got {value!r}")
@@ -153,6 +159,10 @@ def parse_robot(raw: Any, source: Path) -> RobotDescription:
         for f in ("effort", "velocity"):
             if not spec[f] > 0:
                 raise RobotError(f"{jwhere}: {f} limit must be > 0, got {spec[f]}")
+        if not spec["saturation"] >= spec["effort"]:
+            raise RobotError(
+                f"{jwhere}: saturation ({spec['saturation']}) must be >= the effort limit ({spec['effort']})"
+            )
         for f in ("kp", "kd"):
             if spec[f] < 0:
                 raise RobotError(f"{jwhere}: {f} must be >= 0, got {spec[f]}")
@@ -174,7 +184,7 @@ def parse_robot(raw: Any, source: Path) -> RobotDescription:
     return RobotDescription(
         name=raw["name"],
         source=source,
-        model=dict(model),
+        model=dict(model) if isinstance(model, dict) else model,
         base_body=raw["base_body"],
         imu_site=raw["imu_site"],
         foot_geoms=tuple(feet),
@@ -188,6 +198,7 @@ def parse_robot(raw: Any, source: Path) -> RobotDescription:
         pos_lower=frozen(columns["lower"]),
         pos_upper=frozen(columns["upper"]),
         effort_limit=frozen(columns["effort"]),
+        saturation=frozen(columns["saturation"]),
         velocity_limit=frozen(columns["velocity"]),
         kp=frozen(columns["kp"]),
         kd=frozen(columns["kd"]),
