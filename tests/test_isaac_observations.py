@@ -62,6 +62,7 @@ def anymal_inputs():
 
 
 def test_anymal_d_rough_contract_facts_from_isaac_lab():
+    """The trainer-written contract has Isaac Lab's Isaac-Velocity-Rough-Anymal-D-v0 layout."""
     c = load_contract("anymal_d_rough")
     assert list(c.joints) == LAB_ORDER and c.robot == "anymal_d"
     np.testing.assert_array_equal(c.default_joint_pos, DEFAULT)
@@ -75,7 +76,8 @@ def test_anymal_d_rough_contract_facts_from_isaac_lab():
     assert [t.clip for t in c.observations] == [None] * 7 + [(-1.0, 1.0)]
     np.testing.assert_array_equal(c.actions.scale, np.full(12, 0.5))
     np.testing.assert_array_equal(c.actions.offset, DEFAULT)
-    assert c.actions.clip is None
+    assert c.actions.clip == (-5.0, 5.0)  # the trainer's clip (rsl_rl's default: none); both HALs apply it
+    assert c.provenance["trainer"].startswith("krabgraph.train")
     assert (c.input_name, c.output_name) == ("obs", "actions")  # Isaac Lab's ONNX exporter names
 
 

@@ -101,7 +101,8 @@ def test_missing_file_path():
         load_robot("/nonexistent/robot.yaml")
 
 
-def test_fall_limits_default_to_no_height_check_and_1_rad():
+def test_fall_limits_default_to_no_height_check_and_1_rad(tmp_path):
     assert (load_robot("go2").fall_min_base_height, load_robot("go2").fall_max_tilt) == (0.15, 1.0)
-    anymal = load_robot("anymal_d")  # no `fall:`: the defaults
-    assert (anymal.fall_min_base_height, anymal.fall_max_tilt) == (0.0, 1.0)
+    assert (load_robot("anymal_d").fall_min_base_height, load_robot("anymal_d").fall_max_tilt) == (0.30, 1.0)
+    bare = load_robot(_write_variant(tmp_path, lambda r: r.pop("fall")))  # no `fall:`: the defaults
+    assert (bare.fall_min_base_height, bare.fall_max_tilt) == (0.0, 1.0)

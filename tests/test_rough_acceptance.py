@@ -87,7 +87,7 @@ def test_terrain_windows_lie_on_the_terrain():
     """The stairs course and the box field are long enough for 20 s at up to 0.6 m/s from where the
     measured window starts."""
     for row in ("stairs", "boxes"):
-        kind, params, _ = acc.TERRAIN_ROWS[row]
+        kind, params, _ = acc.terrain_spec(row, acc.PROFILES["go2"].riser)
         for seed in acc.SEEDS:
             x0, x1, _, _ = acc.course_extent(acc.make_terrain(kind, seed=seed, **params))
             assert x1 - x0 >= 0.6 * acc.TERRAIN_WINDOW_S, (row, seed)

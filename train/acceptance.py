@@ -1,7 +1,8 @@
-"""Sim-to-sim acceptance of a Go2 policy bundle, measured through the walk graph in MuJoCo.
+"""Sim-to-sim acceptance of a policy bundle, measured through its robot's graph in MuJoCo.
 
-Every row builds ``graphs/walk.yaml`` (MuJoCo HAL at its physics rate → policy → safety → HAL) with
-the bundle, a terrain, a seed and a command schedule as ``--set`` overrides, runs it lockstep
+Every row builds the robot's graph (``PROFILES``: ``graphs/walk.yaml`` for the Go2,
+``graphs/anymal_stairs.yaml`` for ANYmal-D; MuJoCo HAL at its physics rate → policy → safety → HAL)
+with the bundle, a terrain, a seed and a command schedule as ``--set`` overrides, runs it lockstep
 (``clock: sim``) as fast as possible, and reads ground truth from an independent probe node on
 ``hal/state`` (``RobotState.base``) and ``safety/status``. Contracts with a ``height_scan`` term get
 ``policy.inputs.height_scan = hal/height_scan``. Rows (commands in m/s and rad/s):
@@ -9,14 +10,16 @@ the bundle, a terrain, a seed and a command schedule as ``--set`` overrides, run
 - ``flat``: vx 0.5, vx 1.0, vx -0.5, vy 0.3, yaw rate 1.0, one run each: 2 s stand, 9 s of the
   command; the mean of the tracked quantity (body frame) over the last 5 s is within 0.1.
 - ``drift``: vx 1.0 with zero yaw command; |yaw(15 s) - yaw(5 s)| / 10 s <= 0.05 rad/s.
-- ``stairs``: 10 cm risers (flights up and down, tread 0.25-0.35 m and start offset drawn from the
-  seed) and ``boxes``: a random box field up to 10 cm, at vx 0.5, seeds 0-4: no fall for 20 s from
-  the moment the base is over the terrain. A fall: base < 0.15 m above the ground under it,
-  |roll| or |pitch| > 1 rad, or the safety node leaving ACTIVE. On these rows the command steers
+- ``stairs``: risers of the robot's profile (Go2 10 cm, ANYmal-D 15 cm; flights up and down, tread
+  0.25-0.35 m and start offset drawn from the seed) and ``boxes``: a random box field up to the same
+  height, at vx 0.5, seeds 0-4: no fall for 20 s from the moment the base is over the terrain. A
+  fall (the robot description's ``fall:``): base below its minimum height above the ground under
+  it (Go2 0.15 m, ANYmal-D 0.30 m), |roll| or |pitch| beyond its limit, or the safety node leaving
+  ACTIVE. On these rows the command steers
   back to the line y = 0 as an operator would (yaw rate <= 0.5 rad/s), so the window stays on the
   terrain; the fraction of the window over it is reported (and must be >= 0.95).
-- ``push``: walking at vx 0.5 on flat ground, a 30 N·s push along world y for 0.1 s at t = 7 s;
-  no fall in the following 5 s.
+- ``push``: walking at vx 0.5 on flat ground, a push along world y for 0.1 s at t = 7 s (Go2
+  30 N·s; ANYmal-D the same 2 m/s change of velocity, 114 N·s); no fall in the following 5 s.
 
 ``python -m krabgraph.train.acceptance --bundle go2_walk [--rows all|flat,drift,...] [--output FILE.md]``
 prints a markdown table (``render_markdown``). The runtime environment suffices (MuJoCo,
@@ -50,11 +53,10 @@ from krabgraph.nodes.robots import load_robot
 from krabgraph.nodes.rotations import roll_pitch, yaw_of
 from krabgraph.train.config import get_task
 
-GRAPH = "walk"
 STAND_S = 2.0  # s of zero command at the start: the safety node's soft start
 GO2 = load_robot("go2")
-FALL_HEIGHT = GO2.fall_min_base_height  # m: base this close to the ground under it is a fall (go2.yaml)
-FALL_ATTITUDE = GO2.fall_max_tilt  # rad: |roll| or |pitch| beyond this is a fall (go2.yaml)
+FALL_HEIGHT = GO2.fall_min_base_height  # m: base this close to the ground under it is a Go2 fall (go2.yaml)
+FALL_ATTITUDE = GO2.fall_max_tilt  # rad: |roll| or |pitch| beyond this is a Go2 fall (go2.yaml)
 TRACKING_TOLERANCE = 0.1  # m/s or rad/s
 DRIFT_LIMIT = 0.05  # rad/s
 TERRAIN_WINDOW_S = 20.0
@@ -62,7 +64,6 @@ TERRAIN_SPEED = 0.5  # m/s
 MIN_ON_TERRAIN = 0.95  # fraction of the terrain window the base must spend over the terrain
 SEEDS = (0, 1, 2, 3, 4)
 PUSH_AT_S = 7.0
-PUSH_IMPULSE = (0.0, 30.0, 0.0)  # N·s, world frame
 PUSH_DURATION_S = 0.1
 PUSH_WATCH_S = 5.0
 
@@ -91,8 +92,39 @@ STAIRS_PARAMS: dict[str, Any] = dict(
     length=12.0,
 )
 BOXES_PARAMS: dict[str, Any] = dict(max_height=0.10, cell=0.4, size=28.0)
-TERRAIN_ROWS = {"stairs": ("stairs", STAIRS_PARAMS, "10 cm risers"), "boxes": ("steps", BOXES_PARAMS, "boxes <= 10 cm")}
 ROW_NAMES = ("flat", "drift", "stairs", "boxes", "push")
+
+
+@dataclass(frozen=True)
+class RobotProfile:
+    """How bundles of one robot are measured: the graph they run in and the rows' robot-sized figures."""
+
+    graph: str  # graphs/<graph>.yaml: the robot's MuJoCo HAL, policy and safety nodes
+    riser: float  # m: stairs risers and the box field's largest box
+    push_impulse: tuple[float, float, float]  # N·s, world frame
+
+
+PROFILES = {
+    "go2": RobotProfile("walk", 0.10, (0.0, 30.0, 0.0)),  # 15.2 kg: a 2 m/s change of velocity
+    "anymal_d": RobotProfile("anymal_stairs", 0.15, (0.0, 114.0, 0.0)),  # 57.0 kg: the same 2 m/s
+}
+
+
+def profile(bundle: str) -> RobotProfile:
+    """The profile of the bundle's robot (``PROFILES``)."""
+    robot = load_contract(bundle).robot
+    try:
+        return PROFILES[robot]
+    except KeyError:
+        raise ValueError(f"bundle {bundle!r} is for robot {robot!r}; acceptance knows {', '.join(PROFILES)}") from None
+
+
+def terrain_spec(row: str, riser: float = 0.10) -> tuple[str, dict[str, Any], str]:
+    """(terrain kind, generator parameters, label) of the ``stairs`` or ``boxes`` row for ``riser`` m."""
+    cm = f"{riser * 100:g} cm"
+    if row == "stairs":
+        return "stairs", STAIRS_PARAMS | {"step_height": riser}, f"{cm} risers"
+    return "steps", BOXES_PARAMS | {"max_height": riser}, f"boxes <= {cm}"
 
 
 class AcceptanceError(RuntimeError):
@@ -149,6 +181,7 @@ class GroundTruthProbe(Node):
     window_s = Param(float, 0.0, "stop this long after reaching course_x; 0 = never", unit="s", ge=0)
     stop_on_fall = Param(bool, True, "stop the graph at an attitude or safety fall")
     end_s = Param(float, 0.0, "graph time the run stops at; 0 = not known", unit="s", ge=0)
+    max_tilt = Param(float, FALL_ATTITUDE, "|roll| or |pitch| beyond this is a fall", unit="rad", gt=0)
 
     state = Input(RobotState, queue=8)
     safety = Input(SafetyStatus, queue=32)
@@ -170,7 +203,7 @@ class GroundTruthProbe(Node):
         p, o, v, w = b.position, b.orientation, b.linear_velocity, b.angular_velocity
         self.rows.append((t, p.x, p.y, p.z, o.w, o.x, o.y, o.z, v.x, v.y, v.z, w.x, w.y, w.z))
         roll, pitch = roll_pitch(o.w, o.x, o.y, o.z)
-        if self.fault_t is None and max(abs(roll), abs(pitch)) > FALL_ATTITUDE:
+        if self.fault_t is None and max(abs(roll), abs(pitch)) > self.max_tilt:
             self._fall(t, f"attitude roll {roll:+.2f} pitch {pitch:+.2f} rad")
         if self.course_x >= 0 and self.enter_t is None and p.x >= self.course_x:
             self.enter_t = t
@@ -211,6 +244,7 @@ class Trace:
     fault: str = ""
     enter_t: float | None = None  # when the base first reached the course
     wall_s: float = 0.0
+    fall_height: float = FALL_HEIGHT  # m: the robot's fall height above the ground under the base
 
     @cached_property
     def yaw(self) -> np.ndarray:
@@ -238,7 +272,7 @@ class Trace:
 
     def fall_time(self, after: float = STAND_S) -> tuple[float | None, str]:
         """First fall after ``after`` (s): the probe's attitude/safety fall or the base too low."""
-        low = np.flatnonzero((self.t >= after) & (self.height < FALL_HEIGHT))
+        low = np.flatnonzero((self.t >= after) & (self.height < self.fall_height))
         t_low = float(self.t[low[0]]) if low.size else None
         candidates = [(t, why) for t, why in ((self.fault_t, self.fault), (t_low, "base low")) if t is not None]
         return min(candidates) if candidates else (None, "")
@@ -266,7 +300,7 @@ def graph_sets(
     seed: int = 0,
     push: tuple[float, Sequence[float], float] | None = None,
 ) -> list[str]:
-    """The ``--set`` overrides of ``graphs/walk.yaml`` for a run (valid on the command line too)."""
+    """The ``--set`` overrides of the robot's graph for a run (valid on the command line too)."""
     sets = [
         f"policy.bundle={bundle}",
         f"hal.terrain={terrain}",
@@ -275,8 +309,7 @@ def graph_sets(
         f"command.schedule={json.dumps([list(map(float, p)) for p in schedule])}",
         f"hal.scan_center={json.dumps(scan_center(bundle))}",
     ]
-    if terrain_params:
-        sets.append(f"hal.terrain_params={json.dumps(terrain_params)}")
+    sets.append(f"hal.terrain_params={json.dumps(terrain_params or {})}")  # replaces the graph's own
     if terrain == "parkour":  # the fall as go2_parkour was trained with: hurdles and edges pass under the base
         sets.append(f"safety.ground_span={get_task('go2_parkour').terrain.fall_ground_span}")
     if push is not None:
@@ -303,14 +336,14 @@ def acceptance_graph(
     window_s: float = 0.0,
     stop_on_fall: bool = True,
 ) -> GraphDecl:
-    """``graphs/walk.yaml`` lockstep with a run's overrides (``graph_sets``), the height scan wired to
+    """The robot's graph lockstep with a run's overrides (``graph_sets``), the height scan wired to
     the policy if its contract reads one, and the probe. ``schedule``: phases ``[duration_s, vx, vy,
     yaw_rate]``; ``push``: (time s, impulse N·s world, duration s); ``steer``: ``"line"`` (back to
     y = 0) or ``"heading"`` (hold heading 0) with ``SteeredSchedule``, ``""`` for the plain schedule."""
     if steer not in ("", "line", "heading"):
         raise ValueError(f"steer must be '', 'line' or 'heading', got {steer!r}")
     sets = graph_sets(bundle, schedule, terrain=terrain, terrain_params=terrain_params, seed=seed, push=push)
-    decl = load_graph(GRAPH, clock="sim", sets=sets)
+    decl = load_graph(profile(bundle).graph, clock="sim", sets=sets)
     here = {"node": Loc("krabgraph.train.acceptance")}
     if steer:
         command = decl.nodes["command"]
@@ -321,7 +354,10 @@ def acceptance_graph(
         decl.nodes["policy"].inputs["height_scan"] = "hal/height_scan"
     else:  # a blind bundle (go2_walk) in walk.yaml, whose go2_rough reads the scan
         decl.nodes["policy"].inputs.pop("height_scan", None)
-    probe = dict(course_x=course_x, window_s=window_s, stop_on_fall=stop_on_fall, end_s=duration_s)
+    robot = load_robot(load_contract(bundle).robot)
+    probe = dict(
+        course_x=course_x, window_s=window_s, stop_on_fall=stop_on_fall, end_s=duration_s, max_tilt=robot.fall_max_tilt
+    )
     decl.nodes["probe"] = NodeDecl(
         "probe", GroundTruthProbe, params=probe, inputs={"state": "hal/state", "safety": "safety/status"}, locs=here
     )
@@ -363,6 +399,7 @@ def simulate(
         fault=p.fault,
         enter_t=p.enter_t,
         wall_s=time.monotonic() - wall,
+        fall_height=load_robot(load_contract(bundle).robot).fall_min_base_height,
     )
 
 
@@ -446,7 +483,7 @@ def course_extent(terrain: Terrain) -> tuple[float, float, float, float]:
 
 def terrain_seed_row(bundle: str, row: str, seed: int) -> Row:
     """One seed of a terrain row: no fall for ``TERRAIN_WINDOW_S`` from reaching the terrain."""
-    kind, params, label = TERRAIN_ROWS[row]
+    kind, params, label = terrain_spec(row, profile(bundle).riser)
     terrain = make_terrain(kind, seed=seed, **params)
     x0, x1, y0, y1 = course_extent(terrain)
     approach = x0 / (0.5 * TERRAIN_SPEED)  # generous: at half the commanded speed
@@ -489,7 +526,7 @@ def terrain_rows(bundle: str, row: str, seeds: Sequence[int] = SEEDS) -> list[Ro
     """Per-seed rows of a terrain row plus a summary row (passed: every seed passed)."""
     per_seed = [terrain_seed_row(bundle, row, seed) for seed in seeds]
     good = sum(r.passed for r in per_seed)
-    label = TERRAIN_ROWS[row][2]
+    label = terrain_spec(row, profile(bundle).riser)[2]
     summary = Row(
         f"{row} ({label})",
         _fmt_cmd(TERRAIN_SPEED, 0, 0),
@@ -508,7 +545,8 @@ def push_rows(bundle: str) -> list[Row]:
     """A lateral push while walking on flat ground: no fall in the following ``PUSH_WATCH_S``."""
     end = PUSH_AT_S + PUSH_DURATION_S + PUSH_WATCH_S
     schedule = [[STAND_S, 0, 0, 0], [end, TERRAIN_SPEED, 0, 0]]
-    tr = simulate(bundle, schedule, end, push=(PUSH_AT_S, PUSH_IMPULSE, PUSH_DURATION_S), steer="heading")
+    push = profile(bundle).push_impulse
+    tr = simulate(bundle, schedule, end, push=(PUSH_AT_S, push, PUSH_DURATION_S), steer="heading")
     fell, why = tr.fall_time()
     sel = tr.mask(PUSH_AT_S, end + 1e-9)
     ts = tr.t[sel]
@@ -523,7 +561,7 @@ def push_rows(bundle: str) -> list[Row]:
     )
     if fell is not None:
         notes += f"; fell at {fell:.1f} s ({why})"
-    impulse = np.linalg.norm(PUSH_IMPULSE)
+    impulse = np.linalg.norm(push)
     return [
         Row(
             "push",
@@ -572,7 +610,8 @@ def run_acceptance(
 
 def render_markdown(rows: Sequence[Row], bundle: str = "") -> str:
     """The rows as a markdown table (preceded by a one-line title when ``bundle`` is given)."""
-    lines = [f"Acceptance of `{bundle}` through graphs/walk.yaml (MuJoCo, lockstep)\n"] if bundle else []
+    title = f"Acceptance of `{bundle}` through graphs/{profile(bundle).graph}.yaml (MuJoCo, lockstep)\n"
+    lines = [title] if bundle else []
     lines += ["| row | command | measured | target | pass | notes |", "|---|---|---|---|---|---|"]
     for r in rows:
         cells = (r.name, r.command, r.measured, r.target, "yes" if r.passed else "**no**", r.notes)
@@ -609,9 +648,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "FLAT_PHASES",
+    "PROFILES",
     "ROW_NAMES",
     "AcceptanceError",
     "GroundTruthProbe",
+    "RobotProfile",
     "Row",
     "SteeredSchedule",
     "Trace",
@@ -621,6 +662,7 @@ __all__ = [
     "flat_rows",
     "graph_sets",
     "needs_height_scan",
+    "profile",
     "push_rows",
     "render_markdown",
     "run_acceptance",
@@ -628,6 +670,7 @@ __all__ = [
     "simulate",
     "terrain_rows",
     "terrain_seed_row",
+    "terrain_spec",
 ]
 
 if __name__ == "__main__":

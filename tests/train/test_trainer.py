@@ -32,9 +32,8 @@ from krabgraph.train.terrain import height_scan, update_level  # noqa: E402
 TASK = get_task("go2_rough").smoke()
 
 
-@pytest.fixture(scope="module")
-def env_and_state():
-    env = RoughEnv(TASK)
+def _moved_env(task):
+    env = RoughEnv(task)
     state = env.init(jax.random.PRNGKey(3))
     key = jax.random.PRNGKey(4)
     for _ in range(5):  # some motion: joint velocities, a tilt, a last action
@@ -43,17 +42,34 @@ def env_and_state():
     return env, state
 
 
-def test_observation_matches_the_runtime_for_the_same_state(env_and_state):
+@pytest.fixture(scope="module")
+def env_and_state():
+    return _moved_env(TASK)
+
+
+@pytest.fixture(scope="module", params=["go2_rough", "anymal_d_rough"])
+def task_env_and_state(request):
+    """Each task's environment after some motion (ANYmal-D's actor reads the privileged base velocity)."""
+    return _moved_env(get_task(request.param).smoke())
+
+
+def test_observation_matches_the_runtime_for_the_same_state(task_env_and_state):
     """Trainer terms (JAX) and the runtime's ObservationBuilder give the same vector."""
-    env, state = env_and_state
+    env, state = task_env_and_state
     _, critic = env.observe(state)
-    raw = contract_dict(TASK, env.robot, {})
+    raw = contract_dict(env.task, env.robot, {})
     builder = ObservationBuilder(parse_contract(raw, Path("generated/contract.yaml")))
     actor_dim = builder.dim
     for i in range(env.num_envs):
         d = state.data
         qpos, qvel = np.asarray(d.qpos[i], np.float64), np.asarray(d.qvel[i], np.float64)
         quat = qpos[3:7] / np.linalg.norm(qpos[3:7])
+        w, x, y, z = quat
+        rot = np.array([
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ])  # fmt: skip
         snap = RobotSnapshot(
             time=0.0,
             joint_names=env.robot.joint_names,
@@ -66,6 +82,11 @@ def test_observation_matches_the_runtime_for_the_same_state(env_and_state):
             foot_names=env.robot.foot_geoms,
             foot_contact=np.zeros(4, bool),
             foot_force=np.zeros((4, 3)),
+            base_pos=qpos[0:3],
+            base_quat=quat,
+            base_lin_vel=rot.T @ qvel[0:3],  # MuJoCo's free-joint linear velocity is in world axes
+            base_ang_vel=qvel[3:6],
+            base_lin_vel_world=qvel[0:3],
         )
         msg = fill_robot_state(RobotState(), snap, stamp_ns=0)
         cmd = np.asarray(state.command[i])
@@ -170,6 +191,13 @@ def test_mirror_map_is_an_involution():
     assert list(signs[:6]) == [-1, 1, -1, 1, -1, -1]
     assert perm[6] == 8 and signs[6] == -1  # FL_hip <- FR_hip, negated
     assert perm[12] == 12 + 4  # scan row 0 <- row 2
+
+
+def test_mirror_swaps_anybotics_legs_and_negates_abduction():
+    joints = ("LF_HAA", "LH_HAA", "RF_HAA", "RH_HAA", "LF_HFE", "RF_HFE")
+    assert [mirror_joint(j) for j in joints] == ["RF_HAA", "RH_HAA", "LF_HAA", "LH_HAA", "RF_HFE", "LF_HFE"]
+    perm, signs = mirror_map([("joint_pos_rel", 6)], joints, ".*(_hip_joint|_HAA)", (1, 1))
+    assert list(perm) == [2, 3, 0, 1, 5, 4] and list(signs) == [-1, -1, -1, -1, 1, 1]
 
 
 def _actor_params(trainer: Trainer) -> list[torch.Tensor]:
