@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from krabgraph.launch.errors import KrabgraphError
-from krabgraph.launch.yamlloc import Loc
 
 if TYPE_CHECKING:
     from krabgraph.launch.graph import GraphDecl
     from krabgraph.launch.validate import NodeSpec, TopicInfo
+    from krabgraph.launch.yamlloc import Loc
 
 MAX_CYCLES_REPORTED = 5
 DT_TOLERANCE = 1e-6  # relative: control periods closer than this are equal
