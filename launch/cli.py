@@ -44,6 +44,7 @@ def _build(args: argparse.Namespace):
         args.graph,
         sets=getattr(args, "set", None) or [],
         replaces=getattr(args, "replace", None) or [],
+        overlays=getattr(args, "overlay", None) or [],
         clock=getattr(args, "clock", None),
         tap=getattr(args, "tap", None),
         allow_modules=getattr(args, "allow_module", None) or [],
@@ -324,6 +325,12 @@ def parser() -> argparse.ArgumentParser:
 
     def with_graph(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("graph", metavar="GRAPH", help="a name under graphs/ (e.g. parkour) or a path")
+        sp.add_argument(
+            "--overlay",
+            action="append",
+            metavar="FILE",
+            help="apply an overlay graph file (no 'extends') on top, in order; e.g. a placement or a backend",
+        )
         sp.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a parameter")
         sp.add_argument("--replace", action="append", metavar="NODE=CLASS", help="swap a node's class")
         sp.add_argument(

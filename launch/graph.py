@@ -308,16 +308,42 @@ def graph_from_dict(data: dict, name: str = "inline", *, base_dir: Path | None =
 
 
 def _from_data(data: LocDict, path: Path, chain: tuple[Path, ...]) -> GraphDecl:
-    display = _display(path) if path.exists() else f"<{path.stem}>"
+    """The graph of one file: its ``extends`` (one base graph, or a list: the base, then overlay
+    files applied in order), then the file's own content on top."""
     if "extends" in data:
-        base_path = _resolve_extends(data["extends"], path, data.where("extends"))
-        graph = _load(base_path, (*chain, path))
+        refs = data["extends"]
+        refs = [refs] if isinstance(refs, str) else list(refs)
+        loc = data.where("extends")
+        graph = _load(_resolve_extends(refs[0], path, loc), (*chain, path))
+        for ref in refs[1:]:
+            _apply_overlay_file(graph, _resolve_extends(ref, path, loc), (*chain, path))
     else:
         graph = GraphDecl(name=path.stem, path=path)
     graph.path = path
+    _apply_file(graph, data, path)
+    return graph
+
+
+def _apply_overlay_file(graph: GraphDecl, path: Path, chain: tuple[Path, ...] = ()) -> None:
+    """Apply an overlay file (a graph file without ``extends``) onto ``graph``."""
+    data = _read(path, chain)
+    if "extends" in data:
+        raise GraphError(
+            [
+                f"{data.where('extends')}: an overlay applied after a base graph cannot extend another graph; "
+                "remove its 'extends' (the base is the first entry of the list, or the graph on the command line)"
+            ]
+        )
+    _apply_file(graph, data, path, overlay=True)
+
+
+def _apply_file(graph: GraphDecl, data: LocDict, path: Path, *, overlay: bool = False) -> None:
+    """One file's content onto ``graph`` (an overlay keeps the graph's name unless it sets one)."""
+    display = _display(path) if path.exists() else f"<{path.stem}>"
     graph.files.append(path)
-    graph.name = data.get("name", path.stem)
-    graph.name_loc = data.where("name") if "name" in data else Loc(display)
+    if "name" in data or not overlay:
+        graph.name = data.get("name", path.stem)
+        graph.name_loc = data.where("name") if "name" in data else Loc(display)
     graph.description = data.get("description", graph.description)
     if "clock" in data:
         graph.clock, graph.clock_loc = _clock(data["clock"]), data.where("clock")
@@ -368,7 +394,6 @@ def _from_data(data: LocDict, path: Path, chain: tuple[Path, ...]) -> GraphDecl:
         graph.topics[name] = TopicDecl(
             name, raw.get("type", ""), raw.get("external", False), data["topics"].where(name)
         )
-    return graph
 
 
 def _resolve_extends(ref: str, path: Path, loc: Loc) -> Path:
@@ -461,8 +486,10 @@ def load_graph(
     clock: str | None = None,
     tap: str | None = None,
     allow_modules: Sequence[str] | None = (),
+    overlays: Sequence[str | Path] = (),
 ) -> GraphDecl:
-    """Load a graph by name or path, with its ``extends`` chain and command-line overrides.
+    """Load a graph by name or path, with its ``extends`` chain, ``overlays`` (files applied in
+    order, ``--overlay``; a name under graphs/ or a path) and command-line overrides.
 
     ``tap``: an endpoint to open the introspection tap on (overrides the file's ``tap:``
     endpoint, keeping its keys); ``""`` for the file's endpoint or the default.
@@ -470,6 +497,12 @@ def load_graph(
     krabgraph's registered nodes (``--allow-module``); ``None`` allows any module.
     """
     graph = _load(resolve_graph_path(ref))
+    for overlay in overlays:
+        try:
+            overlay_path = resolve_graph_path(overlay)
+        except GraphError as exc:
+            raise GraphError([f"{CLI}: --overlay: {exc.errors[0]}"]) from None
+        _apply_overlay_file(graph, overlay_path, (graph.path,))
     graph.allow_modules = None if allow_modules is None else tuple(allow_modules)
     apply_overrides(graph, list(sets), list(replaces))
     if clock is not None:

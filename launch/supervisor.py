@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from krabgraph.launch.monitor import FAULT_EXIT_CODE
@@ -61,6 +62,8 @@ def child_args(graph_path: str, process: str, args: Any, *, duration: bool = Tru
     ``duration`` is False), plus ``--process``."""
     argv = [sys.executable, "-m", "krabgraph", "--log-level", args.log_level, "launch", graph_path]
     argv += ["--process", process]
+    for item in getattr(args, "overlay", None) or []:
+        argv += ["--overlay", str(Path(item).resolve()) if Path(item).exists() else item]
     for item in args.set or []:
         argv += ["--set", item]
     for item in args.replace or []:

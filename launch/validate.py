@@ -508,8 +508,12 @@ def load_and_build(
     clock: str | None = None,
     tap: str | None = None,
     allow_modules: Sequence[str] | None = (),
+    overlays: Sequence[str] = (),
 ) -> Graph:
-    """Load a graph file (with overrides) and validate it; see ``load_graph`` for ``allow_modules``."""
+    """Load a graph file (with overlays and overrides) and validate it; see ``load_graph``."""
     from krabgraph.launch.graph import load_graph
 
-    return build_graph(load_graph(ref, sets=sets, replaces=replaces, clock=clock, tap=tap, allow_modules=allow_modules))
+    decl = load_graph(
+        ref, sets=sets, replaces=replaces, clock=clock, tap=tap, allow_modules=allow_modules, overlays=overlays
+    )
+    return build_graph(decl)
