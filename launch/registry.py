@@ -3,19 +3,24 @@
 
 Importing a module runs its code, so a graph file may only name *registered* node modules
 (krabgraph's ``krabgraph.nodes`` package, the modules of registered names and entry points),
-modules the user allows explicitly (``--allow-module``) and modules the running program has
-already imported (nothing runs again): ``resolve_class(ref, allow=...)``.
+modules the user allows explicitly (``--allow-module``), modules the running program has
+already imported (nothing runs again): ``resolve_class(ref, allow=...)``, and Python files in
+the graph file's own folder (``class: lowpass.py:JointLowPass``: the project's own code, found
+without ``PYTHONPATH``).
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
+import re
 import sys
 from collections.abc import Collection
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from krabgraph.launch.node import Node
 
@@ -69,16 +74,26 @@ def _module_missing(name: str) -> bool:
         return False
 
 
-def resolve_class(ref: str | type, *, allow: Collection[str] | None = None) -> type[Node]:
-    """The Node subclass for a short name or ``module:Class``; ``LookupError`` says what to do.
+FILE_CLASS = re.compile(r"(?P<file>[^:]+\.py):(?P<attr>[A-Za-z_]\w*)")
+LOCAL_PACKAGE = "krabgraph_graph_nodes"  # sys.modules prefix of node files loaded from graph folders
+
+
+def resolve_class(
+    ref: str | type, *, allow: Collection[str] | None = None, base_dir: Path | None = None
+) -> type[Node]:
+    """The Node subclass for a short name, ``module:Class`` or ``file.py:Class``; ``LookupError``
+    says what to do.
 
     ``allow``: when given, a module that is neither krabgraph's nor a registered node's must be
     under one of these prefixes, else it is refused *without being imported*; ``None``: any.
+    ``base_dir``: the folder of the graph file naming the class; ``file.py:Class`` is a file in it
+    (or below it).
     """
     if isinstance(ref, type):
-        if not issubclass(ref, Node):
-            raise LookupError(f"{ref.__name__} is not a krabgraph Node subclass")
-        return ref
+        return _node_class(ref, ref.__name__)
+    match = FILE_CLASS.fullmatch(ref)
+    if match:
+        return _file_class(ref, match["file"], match["attr"], base_dir)
     registry = node_registry()
     target = registry.get(ref, ref)
     module_name, sep, attr = target.partition(":")
@@ -110,6 +125,50 @@ def resolve_class(ref: str | type, *, allow: Collection[str] | None = None) -> t
     cls = getattr(module, attr, None)
     if cls is None:
         raise LookupError(f"unknown node class {ref!r}: module {module_name!r} has no {attr!r}")
-    if not (isinstance(cls, type) and issubclass(cls, Node)):
-        raise LookupError(f"{ref!r} ({target}) is not a krabgraph Node subclass")
-    return cls
+    return _node_class(cls, f"{ref!r} ({target})")
+
+
+def _node_class(cls: object, what: str) -> type[Node]:
+    """``cls`` if it is a krabgraph Node subclass; else a ``LookupError`` that names the cause."""
+    if isinstance(cls, type) and issubclass(cls, Node):
+        return cls
+    if isinstance(cls, type):
+        shadow = next((b for b in cls.__mro__ if b.__name__ == "Node" and b.__module__ == "launch.node"), None)
+        if shadow is not None:
+            raise LookupError(
+                f"{what} subclasses launch.node.Node, a second copy of krabgraph's module imported from the "
+                "repository root; write `from krabgraph.launch import Node` (and krabgraph.msgs, krabgraph.nodes)"
+            )
+    raise LookupError(f"{what} is not a krabgraph Node subclass")
+
+
+def _file_class(ref: str, file: str, attr: str, base_dir: Path | None) -> type[Node]:
+    """The class ``attr`` of the Python file ``file``, relative to the graph file's folder."""
+    if base_dir is None:
+        raise LookupError(f"node class {ref!r}: a node file is named relative to a graph file; this graph has none")
+    root = base_dir.resolve()
+    path = (root / file).resolve()
+    if root not in path.parents:
+        raise LookupError(
+            f"node class {ref!r}: {file} is outside the graph file's folder {root}; "
+            "put the node file beside the graph file (or in a folder under it)"
+        )
+    if not path.is_file():
+        raise LookupError(f"node class {ref!r}: no file {path}")
+    name = f"{LOCAL_PACKAGE}.{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise LookupError(f"node class {ref!r}: {path} cannot be loaded as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look their module up by name
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise LookupError(f"node class {ref!r}: {path} failed to import: {type(exc).__name__}: {exc}") from None
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise LookupError(f"unknown node class {ref!r}: {path} has no {attr!r}")
+    return _node_class(cls, f"{ref!r} ({path})")

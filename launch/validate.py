@@ -15,7 +15,7 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 from google.protobuf.message import Message
@@ -36,6 +36,9 @@ from krabgraph.launch.node import Node
 from krabgraph.launch.ports import AnyMessage
 from krabgraph.launch.registry import resolve_class
 from krabgraph.msgs.schema import message_class
+
+if TYPE_CHECKING:
+    from krabgraph.launch.yamlloc import Loc
 
 
 @dataclass
@@ -111,7 +114,12 @@ def build_graph(decl: GraphDecl) -> Graph:
             continue
         try:
             # A class named on the command line (--replace) is the user's explicit choice.
-            cls = resolve_class(nd.class_ref, allow=None if nd.loc("class") == CLI else decl.allow_modules)
+            where = nd.loc("class")
+            cls = resolve_class(
+                nd.class_ref,
+                allow=None if where == CLI else decl.allow_modules,
+                base_dir=_folder_of(where, decl),
+            )
         except LookupError as exc:
             errors.append(f"{nd.loc('class')}: node {name!r}: {exc}")
             unresolved.update(nd.outputs.values())
@@ -498,6 +506,14 @@ def _expand_raw_inputs(
                     names.append(entry)
             spec.raw_inputs[port] = list(dict.fromkeys(names))
     return errors
+
+
+def _folder_of(loc: Loc, decl: GraphDecl) -> Path | None:
+    """The folder of the file ``loc`` points into (a node file's base); the graph's, from the command line."""
+    path = Path(loc.file)
+    if path.is_file():
+        return path.resolve().parent
+    return decl.path.parent if decl.path is not None else None
 
 
 def load_and_build(
