@@ -14,13 +14,16 @@ A node is a plain class; it never touches sockets, serialization or threads::
 Lifecycle (as in ROS 2 managed nodes): unconfigured → configure() → inactive → activate() →
 active → deactivate() → inactive → shutdown() → finalized. Callbacks and timers run only while
 active. Create timers in ``on_activate``; deactivation cancels them.
+
+Logging: ``self.log`` is the node's logger; ``self.log_once`` and ``self.log_throttled`` bound the
+lines a problem repeated at the control rate writes.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 
 from krabgraph.launch.checks import ParamProblem, RobotUse
@@ -29,6 +32,7 @@ from krabgraph.launch.params import Param
 from krabgraph.launch.ports import Input, InputPort, Output, OutputPort
 
 NODE_KINDS = ("hal", "sensor", "policy", "safety", "teleop", "source", "recorder", "bridge", "other")
+SUPPRESSED_NOTE = " (+%d more since the last report)"  # appended by Node.log_throttled after a quiet period
 
 
 class Timer:
@@ -127,6 +131,7 @@ class Node:
         self._timer_order = 0
         self._rank = 0  # declaration order in the graph (the executor sets it): orders same-instant timers
         self._lifecycle = "unconfigured"
+        self._reset_log_limits()
         self._inputs = {k: InputPort(self, spec) for k, spec in cls._input_specs.items()}
         self._outputs = {k: OutputPort(self, spec) for k, spec in cls._output_specs.items()}
         # ``self.<port>`` finds the port in the instance dict (Input and Output define only __get__,
@@ -225,6 +230,46 @@ class Node:
             self._timer_sink(timer)
         return timer
 
+    def log_once(self, level: int, msg: str, *args: Any, key: Hashable | None = None) -> bool:
+        """Log ``msg % args`` at ``level`` the first time ``key`` (default: ``msg``, the format string)
+        comes; later calls with that key do nothing. Returns whether it logged.
+
+        Pass varying values as ``args`` (or give a ``key``): every distinct key is remembered, from
+        ``configure()`` for the node's life.
+        """
+        if key is None:
+            key = msg
+        if key in self._logged_keys:
+            return False
+        self._logged_keys.add(key)
+        self.log.log(level, msg, *args)
+        return True
+
+    def log_throttled(self, period_s: float, level: int, msg: str, *args: Any, key: Hashable | None = None) -> bool:
+        """Log ``msg % args`` at ``level`` at most once per ``period_s`` of graph time per ``key``
+        (default: ``msg``, the format string); calls in between are only counted, and the next line
+        logged ends with ``(+N more since the last report)``. Returns whether it logged.
+
+        Measured on the graph clock (``now_ns()``), so it behaves alike under a lockstep sim clock
+        and in a ``NodeHarness``. Keys are remembered as in ``log_once``.
+        """
+        if key is None:
+            key = msg
+        now = self.now_ns()
+        mark = self._throttle_marks.get(key)  # [graph time of the last line, calls suppressed since]
+        if mark is None:
+            self._throttle_marks[key] = [now, 0]
+        elif now - mark[0] < period_s * 1e9:
+            mark[1] += 1
+            return False
+        else:
+            suppressed, mark[0], mark[1] = mark[1], now, 0
+            if suppressed:
+                msg = (msg if args else msg.replace("%", "%%")) + SUPPRESSED_NOTE  # no args: not %-formatted
+                args = (*args, suppressed)
+        self.log.log(level, msg, *args)
+        return True
+
     def request_stop(self, code: int = 0) -> None:
         """Ask the executor running this node to stop the graph (e.g. a viewer window was closed)."""
         if self._stop is None:
@@ -251,6 +296,7 @@ class Node:
     # -- lifecycle transitions (called by the executor or a test) ----------------------------
     def configure(self) -> None:
         self._expect("unconfigured", "configure")
+        self._reset_log_limits()
         self.on_configure()
         self._lifecycle = "inactive"
 
@@ -287,6 +333,11 @@ class Node:
     def _expect(self, state: str, transition: str) -> None:
         if self._lifecycle != state:
             raise RuntimeError(f"{self.name}: cannot {transition} from {self._lifecycle!r} (needs {state!r})")
+
+    def _reset_log_limits(self) -> None:
+        """Forget what ``log_once`` and ``log_throttled`` have logged (at construction and configure)."""
+        self._logged_keys: set[Hashable] = set()
+        self._throttle_marks: dict[Hashable, list[int]] = {}
 
     def _cancel_timers(self) -> None:
         for timer in self._timers:

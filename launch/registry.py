@@ -78,9 +78,7 @@ FILE_CLASS = re.compile(r"(?P<file>[^:]+\.py):(?P<attr>[A-Za-z_]\w*)")
 LOCAL_PACKAGE = "krabgraph_graph_nodes"  # sys.modules prefix of node files loaded from graph folders
 
 
-def resolve_class(
-    ref: str | type, *, allow: Collection[str] | None = None, base_dir: Path | None = None
-) -> type[Node]:
+def resolve_class(ref: str | type, *, allow: Collection[str] | None = None, base_dir: Path | None = None) -> type[Node]:
     """The Node subclass for a short name, ``module:Class`` or ``file.py:Class``; ``LookupError``
     says what to do.
 

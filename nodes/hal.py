@@ -23,6 +23,7 @@ a measured real-time factor, a first state at activation; "wall": the robot runs
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any, ClassVar
@@ -128,7 +129,6 @@ class Hal(Node):
     def on_configure(self) -> None:
         self.rejected = 0  # invalid commands since configure
         self.problems: dict[str, int] = {}  # invalid commands per kind of problem (CommandError.kind)
-        self._reported: set[str] = set()
         self._shown: dict[str, int] = {}  # rejection messages logged per kind
         self.robot_id = f"{self.name}#{secrets.token_hex(6)}"  # this instance, in every state it publishes
         self.open()
@@ -201,7 +201,7 @@ class Hal(Node):
             return
         if targets.gains_given and not self.honours_gains:
             why = f": {self.gains_note}" if self.gains_note else ""
-            self.report(f"JointCommand kp/kd are ignored{why}", error=False)
+            self.log_once(logging.WARNING, f"JointCommand kp/kd are ignored{why}")
         self.executing = "DAMPING" if not targets.kp.any() else SOURCE_NAMES.get(msg.source, "unspecified")
         self.write(targets)
 
@@ -212,22 +212,17 @@ class Hal(Node):
         self.problems[kind] = self.problems.get(kind, 0) + 1
         text = f"rejected joint command ({exc}); keeping the last valid targets"
         shown = self._shown.get(kind, 0)
-        if text in self._reported or shown > REPORTS_PER_KIND:
-            return
-        self._shown[kind] = shown + 1
         if shown < REPORTS_PER_KIND:
-            self.report(text)
+            logged = self.log_once(logging.ERROR, text)
+        elif shown == REPORTS_PER_KIND:  # the first new message past the cap says so, once per kind
+            further = "further rejected joint commands (%s) are counted in problems[%r], not logged"
+            logged = self.log_once(logging.ERROR, further, kind, kind, key=text)
         else:
-            self.log.error("further rejected joint commands (%s) are counted in problems[%r], not logged", kind, kind)
+            return
+        if logged:
+            self._shown[kind] = shown + 1
 
     # -- logging --------------------------------------------------------------------------------
-    def report(self, message: str, error: bool = True, key: str | None = None) -> None:
-        """Log ``message`` once per ``key`` (default: the message) per node lifetime; callers count repeats."""
-        key = message if key is None else key
-        if key not in self._reported:
-            self._reported.add(key)
-            (self.log.error if error else self.log.warning)(message)
-
     def log_status(self) -> None:
         """One line a person can follow in a headless run."""
         self.log.info(

@@ -268,7 +268,6 @@ class Safety(Node):
         self.estop_reason = ""  # non-empty: e-stop latched
         self.attitude_reason = ""  # non-empty: attitude trip latched
         self.height_reason = ""  # non-empty: base height trip latched
-        self._log_marks: dict[str, tuple[int, int]] = {}
 
     def on_activate(self) -> None:
         self.mode: int = MODE_UNSPECIFIED
@@ -760,14 +759,7 @@ class Safety(Node):
     def _count_and_log(self, level: int, kind: str, text: str) -> None:
         """Count a problem; log it at most once per ``log_interval_s`` of graph time per kind."""
         self.problems[kind] = self.problems.get(kind, 0) + 1
-        now = self.now_ns()
-        last, suppressed = self._log_marks.get(kind, (None, 0))
-        if last is not None and now - last < self.log_interval_s * 1e9:
-            self._log_marks[kind] = (last, suppressed + 1)
-            return
-        more = f" (+{suppressed} more since the last report)" if suppressed else ""
-        self.log.log(level, "%s: %s%s", kind, text, more)
-        self._log_marks[kind] = (now, 0)
+        self.log_throttled(self.log_interval_s, level, "%s: %s", kind, text, key=kind)
 
 
 def _median(values: np.ndarray) -> float | None:

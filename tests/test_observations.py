@@ -18,7 +18,7 @@ from krabgraph.nodes.policy import (
     ObservationError,
     load_contract,
 )
-from krabgraph.nodes.rotations import projected_gravity
+from krabgraph.nodes.rotations import projected_gravity, quat_from_rpy
 
 MJCF_ORDER = [f"{leg}_{part}_joint" for leg in ("FL", "FR", "RL", "RR") for part in ("hip", "thigh", "calf")]
 POLICY_ORDER = [f"{leg}_{part}_joint" for leg in ("FR", "FL", "RR", "RL") for part in ("hip", "thigh", "calf")]
@@ -51,22 +51,6 @@ def robot_state(
     return msg
 
 
-def axis_angle(axis: str, angle: float) -> tuple[float, float, float, float]:
-    s = math.sin(angle / 2)
-    return (math.cos(angle / 2), s if axis == "x" else 0.0, s if axis == "y" else 0.0, s if axis == "z" else 0.0)
-
-
-def quat_mul(a, b):
-    w1, x1, y1, z1 = a
-    w2, x2, y2, z2 = b
-    return (
-        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-    )
-
-
 def small_contract(tmp_path: Path, terms: list, clip=None, joints=("j0", "j1", "j2")):
     data = {
         "name": "t",
@@ -92,10 +76,10 @@ def small_contract(tmp_path: Path, terms: list, clip=None, joints=("j0", "j1", "
     ("quat", "expected"),
     [
         ((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
-        (axis_angle("x", math.radians(30)), (0.0, -0.5, -math.sqrt(3) / 2)),  # rolled 30° left side up
-        (axis_angle("y", math.radians(90)), (1.0, 0.0, 0.0)),  # pitched nose down: gravity along +x
-        (axis_angle("z", math.radians(70)), (0.0, 0.0, -1.0)),  # yaw does not change it
-        (quat_mul(axis_angle("z", 1.2), axis_angle("x", math.radians(30))), (0.0, -0.5, -math.sqrt(3) / 2)),
+        (quat_from_rpy(math.radians(30), 0, 0), (0.0, -0.5, -math.sqrt(3) / 2)),  # rolled 30° left side up
+        (quat_from_rpy(0, math.radians(90), 0), (1.0, 0.0, 0.0)),  # pitched nose down: gravity along +x
+        (quat_from_rpy(0, 0, math.radians(70)), (0.0, 0.0, -1.0)),  # yaw does not change it
+        (quat_from_rpy(math.radians(30), 0, 1.2), (0.0, -0.5, -math.sqrt(3) / 2)),  # rolled, then turned
     ],
 )
 def test_projected_gravity_for_known_tilts(quat, expected):
@@ -105,7 +89,7 @@ def test_projected_gravity_for_known_tilts(quat, expected):
 def test_projected_gravity_term_normalises_the_imu_quaternion(tmp_path):
     c = small_contract(tmp_path, ["projected_gravity"])
     b = ObservationBuilder(c)
-    q = 2.0 * np.array(axis_angle("x", math.radians(30)))  # not unit length
+    q = 2.0 * quat_from_rpy(math.radians(30), 0, 0)  # not unit length
     obs = b.build(b.decode(robot_state({"j0": 0, "j1": 0, "j2": 0}, quat=tuple(q))))
     np.testing.assert_allclose(obs, [0.0, -0.5, -math.sqrt(3) / 2], atol=1e-6)
     with pytest.raises(ObservationError, match=r"imu\.orientation is all zero"):
@@ -242,7 +226,7 @@ def test_go2_walk_observation_vector_by_hand():
     rng = np.random.default_rng(7)
     q = {n: Q0[n.split("_")[1]] + rng.uniform(-0.3, 0.3) for n in MJCF_ORDER}
     qd = {n: rng.uniform(-5, 5) for n in MJCF_ORDER}
-    quat = quat_mul(axis_angle("z", 0.4), axis_angle("y", 0.2))
+    quat = quat_from_rpy(0, 0.2, 0.4)
     last = rng.uniform(-150, 150, size=12)  # the node passes the clipped action; the obs clip still holds
     cmd = VelocityCommand(vx=0.8, vy=-0.2, yaw_rate=0.5)
     obs = b.build(b.decode(robot_state(q, qd, quat, gyro=(0.4, -0.8, 1.2), order=MJCF_ORDER), cmd, None, last))

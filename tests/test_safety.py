@@ -27,6 +27,7 @@ from krabgraph.msgs import (
 from krabgraph.nodes.demo import FakeRobot
 from krabgraph.nodes.hal_io import CommandParser
 from krabgraph.nodes.robots import load_robot
+from krabgraph.nodes.rotations import quat_from_rpy
 from krabgraph.nodes.safety import Safety
 
 R = load_robot("go2")
@@ -52,9 +53,8 @@ def state_msg(
     msg.header.seq, msg.header.stamp_ns = seq, seq * DT_NS
     msg.joints.name.extend(names)
     set_array(msg.joints.position, np.asarray(q, dtype=np.float64))
-    cr, sr, cp, sp = math.cos(roll / 2), math.sin(roll / 2), math.cos(pitch / 2), math.sin(pitch / 2)
-    o = msg.imu.orientation  # q = q_pitch * q_roll (ZYX with zero yaw)
-    o.w, o.x, o.y, o.z = cp * cr, cp * sr, sp * cr, -sp * sr
+    o = msg.imu.orientation
+    o.w, o.x, o.y, o.z = quat_from_rpy(roll, pitch, 0.0)
     return msg
 
 

@@ -20,6 +20,7 @@ from mujoco import mjx
 from krabgraph.nodes.mujoco.heightfield import TILE_GENERATORS
 from krabgraph.nodes.robots import RobotDescription, load_robot
 from krabgraph.nodes.robots.motor import limit_torque
+from krabgraph.nodes.rotations import projected_gravity, quat_from_yaw, rotation_matrix, yaw_of_matrix
 from krabgraph.train import observations as obs_terms
 from krabgraph.train import rewards as reward_terms
 from krabgraph.train.config import SCAN_OFFSET, SCAN_RESOLUTION, SCAN_SHAPE, SCAN_SIZE, Commands, TaskConfig
@@ -166,7 +167,7 @@ class RoughEnv:
         )
         z = ground_height(self.grid, arrays, xy[0], xy[1]) + self.tm.stand_height + 0.03
         qpos = data.qpos.at[0:3].set(jnp.array([xy[0], xy[1], z]))
-        qpos = qpos.at[3:7].set(jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)]))
+        qpos = qpos.at[3:7].set(quat_from_yaw(yaw, xp=jnp))
         qpos = qpos.at[self.tm.qpos_adr].set(q)
         data = data.replace(
             qpos=qpos,
@@ -387,8 +388,8 @@ class RoughEnv:
         """(actor observation with noise, critic observation without noise) of one environment."""
         data, tm = s.data, self.tm
         quat = data.qpos[3:7] / jnp.linalg.norm(data.qpos[3:7])
-        rot = _quat_to_mat(quat)
-        yaw = jnp.arctan2(rot[1, 0], rot[0, 0])
+        rot = rotation_matrix(quat, xp=jnp)
+        yaw = yaw_of_matrix(rot, xp=jnp)
         scan = height_scan(self.grid, arrays.heights, arrays.scan_xy, data.qpos[0:3], yaw, SCAN_OFFSET)
         inputs = obs_terms.TermInputs(
             joint_pos=data.qpos[tm.qpos_adr],
@@ -445,7 +446,7 @@ class _Kinematics(NamedTuple):
     def of(env: RoughEnv, arrays: TerrainArrays, data: mjx.Data) -> _Kinematics:
         tm = env.tm
         quat = data.qpos[3:7] / jnp.linalg.norm(data.qpos[3:7])
-        rot = _quat_to_mat(quat)
+        rot = rotation_matrix(quat, xp=jnp)
         base = data.qpos[0:3]
         feet = data.geom_xpos[tm.foot_geoms]
         knees = data.xpos[tm.calf_bodies]
@@ -453,25 +454,14 @@ class _Kinematics(NamedTuple):
         return _Kinematics(
             lin_vel=rot.T @ data.qvel[0:3],
             ang_vel=data.qvel[3:6],
-            gravity=obs_terms.projected_gravity(quat),
+            gravity=projected_gravity(quat, xp=jnp),
             joint_pos=data.qpos[tm.qpos_adr],
             joint_vel=data.qvel[tm.dof_adr],
             base_clearance=base[2] - ground(base),
             foot_clearance=feet[:, 2] - jnp.asarray(tm.foot_radius) - ground(feet),
             knee_clearance=knees[:, 2] - ground(knees),
-            yaw=jnp.arctan2(rot[1, 0], rot[0, 0]),
+            yaw=yaw_of_matrix(rot, xp=jnp),
         )
-
-
-def _quat_to_mat(q: jax.Array) -> jax.Array:
-    w, x, y, z = q[0], q[1], q[2], q[3]
-    return jnp.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
 
 
 def _wrap(angle: jax.Array) -> jax.Array:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from krabgraph.nodes.rotations import projected_gravity
 from krabgraph.train.config import ObsTerm
 
 
@@ -33,16 +34,10 @@ class TermInputs(NamedTuple):
     height_scan: jax.Array  # base z - ground z - offset, x fastest
 
 
-def projected_gravity(quat: jax.Array) -> jax.Array:
-    """World gravity direction (0, 0, -1) in the body frame: ``-R[2, :]``."""
-    w, x, y, z = quat[0], quat[1], quat[2], quat[3]
-    return -jnp.stack([2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)])
-
-
 TERMS: dict[str, Callable[[TermInputs], jax.Array]] = {
     "base_lin_vel": lambda s: s.lin_vel,
     "base_ang_vel": lambda s: s.ang_vel,
-    "projected_gravity": lambda s: projected_gravity(s.quat),
+    "projected_gravity": lambda s: projected_gravity(s.quat, xp=jnp),
     "velocity_commands": lambda s: s.command,
     "joint_pos": lambda s: s.joint_pos,
     "joint_pos_rel": lambda s: s.joint_pos - s.default_joint_pos,
@@ -135,4 +130,4 @@ def mirror_map(
     return np.array(perm), np.array(signs, dtype=np.float32)
 
 
-__all__ = ["PER_JOINT", "TERMS", "TermInputs", "build", "labels", "mirror_joint", "mirror_map", "projected_gravity"]
+__all__ = ["PER_JOINT", "TERMS", "TermInputs", "build", "labels", "mirror_joint", "mirror_map"]

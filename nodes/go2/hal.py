@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -95,7 +96,7 @@ class Go2Hal(Hal):
                 continue
             if self.check_state_crc and sample.crc != low_state_crc(sample):
                 self.crc_errors += 1
-                self.report("dropped a LowState with a wrong crc (further ones are counted)")
+                self.log_once(logging.ERROR, "dropped a LowState with a wrong crc (further ones are counted)")
                 continue
             return sample
         return None
@@ -153,7 +154,7 @@ class Go2Hal(Hal):
             self.writer.write(cmd)
         except DDSException as exc:
             self.write_errors += 1
-            self.report(f"LowCmd write failed ({exc}); further failures are counted", key="write")
+            self.log_once(logging.ERROR, "LowCmd write failed (%s); further failures are counted", exc)
             return
         self._counts[1] += 1
 

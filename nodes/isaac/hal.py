@@ -20,6 +20,8 @@ control step per tick, so the simulation runs at most in real time (``Clock.real
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from krabgraph.launch import Input, Output, Param
@@ -132,7 +134,8 @@ class IsaacHal(Hal):
 
     def on_velocity_command(self, msg: VelocityCommand) -> None:
         if not self.adapter.mirror_velocity_command(msg.vx, msg.vy, msg.yaw_rate):
-            self.report("the task has no velocity command term; lab_observation keeps its own command", error=False)
+            note = "the task has no velocity command term; lab_observation keeps its own command"
+            self.log_once(logging.WARNING, note)
 
     def advance(self, until_ns: int) -> None:
         """One control step per tick (``decimation`` physics steps) with the latest valid targets."""
@@ -140,7 +143,8 @@ class IsaacHal(Hal):
         if self._pending:
             a.set_joint_targets(a.joint_names, self.targets_task, self.velocity, self.effort)
             if self.lab_observation_group and not a.mirror_action(self.targets_task):
-                self.report("the task's action terms are not joint-position actions; last_action not mirrored", False)
+                note = "the task's action terms are not joint-position actions; last_action not mirrored"
+                self.log_once(logging.WARNING, note)
             self.applied += 1
             self._pending = False
         else:

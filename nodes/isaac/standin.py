@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from krabgraph.nodes.rotations import projected_gravity
+from krabgraph.nodes.rotations import projected_gravity, yaw_of
 
 # Isaac Lab's articulation order for ANYmal-D (isaaclab_tasks .../velocity/mdp/symmetry/anymal.py).
 ANYMAL_D_JOINTS = (
@@ -124,8 +124,7 @@ class StandInRayCaster:
 
     def update(self, robot: StandInArticulation) -> None:
         pos = robot.data.root_pos_w[0].numpy().astype(np.float64)
-        w, x, y, z = robot.data.root_quat_w[0].numpy().astype(np.float64)
-        yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        yaw = yaw_of(*robot.data.root_quat_w[0].numpy().astype(np.float64))
         c, s = np.cos(yaw), np.sin(yaw)
         hx = pos[0] + c * self.points[:, 0] - s * self.points[:, 1]
         hy = pos[1] + s * self.points[:, 0] + c * self.points[:, 1]

@@ -33,6 +33,7 @@ from krabgraph.nodes.mujoco.scene import Scene, build_scene
 from krabgraph.nodes.mujoco.terrain import Terrain
 from krabgraph.nodes.robots import RobotDescription, load_robot
 from krabgraph.nodes.robots.motor import limit_torque
+from krabgraph.nodes.rotations import quat_from_yaw
 
 SPAWN_CLEARANCE = 0.002  # m between the lowest foot and the ground at reset
 
@@ -109,7 +110,7 @@ class MujocoRobotSim:
             q = np.clip(q, r.pos_lower, r.pos_upper)
         self.data.qpos[s.qpos_adr] = q
         b = s.base_qpos_adr
-        self.data.qpos[b : b + 7] = [x, y, 1.0, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        self.data.qpos[b : b + 7] = [x, y, 1.0, *quat_from_yaw(yaw)]
         mujoco.mj_kinematics(self.model, self.data)
         feet = self.data.geom_xpos[s.foot_geom]
         ground = np.asarray(s.terrain.height_at(feet[:, 0], feet[:, 1]))

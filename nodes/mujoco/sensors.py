@@ -29,6 +29,7 @@ import numpy as np
 from krabgraph.msgs import DepthImage, HeightScan, set_array
 from krabgraph.nodes.mujoco.heightfield import grid_pattern
 from krabgraph.nodes.mujoco.scene import Scene
+from krabgraph.nodes.rotations import matrix_from_rpy, yaw_of_matrix
 
 RAY_ORIGIN_HEIGHT = 1000.0  # m above the base: common origin of the height-scan rays
 
@@ -64,7 +65,7 @@ class HeightScanner:
         s = self.scene
         base = data.xpos[s.base_body]
         rot = data.xmat[s.base_body]
-        yaw = math.atan2(rot[3], rot[0])
+        yaw = yaw_of_matrix(rot.reshape(3, 3))
         c, sn = math.cos(yaw), math.sin(yaw)
         origin = np.array([base[0], base[1], base[2] + RAY_ORIGIN_HEIGHT])
         self._vec[:, 0] = c * self._xy[:, 0] - sn * self._xy[:, 1]
@@ -95,15 +96,6 @@ class HeightScanner:
         return msg
 
 
-def _rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """R = Rz(yaw) @ Ry(pitch) @ Rx(roll); positive pitch tilts the x axis down."""
-    cr, sr, cp, sp, cy, sy = (f(a) for a in (roll, pitch, yaw) for f in (math.cos, math.sin))
-    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
-    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
-    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 class DepthCamera:
     """Forward depth image by ray casting (see module docstring). Defaults: 58 x 87 pixels,
     58° vertical field of view, 2 m range, mounted at the Go2's head pitched 30° down."""
@@ -127,7 +119,7 @@ class DepthCamera:
         self.max_range = float(max_range)
         self.miss = 0.0 if miss_value == "zero" else self.max_range
         self.mount_pos = np.asarray(mount_pos, dtype=float)
-        self.mount_rot = _rpy_matrix(*np.radians(np.asarray(mount_rpy_deg, dtype=float)))
+        self.mount_rot = matrix_from_rpy(*np.radians(np.asarray(mount_rpy_deg, dtype=float)))
         f = (self.height / 2) / math.tan(math.radians(self.fovy_deg) / 2)
         u = (np.arange(self.width) + 0.5 - self.width / 2) / f  # rightwards
         v = (np.arange(self.height) + 0.5 - self.height / 2) / f  # downwards

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -221,10 +222,8 @@ class PolicyNode(Node):
 
     def _report(self, kind: str, message: str) -> None:
         """Count a problem; log the first of each kind (the state arrives at the control rate)."""
-        seen = self.problems.get(kind, 0)
-        self.problems[kind] = seen + 1
-        if not seen:
-            self.log.error("%s (further ones are counted in problems[%r])", message, kind)
+        self.problems[kind] = self.problems.get(kind, 0) + 1
+        self.log_once(logging.ERROR, "%s (further ones are counted in problems[%r])", message, kind, key=kind)
 
     def _check_rate(self, stamp_ns: int) -> None:
         """Warn once if states arrive at a period other than the policy's control_dt."""

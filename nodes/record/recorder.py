@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -72,7 +73,6 @@ class Recorder(Node):
             "malformed": 0,
             "unknown_type": 0,
         }
-        self._bad_logged: set[tuple[str, str]] = set()  # (topic, kind) already logged
         self._flush_due = False
         self._reported_drops = 0
         self._stopped_reason = ""
@@ -216,14 +216,14 @@ class Recorder(Node):
 
     def _bad(self, msg: RawMessage, kind: str, why: str) -> None:
         self.dropped[kind] += 1
-        if (msg.topic, kind) not in self._bad_logged:
-            self._bad_logged.add((msg.topic, kind))
-            self.log.error(
-                "not recording a message on topic %s: %s; recording goes on (further ones are counted as %s)",
-                msg.topic,
-                why,
-                kind,
-            )
+        self.log_once(
+            logging.ERROR,
+            "not recording a message on topic %s: %s; recording goes on (further ones are counted as %s)",
+            msg.topic,
+            why,
+            kind,
+            key=(msg.topic, kind),
+        )
 
     def _flush(self, f: McapFile) -> None:
         try:
