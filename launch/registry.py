@@ -1,5 +1,5 @@
-"""Node classes by short name: krabgraph's own (``krabgraph.nodes.REGISTRY``) and plug-ins
-(the ``krabgraph.nodes`` entry-point group), or any ``module.path:ClassName``.
+"""Node classes by short name: the ``krabgraph.nodes`` entry-point group (krabgraph's own nodes are
+registered there by its pyproject.toml, like any plug-in's), or any ``module.path:ClassName``.
 
 Importing a module runs its code, so a graph file may only name *registered* node modules
 (krabgraph's ``krabgraph.nodes`` package, the modules of registered names and entry points),
@@ -24,18 +24,22 @@ from pathlib import Path
 
 from krabgraph.launch.node import Node
 
+OWN_PACKAGE = "krabgraph.nodes"
+
 
 def node_registry() -> dict[str, str]:
-    """Short name → ``module:Class`` reference."""
-    from krabgraph.nodes import REGISTRY
-
-    names = dict(REGISTRY)
-    for ep in entry_points(group="krabgraph.nodes"):
+    """Short name → ``module:Class`` reference, from the ``krabgraph.nodes`` entry points (krabgraph's
+    own first: a plug-in cannot take one of its names)."""
+    names: dict[str, str] = {}
+    for ep in sorted(entry_points(group="krabgraph.nodes"), key=lambda e: not e.value.startswith(OWN_PACKAGE)):
         names.setdefault(ep.name, ep.value)
+    if not names:
+        raise LookupError(
+            "no node classes are registered (the krabgraph.nodes entry points are missing): install krabgraph "
+            "with `make setup` (pip install -e .), not by putting the source tree on PYTHONPATH"
+        )
     return names
 
-
-OWN_PACKAGE = "krabgraph.nodes"
 
 
 def _module_of(target: str) -> str:
