@@ -41,7 +41,6 @@ def node_registry() -> dict[str, str]:
     return names
 
 
-
 def _module_of(target: str) -> str:
     module, sep, _ = target.partition(":")
     return module if sep else target.rpartition(".")[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -236,7 +237,7 @@ def test_invalid_contract_names_file_key_and_fix(tmp_path, changes, message):
     with pytest.raises(ContractError) as info:
         load(tmp_path, **changes)
     text = str(info.value)
-    assert text.startswith(f"{tmp_path / 'contract.yaml'}: ")
+    assert re.match(rf"{re.escape(str(tmp_path / 'contract.yaml'))}:\d+: ", text)  # file:line of the key
     assert message in text
 
 
@@ -256,7 +257,7 @@ def test_missing_contract_file_and_bad_yaml(tmp_path):
         load_contract(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ContractError, match=r"bad.yaml: not valid YAML"):
+    with pytest.raises(ContractError, match=r"bad.yaml:\d+: not valid YAML"):
         load_contract(bad)
 
 

@@ -2,8 +2,9 @@
 
 A bundle is a directory ``bundles/<name>/`` holding ``contract.yaml`` (and possibly the weights).
 ``load_contract("go2_walk")`` (or a path to a ``contract.yaml``) parses and validates the file
-into an immutable ``Contract``; every error names the file and the offending key and says how to
-fix it. Per-joint values may be keyed by regular expressions (``.*_thigh_joint``, full match),
+into an immutable ``Contract``: first against ``contract.schema.json`` (the file's shape), then
+what a schema cannot say; every error names the file, the line and the offending key and says how
+to fix it. Per-joint values may be keyed by regular expressions (``.*_thigh_joint``, full match),
 resolved against the policy's joint list: every joint must be matched by exactly one key and
 every key must match a joint. Units: rad, rad/s, s, N·m/rad, N·m·s/rad.
 """
@@ -20,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from krabgraph.launch.errors import KrabgraphError
+from krabgraph.launch.schema_check import Problem, load_schema, schema_problems
+from krabgraph.launch.yamlloc import Loc, LocDict, YamlError, load_yaml
 from krabgraph.nodes.policy.observations import TERMS
 
 BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
 CONTRACT_FILE = "contract.yaml"
+SCHEMA_FILE = Path(__file__).resolve().parent / "contract.schema.json"  # the file's shape; the parser checks the rest
 FORMATS = ("onnx", "torchscript", "rsl_rl")
 ACTIVATIONS = ("elu", "selu", "relu", "crelu", "lrelu", "tanh", "sigmoid", "softplus", "gelu", "swish", "mish")
 TOP_LEVEL_KEYS = (
@@ -53,7 +56,10 @@ TERM_KEYS = ("name", "scale", "clip", "history", "options")
 
 
 class ContractError(KrabgraphError):
-    """An unknown bundle or an invalid ``contract.yaml``: ``<file>: <key>: <problem>; <fix>``."""
+    """An unknown bundle or an invalid ``contract.yaml``: ``<file>:<line>: <key>: <problem>; <fix>``.
+
+    One line per problem; the line is the offending key's where the contract was loaded from a file.
+    """
 
 
 class ActionError(KrabgraphError):
@@ -201,15 +207,64 @@ def load_contract(bundle: str | Path) -> Contract:
     """Load and validate a bundle's contract (a bundle name or a path to a ``contract.yaml``)."""
     path = contract_path(bundle)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ContractError(f"{path}: not valid YAML: {exc}; fix the syntax at the line shown") from None
+        raw = load_yaml(path, str(path))  # bounded; mappings know the line of each key
+    except YamlError as exc:
+        problem = str(exc).removeprefix(f"{exc.loc}: ").removeprefix("invalid YAML: ")
+        raise ContractError(f"{exc.loc}: not valid YAML: {problem}; fix the file at the line shown") from None
     return parse_contract(raw, path)
 
 
 def parse_contract(raw: Any, path: Path) -> Contract:
-    """Validate the parsed YAML ``raw`` of the contract file ``path``."""
-    return _Parser(path).contract(raw)
+    """Validate the parsed YAML ``raw`` of the contract file ``path``: first against
+    ``contract.schema.json``, then what a schema cannot say (joint keys, term names and options, ...).
+
+    ``raw`` as loaded by ``krabgraph.launch.yamlloc.load_yaml`` gives errors with the key's line.
+    """
+    problems = schema_problems(raw, load_schema(SCHEMA_FILE), str(path))
+    if problems:
+        raise ContractError("\n".join(_schema_message(raw, p) for p in problems))
+    return _Parser(path, raw).contract(raw)
+
+
+def _key_name(raw: Any, path: tuple[Any, ...]) -> str:
+    """``path`` as the parser names keys: ``observations.terms[2] (height_scan).clip``."""
+    name, node = "", raw
+    for i, key in enumerate(path):
+        if isinstance(key, int):
+            name += f"[{key}]"
+            node = node[key] if isinstance(node, list | tuple) and 0 <= key < len(node) else None
+            term = path[:2] == ("observations", "terms") and i == 2 and len(path) > 3 and path[3] != "name"
+            if term and isinstance(node, dict) and isinstance(node.get("name"), str):
+                name += f" ({node['name']})"
+        else:
+            name += f".{key}" if name else str(key)
+            node = node.get(key) if isinstance(node, dict) else None
+    return name
+
+
+def _schema_message(raw: Any, problem: Problem) -> str:
+    key = _key_name(raw, problem.full_path)
+    return f"{problem.loc}: {key}: {problem.what}" if key else f"{problem.loc}: {problem.what}"
+
+
+def _key_locs(raw: Any, prefix: str = "", out: dict[str, Loc] | None = None) -> dict[str, Loc]:
+    """The line of every key of ``raw``, by the parser's key names (a list item: its list's key line,
+    or its own first line if it is a mapping; a term also under ``terms[i] (name)``)."""
+    out = {} if out is None else out
+    if isinstance(raw, LocDict):
+        for key, value in raw.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out[name] = raw.where(key)
+            _key_locs(value, name, out)
+    elif isinstance(raw, list) and prefix in out:
+        for i, item in enumerate(raw):
+            names = [f"{prefix}[{i}]"]
+            if isinstance(item, LocDict) and isinstance(item.get("name"), str):
+                names.append(f"{names[0]} ({item['name']})")
+            for name in names:
+                out[name] = item.loc if isinstance(item, LocDict) else out[prefix]
+                _key_locs(item, name, out)
+    return out
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -218,11 +273,24 @@ def parse_contract(raw: Any, path: Path) -> Contract:
 class _Parser:
     """Validates one contract file; ``fail(key, problem)`` raises a ``ContractError`` about it."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, raw: Any = None):
         self.path = path
+        self.locs = _key_locs(raw)
+
+    def where(self, key: str) -> Loc:
+        """The line of ``key`` (a parser key name), or of the nearest enclosing key that has one."""
+        cuts = {
+            len(key),
+            *(i for i, ch in enumerate(key) if ch in ".["),
+            *(m.start() for m in re.finditer(r" \(", key)),
+        }
+        for end in sorted(cuts, reverse=True):
+            if key[:end] in self.locs:
+                return self.locs[key[:end]]
+        return Loc(str(self.path))
 
     def fail(self, key: str, problem: str) -> ContractError:
-        return ContractError(f"{self.path}: {key}: {problem}")
+        return ContractError(f"{self.where(key)}: {key}: {problem}")
 
     def term_modules(self, modules: Any) -> None:
         """Import the modules that register this contract's extra observation terms."""
@@ -236,7 +304,7 @@ class _Parser:
 
     def contract(self, raw: Any) -> Contract:
         if not isinstance(raw, dict):
-            raise ContractError(f"{self.path}: expected a mapping of {', '.join(REQUIRED_KEYS)} at the top level")
+            raise ContractError(f"{self.where('')}: expected a mapping of {', '.join(REQUIRED_KEYS)} at the top level")
         self.keys(raw, "", TOP_LEVEL_KEYS, REQUIRED_KEYS)
         fmt = raw["format"]
         if fmt not in FORMATS:

@@ -1,8 +1,10 @@
 """Robot descriptions: one YAML file per robot, keyed by joint name (``go2.yaml``).
 
 ``load_robot("go2")`` or ``load_robot("path/to/robot.yaml")`` returns a validated, immutable
-``RobotDescription``. Per-joint arrays follow the file's joint order (the MJCF order for the
-Go2); consumers must map by name with ``index``/``indices``, never assume an order.
+``RobotDescription``; the file is checked against ``robot.schema.json`` (its shape), then for what a
+schema cannot say, and every error reads ``file:line: what``. Per-joint arrays follow the file's
+joint order (the MJCF order for the Go2); consumers must map by name with ``index``/``indices``,
+never assume an order.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+
+from krabgraph.launch.schema_check import Problem, load_schema, schema_problems
+from krabgraph.launch.yamlloc import LocDict, YamlError, load_yaml
 
 ROBOTS_DIR = Path(__file__).resolve().parent
+SCHEMA_FILE = ROBOTS_DIR / "robot.schema.json"  # the file's shape; parse_robot checks the rest
 
 JOINT_FIELDS = ("default", "lower", "upper", "effort", "velocity", "kp", "kd", "motor_index")
 OPTIONAL_JOINT_FIELDS = ("saturation",)  # N·m, torque-speed line's stall torque (default: the effort limit)
@@ -27,7 +32,7 @@ FOOT_CONTACT_FIELDS = {"condim": 1, "friction": 3, "solref": 2, "solimp": 5}  # 
 
 
 class RobotError(ValueError):
-    """An unknown robot or an invalid robot description file."""
+    """An unknown robot or an invalid robot description file: ``<file>:<line>: <what>``, one line per problem."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,78 +106,66 @@ def load_robot(name_or_path: str | Path) -> RobotDescription:
             "(or pass the path of a robot .yaml file)"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RobotError(f"{path}: not valid YAML: {exc}") from None
+        raw = load_yaml(path, str(path))  # bounded; mappings know the line of each key
+    except YamlError as exc:
+        problem = str(exc).removeprefix(f"{exc.loc}: ").removeprefix("invalid YAML: ")
+        raise RobotError(f"{exc.loc}: not valid YAML: {problem}; fix the file at the line shown") from None
     return parse_robot(raw, path)
 
 
 def parse_robot(raw: Any, source: Path) -> RobotDescription:
-    """Validate the parsed YAML of a robot description; raise ``RobotError`` naming the first problem."""
+    """Validate the parsed YAML of a robot description: first against ``robot.schema.json``, then
+    what a schema cannot say (finite numbers, limits, decimation, motor_index permutation).
+
+    ``raw`` as loaded by ``krabgraph.launch.yamlloc.load_yaml`` gives errors with the key's line.
+    Raises ``RobotError`` listing every schema problem, else naming the first semantic one.
+    """
     where = str(source)
-    if not isinstance(raw, dict):
-        raise RobotError(f"{where}: expected a mapping at the top level")
-    _check_keys(raw, TOP_LEVEL_FIELDS, where, optional=OPTIONAL_FIELDS)
-
-    model = raw["model"]
-    packaged = isinstance(model, dict) and isinstance(model.get("package"), str) and isinstance(model.get("path"), str)
-    if not (packaged or (isinstance(model, str) and model)):
-        raise RobotError(
-            f"{where}: 'model' must be an MJCF path relative to this file or a mapping with string 'package' and 'path'"
-        )
-    for key in ("name", "base_body", "imu_site"):
-        if not isinstance(raw[key], str) or not raw[key]:
-            raise RobotError(f"{where}: {key!r} must be a non-empty string")
-    feet = raw["feet"]
-    if not (isinstance(feet, list) and feet and all(isinstance(f, str) for f in feet)) or len(set(feet)) != len(feet):
-        raise RobotError(f"{where}: 'feet' must be a non-empty list of distinct geom names")
-
+    problems = schema_problems(raw, load_schema(SCHEMA_FILE), where)
+    if problems:
+        raise RobotError("\n".join(map(_schema_message, problems)))
+    model, feet, joints = raw["model"], raw["feet"], raw["joints"]
     foot_contact = _parse_foot_contact(raw.get("foot_contact", {}), where)
     fall = _parse_fall(raw.get("fall", {}), where)
 
-    sim_dt = _positive(raw["sim_dt"], f"{where}: sim_dt")
-    control_dt = _positive(raw["control_dt"], f"{where}: control_dt")
+    sim_dt = _positive(raw["sim_dt"], f"{_at(raw, 'sim_dt', where)}: sim_dt")
+    control_dt = _positive(raw["control_dt"], f"{_at(raw, 'control_dt', where)}: control_dt")
     ratio = control_dt / sim_dt
     if ratio < 1 or abs(ratio - round(ratio)) > 1e-6:
-        raise RobotError(f"{where}: control_dt ({control_dt}) must be a whole multiple of sim_dt ({sim_dt})")
+        raise RobotError(
+            f"{_at(raw, 'control_dt', where)}: control_dt ({control_dt}) must be a whole multiple of sim_dt ({sim_dt})"
+        )
 
-    joints = raw["joints"]
-    if not isinstance(joints, dict) or not joints:
-        raise RobotError(f"{where}: 'joints' must be a non-empty mapping of joint name -> fields")
     columns: dict[str, list[float]] = {f: [] for f in (*JOINT_FIELDS, *OPTIONAL_JOINT_FIELDS)}
-    for jname, spec in joints.items():
-        jwhere = f"{where}: joint {jname!r}"
-        if not isinstance(spec, dict):
-            raise RobotError(f"{jwhere}: expected a mapping of {', '.join(JOINT_FIELDS)}")
-        _check_keys(spec, JOINT_FIELDS, jwhere, optional=OPTIONAL_JOINT_FIELDS)
-        spec = {"saturation": spec["effort"]} | spec
+    for jname, located in joints.items():
+        spec = {"saturation": located["effort"]} | located
         for f in (*JOINT_FIELDS, *OPTIONAL_JOINT_FIELDS):
             value = spec[f]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise RobotError(f"{jwhere}: {f} must be a finite number, got {value!r}")
+            if not math.isfinite(value):  # the schema checked the types; NaN and inf are numbers to it
+                raise RobotError(
+                    f"{_at(located, f, where)}: joint {jname!r}: {f} must be a finite number, got {value!r}"
+                )
             columns[f].append(float(value))
         lo, hi, q0 = spec["lower"], spec["upper"], spec["default"]
         if not lo < hi:
-            raise RobotError(f"{jwhere}: lower ({lo}) must be < upper ({hi})")
+            raise RobotError(f"{_at(located, 'lower', where)}: joint {jname!r}: lower ({lo}) must be < upper ({hi})")
         if not lo <= q0 <= hi:
-            raise RobotError(f"{jwhere}: default {q0} outside its limits [{lo}, {hi}]")
-        for f in ("effort", "velocity"):
-            if not spec[f] > 0:
-                raise RobotError(f"{jwhere}: {f} limit must be > 0, got {spec[f]}")
+            raise RobotError(
+                f"{_at(located, 'default', where)}: joint {jname!r}: default {q0} outside its limits [{lo}, {hi}]"
+            )
         if not spec["saturation"] >= spec["effort"]:
             raise RobotError(
-                f"{jwhere}: saturation ({spec['saturation']}) must be >= the effort limit ({spec['effort']})"
+                f"{_at(located, 'saturation', where)}: joint {jname!r}: saturation ({spec['saturation']}) "
+                f"must be >= the effort limit ({spec['effort']})"
             )
-        for f in ("kp", "kd"):
-            if spec[f] < 0:
-                raise RobotError(f"{jwhere}: {f} must be >= 0, got {spec[f]}")
-        if not float(spec["motor_index"]).is_integer():
-            raise RobotError(f"{jwhere}: motor_index must be an integer, got {spec['motor_index']}")
 
     n = len(joints)
     motor_index = np.array(columns["motor_index"], dtype=np.int64)
     if sorted(motor_index.tolist()) != list(range(n)):
-        raise RobotError(f"{where}: motor_index values must be a permutation of 0..{n - 1}, got {motor_index.tolist()}")
+        raise RobotError(
+            f"{_at(raw, 'joints', where)}: motor_index values must be a permutation of 0..{n - 1}, "
+            f"got {motor_index.tolist()}"
+        )
 
     def frozen(values: list[float], dtype: type = np.float64) -> np.ndarray:
         arr = np.array(values, dtype=dtype)
@@ -207,51 +200,62 @@ def parse_robot(raw: Any, source: Path) -> RobotDescription:
     )
 
 
-def _check_keys(mapping: dict, expected: tuple[str, ...], where: str, optional: tuple[str, ...] = ()) -> None:
-    missing = [k for k in expected if k not in mapping]
-    unknown = [str(k) for k in mapping if k not in expected and k not in optional]
-    if missing:
-        raise RobotError(f"{where}: missing field(s): {', '.join(missing)}")
-    if unknown:
-        allowed = ", ".join((*expected, *optional))
-        raise RobotError(f"{where}: unknown field(s): {', '.join(unknown)} (expected: {allowed})")
+def _at(mapping: Any, key: Any, source: str) -> str:
+    """``file:line`` of ``key`` in ``mapping`` (a ``LocDict`` from ``load_yaml``), else ``source``."""
+    return str(mapping.where(key)) if isinstance(mapping, LocDict) else source
 
 
-def _parse_fall(raw: Any, where: str) -> dict[str, float]:
+def _dotted(path: Iterable[Any]) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
+
+
+def _subject(path: tuple[Any, ...]) -> str:
+    """What a schema problem is about, in this file's words: 'feet', joint 'FL_hip_joint': kp, fall.max_tilt."""
+    if len(path) == 1:
+        return repr(path[0])
+    head, first, *rest = path
+    if head == "joints":
+        return f"joint {first!r}: {_dotted(rest)}" if rest else f"joint {first!r}"
+    if head == "foot_contact":
+        return f"foot_contact: {_dotted((first, *rest))}"
+    return _dotted(path)
+
+
+def _schema_message(problem: Problem) -> str:
+    """A schema problem as ``file:line: <subject> <what>`` (key problems: ``<mapping>: missing field(s): k``)."""
+    context = (_subject(problem.path) if len(problem.path) > 1 else _dotted(problem.path)) + ": "
+    context = "" if context == ": " else context
+    if problem.validator == "required":
+        return f"{problem.loc}: {context}missing field(s): {problem.key}"
+    if problem.validator == "additionalProperties":
+        expected = ", ".join(problem.expected)
+        return f"{problem.loc}: {context}unknown field(s): {problem.key} (expected: {expected})"
+    if not problem.path:
+        return f"{problem.loc}: {problem.what}"
+    return f"{problem.loc}: {_subject(problem.path)} {problem.what}"
+
+
+def _parse_fall(raw: Mapping[str, Any], where: str) -> dict[str, float]:
     """``fall: {min_base_height: m, max_tilt: rad}``: when the robot has fallen (safety and trainer)."""
-    if not isinstance(raw, dict):
-        raise RobotError(f"{where}: 'fall' must be a mapping of {', '.join(FALL_DEFAULTS)}")
-    _check_keys(raw, (), f"{where}: fall", optional=tuple(FALL_DEFAULTS))
     fall = dict(FALL_DEFAULTS)
     for key, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise RobotError(f"{where}: fall.{key} must be a finite number >= 0, got {value!r}")
+        if not math.isfinite(value):
+            raise RobotError(f"{_at(raw, key, where)}: fall.{key} must be a finite number >= 0, got {value!r}")
         fall[key] = float(value)
-    if not fall["max_tilt"] > 0:
-        raise RobotError(f"{where}: fall.max_tilt must be > 0 rad, got {fall['max_tilt']}")
     return fall
 
 
-def _parse_foot_contact(raw: Any, where: str) -> dict[str, Any]:
-    where = f"{where}: foot_contact"
-    if not isinstance(raw, dict):
-        raise RobotError(f"{where}: expected a mapping of {', '.join(FOOT_CONTACT_FIELDS)}")
-    _check_keys(raw, (), where, optional=tuple(FOOT_CONTACT_FIELDS))
+def _parse_foot_contact(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """MJCF geom attributes for the feet; a one-number attribute (condim) may be written bare."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        size = FOOT_CONTACT_FIELDS[key]
         values = value if isinstance(value, list) else [value]
-        ok = len(values) == size and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
-        )
-        if not ok:
-            raise RobotError(f"{where}: {key} needs {size} finite number(s), got {value!r}")
-        if key == "condim":
-            if values[0] not in (1, 3, 4, 6):
-                raise RobotError(f"{where}: condim must be 1, 3, 4 or 6, got {value!r}")
-            out[key] = int(values[0])
-        else:
-            out[key] = tuple(float(v) for v in values)
+        if not all(math.isfinite(v) for v in values):
+            size = FOOT_CONTACT_FIELDS[key]
+            raise RobotError(
+                f"{_at(raw, key, where)}: foot_contact: {key} needs {size} finite number(s), got {value!r}"
+            )
+        out[key] = int(values[0]) if key == "condim" else tuple(float(v) for v in values)
     return out
 
 
