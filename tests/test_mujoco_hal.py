@@ -84,3 +84,36 @@ def test_depth_image_when_enabled():
 def test_invalid_terrain_parameter():
     with pytest.raises(ParamError, match="terrain"):
         MujocoHal(terrain="lava")
+
+
+def test_the_viewer_and_the_video_camera_follow_the_base(monkeypatch, tmp_path):
+    """MuJoCo's interactive viewer cannot open here (no display): a recording stand-in for
+    ``mujoco.viewer.launch_passive`` receives the camera set-up the HAL gives the real one."""
+    import contextlib
+
+    import mujoco
+    import mujoco.viewer
+
+    class StandInViewer:
+        def __init__(self):
+            self.cam = mujoco.MjvCamera()
+
+        def lock(self):
+            return contextlib.nullcontext()
+
+        def is_running(self):
+            return True
+
+        def sync(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(mujoco.viewer, "launch_passive", lambda model, data: StandInViewer())
+    h = NodeHarness(MujocoHal, viewer=True, video_view=[3.0, -15.0, 90.0]).start()
+    cam, base = h.node.window.cam, h.node.sim.scene.base_body
+    assert cam.type == mujoco.mjtCamera.mjCAMERA_TRACKING and cam.trackbodyid == base
+    assert (cam.distance, cam.elevation, cam.azimuth) == (3.0, -15.0, 90.0)
+    h.stop()

@@ -60,12 +60,14 @@ class MujocoHal(Hal):
     seed = Param(int, 0, "random seed for terrain and resets")
     actuator_delay_steps = Param(int, 0, "physics steps of actuator delay", ge=0)
     depth_hz = Param(float, 0.0, "depth image rate; 0 = no depth image", unit="Hz", ge=0)
-    viewer = Param(bool, False, "open MuJoCo's interactive viewer (needs a display); closing it stops the graph")
+    viewer = Param(
+        bool, False, "open MuJoCo's viewer, following the robot (needs a display); closing it stops the graph"
+    )
     video = Param(str, "", "write an MP4 of the run here (offscreen rendering, no display needed)")
     video_view = Param(
         list,
         [2.5, -20.0, 135.0],
-        "video camera following the base: [distance m, elevation deg, azimuth deg]",
+        "camera following the base (video and viewer): [distance m, elevation deg, azimuth deg]",
         item=float,
     )
     video_fps = Param(float, 30.0, "video frame rate, in simulated time", unit="Hz", gt=0, le=120)
@@ -135,7 +137,7 @@ class MujocoHal(Hal):
         return problems
 
     def open(self) -> None:
-        problems = [p for p in self.check_params(self._params) if not p.warning]
+        problems = [p for p in self.check_params(self.param_values()) if not p.warning]
         if problems:
             raise ParamError(f"{self.name}: {problems[0].message}")
         terrain = make_terrain(self.terrain, seed=self.seed, **self.terrain_params)
@@ -155,7 +157,11 @@ class MujocoHal(Hal):
                 )
             import mujoco.viewer
 
+            from krabgraph.nodes.mujoco.video import follow_camera
+
             self.window = mujoco.viewer.launch_passive(self.sim.model, self.sim.data)
+            with self.window.lock():  # follow the robot, as the video does
+                follow_camera(self.window.cam, self.sim.scene.base_body, self.video_view)
         if self.video:
             from krabgraph.nodes.mujoco.video import VideoRecorder
 

@@ -13,6 +13,15 @@ class VideoError(RuntimeError):
     pass
 
 
+def follow_camera(camera: mujoco.MjvCamera, body_id: int, view: tuple[float, float, float]) -> mujoco.MjvCamera:
+    """Make ``camera`` track body ``body_id`` from ``view`` (distance m, elevation deg, azimuth deg):
+    the video's camera and the interactive viewer's (which the user can still orbit and zoom)."""
+    camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+    camera.trackbodyid = body_id
+    camera.distance, camera.elevation, camera.azimuth = (float(v) for v in view)
+    return camera
+
+
 class VideoRecorder:
     """Renders a camera that follows ``body`` (``view``: distance m, elevation and azimuth deg) and
     encodes H.264 frames into ``path``."""
@@ -40,10 +49,7 @@ class VideoRecorder:
                 f"offscreen rendering failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')}: {exc}; "
                 "install Mesa EGL (apt-get install libegl1 libgl1-mesa-dri) or set MUJOCO_GL=osmesa"
             ) from None
-        self.camera = mujoco.MjvCamera()
-        self.camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-        self.camera.trackbodyid = model.body(body).id
-        self.camera.distance, self.camera.elevation, self.camera.azimuth = (float(v) for v in view)
+        self.camera = follow_camera(mujoco.MjvCamera(), model.body(body).id, view)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.container = av.open(str(self.path), "w")
