@@ -1,7 +1,8 @@
 """Pictures of a graph: DOT, Mermaid, self-contained HTML/SVG, and SVG/PNG through Graphviz.
 
-Structure and layout come from networkx: nodes are laid out in columns by kind (sources and
-teleop, HAL and sensors, policy, safety, the rest) so the control flow reads left to right. Edges
+The layout is deterministic: nodes in columns by kind (sources and teleop, HAL and sensors,
+policy, safety, the rest; topics nobody subscribes to last), in file order within a column, so the
+control flow reads left to right and the same graph always gives the same picture. Edges
 carry topic and message type; a node an overlay replaced is dashed; nodes placed on a process or
 host (``process:``/``host:`` on a node, when graph files have them) are drawn in one box per place.
 """
@@ -12,8 +13,6 @@ import html
 import shutil
 import subprocess
 from dataclasses import dataclass
-
-import networkx as nx
 
 from krabgraph.launch.validate import Graph
 
@@ -81,17 +80,19 @@ def groups(graph: Graph) -> dict[str, list[str]]:
     return out
 
 
-def layout(graph: Graph) -> dict[str, tuple[float, float]]:
-    """Positions from networkx's multipartite layout, one column per node kind."""
-    g = nx.DiGraph()
+COLUMN_GAP, ROW_GAP = 210, 56  # px between boxes (room for edge labels)
+BOX_W, BOX_H = 190, 56
+LANE = 40  # px between the arcs of edges routed above or below the boxes
+
+
+def layout(graph: Graph) -> dict[str, tuple[int, int]]:
+    """Deterministic positions (column, row) of the nodes: one column per kind (``KIND_COLUMN``),
+    nodes in file order within a column. The same graph always gives the same picture."""
+    columns: dict[int, list[str]] = {}
     for name, spec in graph.nodes.items():
-        g.add_node(name, layer=KIND_COLUMN.get(spec.cls.kind, 4))
-    for e in edges(graph):
-        for end in (e.src, e.dst):
-            if end not in g:
-                g.add_node(end, layer=5)
-    pos = nx.multipartite_layout(g, subset_key="layer", align="vertical", scale=1.0)
-    return {n: (float(x), float(y)) for n, (x, y) in pos.items()}
+        columns.setdefault(KIND_COLUMN.get(spec.cls.kind, 4), []).append(name)
+    used = sorted(columns)  # no empty columns between the used ones
+    return {name: (used.index(col), row) for col in used for row, name in enumerate(columns[col])}
 
 
 def _label(graph: Graph, name: str) -> tuple[str, str]:
@@ -161,15 +162,40 @@ def to_mermaid(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_svg_inline(graph: Graph, width: int = 1100, height: int = 560) -> str:
-    """An SVG drawn from the networkx layout (no Graphviz needed)."""
+def to_svg_inline(graph: Graph) -> str:
+    """An SVG of the graph in the columns of ``layout`` (no Graphviz needed). Data flows left to right:
+    an edge to the next column is drawn between the boxes; one that skips columns arcs above them,
+    one back to an earlier column (the command to the HAL, a state to a command source) runs dashed
+    below them, each arc in its own lane. Edges between the same two nodes share one label; topics
+    no node subscribes to are listed under their publisher."""
     pos = layout(graph)
     where = {n: place for place, members in groups(graph).items() for n in members}
-    pad_x, pad_y, box_w, box_h = 110, 60, 190, 46
+    n_cols = 1 + max((c for c, _ in pos.values()), default=0)
+    n_rows = 1 + max((r for _, r in pos.values()), default=0)
+    pairs: dict[tuple[str, str], list[Edge]] = {}
+    dangling: dict[str, list[str]] = {}
+    for e in edges(graph):
+        if e.dst.startswith("topic:"):
+            dangling.setdefault(e.src, []).append(e.topic)
+        elif e.src in pos and e.dst in pos:
+            pairs.setdefault((e.src, e.dst), []).append(e)
+    skip = [p for p in pairs if pos[p[1]][0] - pos[p[0]][0] > 1]
+    back = [p for p in pairs if pos[p[1]][0] <= pos[p[0]][0]]
+    pad, top = 30, 30 + LANE * len(skip) + 20
+    width = 2 * pad + n_cols * BOX_W + (n_cols - 1) * COLUMN_GAP
+    rows_h = n_rows * BOX_H + (n_rows - 1) * ROW_GAP
+    height = top + rows_h + 30 + LANE * len(back) + pad
 
-    def xy(name: str) -> tuple[float, float]:
-        x, y = pos[name]
-        return pad_x + (x + 1) / 2 * (width - 2 * pad_x), pad_y + (1 - (y + 1) / 2) * (height - 2 * pad_y)
+    def box(name: str) -> tuple[float, float]:
+        col, row = pos[name]
+        return pad + col * (BOX_W + COLUMN_GAP), top + row * (BOX_H + ROW_GAP)
+
+    def label(x: float, y: float, group: list[Edge], anchor: str = "middle") -> list[str]:
+        return [
+            f'<text x="{x:.0f}" y="{y + 22 * j:.0f}" font-size="11" text-anchor="{anchor}" fill="#222">'
+            f'{html.escape(e.topic)} <tspan font-size="9" fill="#777">{html.escape(e.msg_type)}</tspan></text>'
+            for j, e in enumerate(group)
+        ]
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -177,49 +203,58 @@ def to_svg_inline(graph: Graph, width: int = 1100, height: int = 560) -> str:
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
     ]
-    for i, e in enumerate(edges(graph)):
-        (x1, y1), (x2, y2) = xy(e.src), xy(e.dst)
-        back = x2 <= x1
-        x1 += -box_w / 2 if back else box_w / 2
-        x2 += box_w / 2 if back else -box_w / 2
-        bend = (70 + 12 * (i % 3)) * (1 if back else 0)
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + bend + (0 if back else -15 * ((i % 2) * 2 - 1) * (y1 == y2))
+    gap_count: dict[int, int] = {}  # labels already placed in the gap after column c
+    for (src, dst), group in pairs.items():
+        (sx, sy), (dx, dy) = box(src), box(dst)
+        title = html.escape(", ".join(f"{e.topic} ({e.msg_type})" for e in group))
+        style = 'stroke="#555"'
+        if (src, dst) in back or (src, dst) in skip:
+            above = (src, dst) in skip
+            k = skip.index((src, dst)) if above else back.index((src, dst))
+            lane = top - 20 - LANE * k if above else top + rows_h + 30 + LANE * k
+            y1, y2 = (sy, dy) if above else (sy + BOX_H, dy + BOX_H)
+            # above: clear of the "kind @ place" tag over each box's left part
+            x1, x2 = sx + BOX_W * (0.75 if above else 0.65), dx + BOX_W * (0.9 if above else 0.35)
+            d = f"M {x1:.0f} {y1:.0f} C {x1:.0f} {lane:.0f} {x2:.0f} {lane:.0f} {x2:.0f} {y2:.0f}"
+            style = 'stroke="#555"' if above else 'stroke="#999" stroke-dasharray="6,3"'
+            crest = y1 + 0.75 * (lane - y1)  # the cubic's extreme: 3/4 of the way to its control points
+            texts = label((x1 + x2) / 2, crest - 5 if above else crest + 13, group[:1])
+            if len(group) > 1:
+                texts[0] = texts[0].replace("</tspan>", f"</tspan> (+{len(group) - 1})", 1)
+        else:
+            x1, y1, x2, y2 = sx + BOX_W, sy + BOX_H / 2, dx, dy + BOX_H / 2
+            d = f"M {x1:.0f} {y1:.0f} C {x1 + 70:.0f} {y1:.0f} {x2 - 70:.0f} {y2:.0f} {x2:.0f} {y2:.0f}"
+            k = gap_count.get(pos[src][0], 0)
+            gap_count[pos[src][0]] = k + len(group)
+            texts = label(x1 + 8, (y1 + y2) / 2 - 8 - 22 * k, group, anchor="start")
         parts.append(
-            f'<path d="M {x1:.0f} {y1:.0f} Q {cx:.0f} {cy:.0f} {x2:.0f} {y2:.0f}" fill="none" '
-            f'stroke="#555" stroke-width="1.4" marker-end="url(#arrow)"><title>{html.escape(e.topic)} '
-            f"({html.escape(e.msg_type)})</title></path>"
+            f'<path d="{d}" fill="none" {style} stroke-width="1.4" marker-end="url(#arrow)">'
+            f"<title>{title}</title></path>"
         )
-        lx, ly = (x1 + 2 * cx + x2) / 4, (y1 + 2 * cy + y2) / 4
-        parts.append(
-            f'<text x="{lx:.0f}" y="{ly - 4:.0f}" font-size="10" text-anchor="middle" fill="#333">'
-            f'{html.escape(e.topic)}</text><text x="{lx:.0f}" y="{ly + 8:.0f}" font-size="9" '
-            f'text-anchor="middle" fill="#777">{html.escape(e.msg_type)}</text>'
-        )
+        parts += texts
     for name in pos:
-        x, y = xy(name)
-        label, kind = _label(graph, name)
-        dashed = (
-            ' stroke-dasharray="5,3"'
-            if kind == "topic" or (name in graph.nodes and graph.nodes[name].decl.replaced)
-            else ""
-        )
-        rx = 23 if kind == "topic" else 8
+        x, y = box(name)
+        text, kind = _label(graph, name)
+        dashed = ' stroke-dasharray="5,3"' if graph.nodes[name].decl.replaced else ""
         parts.append(
-            f'<g class="node" data-kind="{kind}"><rect x="{x - box_w / 2:.0f}" y="{y - box_h / 2:.0f}" '
-            f'width="{box_w}" height="{box_h}" rx="{rx}" fill="{KIND_COLOR.get(kind, "#fff")}" '
-            f'stroke="#333"{dashed}/>'
+            f'<g class="node" data-kind="{kind}"><rect x="{x:.0f}" y="{y:.0f}" width="{BOX_W}" height="{BOX_H}" '
+            f'rx="8" fill="{KIND_COLOR.get(kind, "#fff")}" stroke="#333"{dashed}/>'
         )
-        for j, text in enumerate(label.split("\n")):
+        for j, line in enumerate(text.split("\n")):
             weight = "bold" if j == 0 else "normal"
             parts.append(
-                f'<text x="{x:.0f}" y="{y - 4 + 14 * j:.0f}" font-size="{12 - j}" font-weight="{weight}" '
-                f'text-anchor="middle">{html.escape(text)}</text>'
+                f'<text x="{x + BOX_W / 2:.0f}" y="{y + 19 + 14 * j:.0f}" font-size="{12 - j}" '
+                f'font-weight="{weight}" text-anchor="middle">{html.escape(line)}</text>'
             )
         tag = f"{kind} @ {where[name]}" if name in where else kind
-        parts.append(
-            f'<text x="{x - box_w / 2 + 4:.0f}" y="{y - box_h / 2 - 3:.0f}" font-size="9" fill="#666">'
-            f"{html.escape(tag)}</text></g>"
-        )
+        parts.append(f'<text x="{x + 4:.0f}" y="{y - 4:.0f}" font-size="9" fill="#666">{html.escape(tag)}</text>')
+        if name in dangling:
+            listed = html.escape(", ".join(t.rsplit("/", 1)[-1] for t in dangling[name]))
+            parts.append(
+                f'<text x="{x + BOX_W / 2:.0f}" y="{y + BOX_H - 7:.0f}" font-size="9" fill="#444" '
+                f'text-anchor="middle">also: {listed}</text>'
+            )
+        parts.append("</g>")
     parts.append("</svg>")
     return "\n".join(parts)
 
