@@ -24,6 +24,7 @@ import zmq
 from google.protobuf.message import Message
 
 from krabgraph.launch.clock import SimClock, TopicClock, WallClock
+from krabgraph.launch.context import NodeContext
 from krabgraph.launch.errors import KrabgraphError, WireError
 from krabgraph.launch.node import Node, Timer
 from krabgraph.launch.ports import InputPort, RawMessage
@@ -115,7 +116,7 @@ class Worker:
     # -- dispatch ----------------------------------------------------------------------------
     def dispatch(self, sub: Subscription) -> None:
         """Read what is pending on ``sub`` and deliver it by the port's policy (latest or queue)."""
-        if sub.fast and sub.pending == 1 and sub.node._lifecycle == "active":
+        if sub.fast and sub.pending == 1 and sub.node.lifecycle == "active":
             # The hot path: one same-thread message for a latest-only input. Nothing can be lost
             # between a same-thread send and this read, so no sequence-gap check is needed here.
             sub.pending = 0
@@ -141,7 +142,7 @@ class Worker:
         frames = self._read(sub)
         if not frames:
             return
-        if sub.node._lifecycle != "active":
+        if sub.node.lifecycle != "active":
             port.dropped += len(frames)
             return
         msgs = []  # newest last
@@ -164,7 +165,7 @@ class Worker:
                 port.dropped += overflow
                 msgs = msgs[overflow:]
         for msg in msgs:
-            if sub.node._lifecycle != "active":
+            if sub.node.lifecycle != "active":
                 port.dropped += 1
                 continue
             self._call(sub.node, port.deliver, msg, port.spec.name)
@@ -242,7 +243,7 @@ class Worker:
             timer.due_ns += skipped * timer.period_ns
         timer.due_ns += timer.period_ns
         heapq.heapreplace(self.timers, timer)
-        if timer.node._lifecycle == "active":
+        if timer.node.lifecycle == "active":
             self._call(timer.node, timer.callback, None, f"timer {timer.name}")
         return True
 
@@ -413,17 +414,16 @@ class Executor:
         self.nodes: dict[str, Node] = {}
         rank = {name: i for i, name in enumerate(graph.nodes)}  # the whole file's order, in every process
         for name, spec in self.local.items():
-            node = spec.cls(name=name, **spec.params)
-            node._clock = self.clock
-            node._stop = self.stop
-            node._rank = rank[name]
-            self.nodes[name] = node
+            self.nodes[name] = spec.cls(name=name, **spec.params)
 
         threaded = [n for n, s in self.local.items() if s.thread and self.clock.mode != "sim"]
         main_nodes = [self.nodes[n] for n in self.local if n not in threaded]
         self.workers = [Worker(self, 0, main_nodes)]
         self.workers += [Worker(self, i + 1, [self.nodes[n]]) for i, n in enumerate(threaded)]
         self.worker_of = {node.name: w for w in self.workers for node in w.nodes}
+        for name, node in self.nodes.items():  # the node's one handle on this executor
+            schedule = self.worker_of[name].add_timer
+            node.attach(NodeContext(self.clock, rank=rank[name], schedule=schedule, stop=self.stop))
         self.threaded = len(self.workers) > 1
         self.sockets: list[zmq.Socket] = []
         self.subscriptions: list[Subscription] = []
@@ -483,7 +483,7 @@ class Executor:
                     worker, node, inport = self.workers[0], None, None
                 else:
                     node = self.nodes[name]
-                    worker, inport = self.worker_of[name], node._inputs[port]
+                    worker, inport = self.worker_of[name], node.input_ports()[port]
                 polled = pub_workers != {worker.index} or node is None or external or topic in remote
                 sock = self._socket(zmq.SUB)
                 sock.rcvhwm = _input_hwm(inport) if polled else HWM  # same thread: `pending` counts exactly
@@ -509,17 +509,16 @@ class Executor:
                     local_subs.setdefault((topic, worker.index), []).append(sub)
 
         for name, spec in self.local.items():
-            node, worker = self.nodes[name], self.worker_of[name]
-            node._timer_sink = worker.add_timer
+            worker, outputs = self.worker_of[name], self.nodes[name].output_ports()
             for port, topic in spec.outputs.items():
-                sock = pub_sockets[(topic, worker.index)]
-                head = wire_prefix(node._outputs[port].spec.msg_type)
+                sock, out = pub_sockets[(topic, worker.index)], outputs[port]
+                head = wire_prefix(out.spec.msg_type)
                 local = local_subs.get((topic, worker.index), [])
                 flag = worker.tap.flag(topic) if worker.tap is not None else None
-                node._outputs[port].bind(_sender(sock, head, worker.ready, local, flag, worker.tap))
-                node._outputs[port].topics = {topic: node._outputs[port].spec.msg_type}
+                out.bind(_sender(sock, head, worker.ready, local, flag, worker.tap))
+                out.topics = {topic: out.spec.msg_type}
             for port, topics in spec.raw_outputs.items():
-                out, senders = node._outputs[port], {}
+                out, senders = outputs[port], {}
                 for topic in topics:
                     local = local_subs.get((topic, worker.index), [])
                     flag = worker.tap.flag(topic) if worker.tap is not None else None
@@ -650,7 +649,7 @@ class Executor:
         if policy == "stop_graph":
             self.stop(1)
             return
-        if node._lifecycle == "active":
+        if node.lifecycle == "active":
             try:
                 node.deactivate()
             except Exception as exc2:
@@ -776,7 +775,7 @@ class Executor:
         order += [n for n in self.nodes.values() if n.kind == "hal"]
         order += [n for n in self.nodes.values() if n.kind == "recorder"]
         for node in order:
-            if node._lifecycle == "active":
+            if node.lifecycle == "active":
                 try:
                     node.deactivate()
                 except Exception as exc:
@@ -947,7 +946,6 @@ class _ClockFollower(Node):
     def __init__(self, clock: TopicClock):
         super().__init__(name="clock")
         self._graph_clock = clock
-        self._lifecycle = "active"
 
     def on_clock(self, msg: Clock) -> None:
         self._graph_clock.t_ns = max(self._graph_clock.t_ns, msg.sim_time_ns)
@@ -957,6 +955,8 @@ def _clock_sink(clock: TopicClock) -> tuple[Node, InputPort]:
     from krabgraph.launch.ports import Input
 
     follower = _ClockFollower(clock)
+    follower.configure()
+    follower.activate()  # always active: it only moves the clock
     spec = Input(Clock)
     spec.name = "clock"
     return follower, InputPort(follower, spec)
@@ -965,7 +965,7 @@ def _clock_sink(clock: TopicClock) -> tuple[Node, InputPort]:
 class _StopOwner:
     """Owner of the executor's own duration timer (looks active, never fails)."""
 
-    _lifecycle = "active"
+    lifecycle = "active"
     name = "executor"
 
     def __init__(self, executor: Executor):

@@ -72,7 +72,7 @@ class RunMonitor:
         hal_state = None
         self.hal = None  # the first HAL node (for its course_progress, if any)
         for node in executor.nodes.values():
-            for port in node._outputs.values():
+            for port in node.output_ports().values():
                 if port.spec.msg_type is SafetyStatus:
                     port.observe(partial(self._on_status, node.name))
                 elif port.spec.msg_type is RobotState and node.kind == "hal" and hal_state is None:

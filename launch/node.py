@@ -15,6 +15,12 @@ Lifecycle (as in ROS 2 managed nodes): unconfigured → configure() → inactive
 active → deactivate() → inactive → shutdown() → finalized. Callbacks and timers run only while
 active. Create timers in ``on_activate``; deactivation cancels them.
 
+Runtime: the executor (or a ``NodeHarness``) attaches one ``NodeContext`` per node
+(``launch/context.py``: graph clock, timer scheduling, stop requests, place in the graph); the node
+uses it through ``now_ns()``, ``create_timer()``, ``request_stop()`` and ``clock_mode``, and the runtime
+reads the node through ``lifecycle``, ``timers``, ``input_ports()``, ``output_ports()`` and
+``param_values()``, never its private attributes.
+
 Logging: ``self.log`` is the node's logger; ``self.log_once`` and ``self.log_throttled`` bound the
 lines a problem repeated at the control rate writes.
 """
@@ -27,6 +33,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 
 from krabgraph.launch.checks import ParamProblem, RobotUse
+from krabgraph.launch.context import ManualClock, NodeContext
 from krabgraph.launch.errors import ParamError
 from krabgraph.launch.params import Param
 from krabgraph.launch.ports import Input, InputPort, Output, OutputPort
@@ -40,8 +47,8 @@ class Timer:
 
     Timers due at the same instant fire in one global order, (deadline, the owner's ``rank``, the
     timer's creation ``order`` within its node): ``rank`` is the node's position in the graph file
-    (set by the executor), so the order of two timers never depends on which other nodes or timers
-    exist.
+    (its ``NodeContext.rank``, set by the executor), so the order of two timers never depends on
+    which other nodes or timers exist.
     """
 
     __slots__ = ("callback", "cancelled", "count", "due_ns", "name", "node", "order", "period_ns", "rank")
@@ -73,16 +80,6 @@ class Timer:
         return (self.due_ns, self.rank, self.order) < (other.due_ns, other.rank, other.order)
 
 
-class _ManualClock:
-    """Graph clock of a node outside any executor (unit tests): time moves only when told."""
-
-    def __init__(self) -> None:
-        self.t_ns = 0
-
-    def now_ns(self) -> int:
-        return self.t_ns
-
-
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -91,6 +88,7 @@ class Node:
     """Base class of every krabgraph node. Subclasses declare ``Param``, ``Input`` and ``Output``."""
 
     kind: ClassVar[str] = "other"
+    lifecycle: str  # unconfigured, inactive, activating, active, deactivating or finalized (read-only)
     _param_specs: ClassVar[dict[str, Param]] = {}
     _input_specs: ClassVar[dict[str, Input]] = {}
     _output_specs: ClassVar[dict[str, Output]] = {}
@@ -108,7 +106,7 @@ class Node:
                     inputs[key] = value
                 elif isinstance(value, Output):
                     outputs[key] = value
-        reserved = set(dir(Node)) | {"name", "log"}
+        reserved = set(dir(Node)) | {"name", "log", "lifecycle"}
         for key in (*params, *inputs, *outputs):
             if key in reserved or key.startswith("_"):
                 raise TypeError(f"{cls.__name__}: {key!r} is reserved by Node; choose another port/param name")
@@ -124,13 +122,12 @@ class Node:
         self.name = name or _snake(cls.__name__)
         self.log = logging.getLogger(f"krabgraph.{self.name}")
         self._params = self.validate_params(params)
-        self._clock: Any = _ManualClock()
+        # Read-only for everyone but the transitions below: unconfigured, inactive, activating, active,
+        # deactivating, finalized. A plain attribute, not a property: the executor reads it per message.
+        self.lifecycle = "unconfigured"
+        self.attach(NodeContext(ManualClock()))  # outside any executor (unit tests) until the runtime attaches
         self._timers: list[Timer] = []
-        self._timer_sink: Callable[[Timer], None] | None = None
-        self._stop: Callable[[int], None] | None = None
         self._timer_order = 0
-        self._rank = 0  # declaration order in the graph (the executor sets it): orders same-instant timers
-        self._lifecycle = "unconfigured"
         self._reset_log_limits()
         self._inputs = {k: InputPort(self, spec) for k, spec in cls._input_specs.items()}
         self._outputs = {k: OutputPort(self, spec) for k, spec in cls._output_specs.items()}
@@ -195,39 +192,62 @@ class Node:
                 out[key] = spec.default
         return out
 
-    # -- runtime API for node authors -------------------------------------------------------
-    @property
-    def _clock(self) -> Any:
-        """The graph clock: the executor's, or a manual one outside any executor (unit tests)."""
-        return self._graph_clock_
-
-    @_clock.setter
-    def _clock(self, clock: Any) -> None:
-        self._graph_clock_ = clock
+    # -- the runtime's side: attach a context, read the node's state --------------------------
+    def attach(self, context: NodeContext) -> None:
+        """Connect the node to the runtime that runs it (the executor or a ``NodeHarness``): its graph
+        clock, timer scheduling, stop requests and place in the graph. Once, before ``configure()``."""
+        if self.lifecycle != "unconfigured":
+            raise RuntimeError(f"{self.name}: attach a context before configure() (lifecycle is {self.lifecycle})")
+        self._context = context
         # Bound straight to the clock's method: every stamp and delivery calls it, one call less.
-        self.now_ns = clock.now_ns  # type: ignore[method-assign]
+        self.now_ns = context.clock.now_ns  # type: ignore[method-assign]
 
+    @property
+    def timers(self) -> list[Timer]:
+        """The node's live timers, in creation order (a copy; deactivation cancels and forgets them)."""
+        return list(self._timers)
+
+    def input_ports(self) -> dict[str, InputPort]:
+        """This node's input ports by name (what ``self.<port>`` is)."""
+        return dict(self._inputs)
+
+    def output_ports(self) -> dict[str, OutputPort]:
+        """This node's output ports by name (what ``self.<port>`` is)."""
+        return dict(self._outputs)
+
+    def param_values(self) -> dict[str, Any]:
+        """The running parameter values by name, defaults filled in (a copy)."""
+        return dict(self._params)
+
+    # -- runtime API for node authors -------------------------------------------------------
     def now_ns(self) -> int:
         """Graph clock in nanoseconds (sim time in lockstep graphs)."""
-        return self._clock.now_ns()
+        return self._context.clock.now_ns()
 
     def now(self) -> float:
         """Graph clock in seconds."""
-        return self._clock.now_ns() * 1e-9
+        return self.now_ns() * 1e-9
+
+    @property
+    def clock_mode(self) -> str:
+        """Which clock runs the graph: ``"wall"``, ``"sim"`` (lockstep), ``"topic"`` (followed from a
+        ``Clock`` topic) or ``"manual"`` (no executor: a unit test moves time by hand)."""
+        return self._context.clock_mode
 
     def create_timer(self, period_s: float, callback: Callable[[], Any], name: str = "") -> Timer:
         """Call ``callback`` every ``period_s`` seconds of graph time, first one period from now."""
-        if self._lifecycle != "activating":
-            raise RuntimeError(f"{self.name}: create timers in on_activate (lifecycle is {self._lifecycle})")
+        if self.lifecycle != "activating":
+            raise RuntimeError(f"{self.name}: create timers in on_activate (lifecycle is {self.lifecycle})")
         if not period_s > 0:
             raise ValueError(f"{self.name}: timer period must be > 0 s, got {period_s}")
         period_ns = round(period_s * 1e9)
         self._timer_order += 1
         due_ns = self.now_ns() + period_ns
-        timer = Timer(self, period_ns, callback, due_ns, name or callback.__name__, self._timer_order, self._rank)
+        ctx = self._context
+        timer = Timer(self, period_ns, callback, due_ns, name or callback.__name__, self._timer_order, ctx.rank)
         self._timers.append(timer)
-        if self._timer_sink is not None:
-            self._timer_sink(timer)
+        if ctx.schedule is not None:
+            ctx.schedule(timer)
         return timer
 
     def log_once(self, level: int, msg: str, *args: Any, key: Hashable | None = None) -> bool:
@@ -272,13 +292,10 @@ class Node:
 
     def request_stop(self, code: int = 0) -> None:
         """Ask the executor running this node to stop the graph (e.g. a viewer window was closed)."""
-        if self._stop is None:
+        stop = self._context.stop
+        if stop is None:
             raise RuntimeError(f"{self.name}: request_stop() needs an executor")
-        self._stop(code)
-
-    @property
-    def lifecycle(self) -> str:
-        return self._lifecycle
+        stop(code)
 
     # -- lifecycle hooks (override) ---------------------------------------------------------
     def on_configure(self) -> None:
@@ -298,41 +315,41 @@ class Node:
         self._expect("unconfigured", "configure")
         self._reset_log_limits()
         self.on_configure()
-        self._lifecycle = "inactive"
+        self.lifecycle = "inactive"
 
     def activate(self) -> None:
         self._expect("inactive", "activate")
-        self._lifecycle = "activating"
+        self.lifecycle = "activating"
         try:
             self.on_activate()
         except BaseException:
             self._cancel_timers()
-            self._lifecycle = "inactive"
+            self.lifecycle = "inactive"
             raise
-        self._lifecycle = "active"
+        self.lifecycle = "active"
 
     def deactivate(self) -> None:
         self._expect("active", "deactivate")
-        self._lifecycle = "deactivating"
+        self.lifecycle = "deactivating"
         try:
             self.on_deactivate()
         finally:
             self._cancel_timers()
-            self._lifecycle = "inactive"
+            self.lifecycle = "inactive"
 
     def shutdown(self) -> None:
-        if self._lifecycle == "finalized":
+        if self.lifecycle == "finalized":
             return
-        if self._lifecycle == "active":
+        if self.lifecycle == "active":
             self.deactivate()
         try:
             self.on_shutdown()
         finally:
-            self._lifecycle = "finalized"
+            self.lifecycle = "finalized"
 
     def _expect(self, state: str, transition: str) -> None:
-        if self._lifecycle != state:
-            raise RuntimeError(f"{self.name}: cannot {transition} from {self._lifecycle!r} (needs {state!r})")
+        if self.lifecycle != state:
+            raise RuntimeError(f"{self.name}: cannot {transition} from {self.lifecycle!r} (needs {state!r})")
 
     def _reset_log_limits(self) -> None:
         """Forget what ``log_once`` and ``log_throttled`` have logged (at construction and configure)."""
@@ -345,4 +362,4 @@ class Node:
         self._timers.clear()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {self._lifecycle}>"
+        return f"<{type(self).__name__} {self.name!r} {self.lifecycle}>"

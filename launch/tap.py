@@ -565,9 +565,9 @@ def describe(executor: Executor) -> bytes:
     graph = executor.graph
     out_counts: dict[str, int] = {}
     for name, spec in executor.local.items():
-        node = executor.nodes[name]
+        outputs = executor.nodes[name].output_ports()
         for port, topic in spec.outputs.items():
-            out_counts[topic] = out_counts.get(topic, 0) + node._outputs[port].count
+            out_counts[topic] = out_counts.get(topic, 0) + outputs[port].count
     topics = [
         {
             "name": t,
@@ -584,13 +584,13 @@ def describe(executor: Executor) -> bytes:
     nodes = []
     for name, spec in executor.local.items():
         node = executor.nodes[name]
-        ins, outs = list(node._inputs.values()), list(node._outputs.values())
+        ins, outs = list(node.input_ports().values()), list(node.output_ports().values())
         nodes.append(
             {
                 "name": name,
                 "class": f"{spec.cls.__module__}:{spec.cls.__qualname__}",
                 "kind": spec.cls.kind,
-                "state": node._lifecycle,
+                "state": node.lifecycle,
                 "thread": spec.thread,
                 "received": sum(p.count for p in ins),
                 "published": sum(p.count for p in outs),
@@ -598,7 +598,7 @@ def describe(executor: Executor) -> bytes:
                 "lost": sum(p.lost for p in ins),
                 "errors": errors.get(name, 0),
                 "restarts": executor.restarts.get(name, 0),
-                "params": json.loads(json.dumps(node._params, default=str)),  # the running values
+                "params": json.loads(json.dumps(node.param_values(), default=str)),  # the running values
             }
         )
     doc = {

@@ -10,7 +10,6 @@ import pytest
 
 pytest.importorskip("cyclonedds")
 
-from krabgraph.launch.clock import SimClock
 from krabgraph.launch.testing import NodeHarness
 from krabgraph.msgs import JointCommand, RobotState, set_array, to_numpy
 from krabgraph.nodes.go2.crc import low_cmd_crc, low_state_crc
@@ -182,7 +181,7 @@ def test_state_crc_check_drops_corrupt_samples(robot):
 
 def test_refuses_a_simulated_clock():
     h = NodeHarness(Go2Hal, name="hal", domain_id=DOMAIN)
-    h.node._clock = SimClock()
+    h.clock.mode = "sim"  # what the node sees as its clock_mode
     with pytest.raises(RuntimeError, match="wall clock"):
         h.start()
 

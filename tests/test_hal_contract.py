@@ -263,7 +263,7 @@ def test_mujoco_hal_publishes_clock_then_scan_then_state_at_one_instant():
 
     h = NodeHarness(MujocoHal, status_period_s=0.0)
     order: list[tuple[str, int]] = []
-    for key, port in h.node._outputs.items():
+    for key, port in h.node.output_ports().items():
         port.bind(lambda msg, key=key: order.append((key, msg.header.stamp_ns)))
     h.start()
     h.advance(0.04)

@@ -148,7 +148,7 @@ def test_stand_in_hal_refuses_subsets_and_invalid_commands_and_keeps_the_last_ta
 def test_stand_in_hal_publishes_clock_scan_and_lab_observation_before_state():
     h = NodeHarness(StandInIsaacHal)
     order: list[str] = []
-    for key, port in h.node._outputs.items():
+    for key, port in h.node.output_ports().items():
         port.bind(lambda msg, key=key: order.append(key))
     h.start()
     h.advance(0.02)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import Input, Node, Output, Param, ParamError
+from krabgraph.launch.context import ManualClock, NodeContext
 from krabgraph.launch.testing import NodeHarness
 from krabgraph.msgs import JointCommand, RobotState, VelocityCommand, to_numpy
 from krabgraph.nodes.command import ScriptedVelocity
@@ -79,11 +80,53 @@ def test_lifecycle_transitions_and_timer_rules():
     with pytest.raises(RuntimeError, match="create timers in on_activate"):
         robot.create_timer(0.1, robot.tick)
     robot.activate()
-    assert robot.lifecycle == "active" and len(robot._timers) == 1
+    assert robot.lifecycle == "active" and len(robot.timers) == 1
     robot.deactivate()
-    assert robot.lifecycle == "inactive" and robot._timers == []
+    assert robot.lifecycle == "inactive" and robot.timers == []
     robot.shutdown()
     assert robot.lifecycle == "finalized"
+
+
+class Stopper(Node):
+    """Asks to stop the graph on its first tick; says which clock it runs on."""
+
+    def on_activate(self) -> None:
+        self.create_timer(0.1, self.tick)
+
+    def tick(self) -> None:
+        self.request_stop(3)
+
+
+def test_the_runtime_handle_one_context_per_node():
+    node = Stopper()  # outside any runtime: a manual clock, no one to ask for a stop
+    assert node.clock_mode == "manual" and node.now_ns() == 0
+    node.configure()
+    with pytest.raises(RuntimeError, match=r"request_stop\(\) needs an executor"):
+        node.request_stop()
+    with pytest.raises(RuntimeError, match="attach a context before configure"):
+        node.attach(NodeContext(ManualClock()))
+
+    clock, fired = ManualClock("sim"), []
+    node = Stopper()
+    node.attach(NodeContext(clock, rank=7, schedule=fired.append, stop=fired.append))
+    clock.t_ns = 5
+    assert node.clock_mode == "sim" and node.now_ns() == 5 and node.now() == 5e-9
+    node.configure()
+    node.activate()
+    (timer,) = fired  # handed to the runtime's schedule
+    assert timer.rank == 7 and timer.due_ns == 5 + 100_000_000 and node.timers == [timer]
+    timer.callback()
+    assert fired[-1] == 3  # the stop request
+
+
+def test_harness_records_stop_requests_and_reads_the_node_through_its_public_api():
+    h = NodeHarness(Stopper).start()
+    assert h.node.input_ports() == {} and h.node.param_values() == {} and h.stops == []
+    h.advance(0.25)
+    assert h.stops == [3, 3] and h.now_ns == 250_000_000
+    assert set(NodeHarness(FakeRobot).node.output_ports()) == {"state"}
+    with pytest.raises(TypeError, match="'lifecycle' is reserved by Node"):
+        type("Bad", (Node,), {"lifecycle": Param(str, "x", "")})
 
 
 def test_harness_fires_timers_on_a_manual_clock():

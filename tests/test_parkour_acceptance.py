@@ -313,9 +313,7 @@ def safety(mode: int, fault: int = SafetyStatus.Fault.FAULT_NONE, reason: str = 
 
 def probe(**params) -> tuple[NodeHarness, list[int]]:
     h = NodeHarness(pa.CourseProbe, terrain_params={"course": [["gap", 0.3]]}, seed=0, end_s=20.0, **params).start()
-    stops: list[int] = []
-    h.node._stop = stops.append
-    return h, stops
+    return h, h.stops
 
 
 def test_the_probe_stops_at_a_safety_trip_but_not_at_the_stand_or_the_final_damping():

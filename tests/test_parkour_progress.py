@@ -33,8 +33,7 @@ def progress_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_each_obstacle_passed_is_said_once_in_order_then_the_finish_stops_the_graph(caplog):
     h = NodeHarness(MujocoHal, terrain="parkour", seed=1, status_period_s=0.0, stop_at_finish=True).start()
-    stops: list[int] = []
-    h.node._stop = stops.append
+    stops = h.stops  # the codes the node passed to request_stop()
     course = h.node.course
     with caplog.at_level(logging.INFO, logger="krabgraph"):
         h.advance(0.1)
@@ -62,22 +61,22 @@ def test_each_obstacle_passed_is_said_once_in_order_then_the_finish_stops_the_gr
 
 def test_without_stop_at_finish_the_graph_runs_on_and_other_terrains_say_nothing(caplog):
     h = NodeHarness(MujocoHal, terrain="parkour", status_period_s=0.0).start()
-    h.node._stop = lambda code: pytest.fail("stopped")
     with caplog.at_level(logging.INFO, logger="krabgraph"):
         teleport(h.node, h.node.course.finish_x + 0.5)  # past everything at once: every line, in order
         h.advance(0.04)
     assert [line.split(":")[0] for line in progress_lines(caplog)] == [f"passed {i}/6" for i in range(1, 7)] + [
         "finish line (x=13.27 m) crossed at t=0.02 s"  # the first tick
     ]
+    assert h.stops == []  # no request_stop(): the graph runs on
     h.stop()
     flat = NodeHarness(MujocoHal, terrain="stairs", status_period_s=0.0, stop_at_finish=True).start()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="krabgraph"):
         teleport(flat.node, 20.0)
         flat.advance(0.1)
-    assert flat.node.course_progress is None and progress_lines(caplog) == []
+    assert flat.node.course_progress is None and progress_lines(caplog) == [] and flat.stops == []
     flat.stop()
-    (problem,) = MujocoHal.check_params({**MujocoHal(terrain="flat", stop_at_finish=True)._params})
+    (problem,) = MujocoHal.check_params({**MujocoHal(terrain="flat", stop_at_finish=True).param_values()})
     assert problem.warning and "terrain 'flat' has no finish line" in problem.message
 
 
@@ -127,8 +126,7 @@ def test_a_graph_with_stop_at_finish_ends_at_the_finish_line_with_the_obstacles_
 
 def test_time_limit_stops_the_graph_and_says_how_far_the_robot_got(caplog):
     h = NodeHarness(MujocoHal, terrain="parkour", status_period_s=0.0, time_limit_s=0.5).start()
-    stops: list[int] = []
-    h.node._stop = stops.append
+    stops = h.stops
     with caplog.at_level(logging.INFO, logger="krabgraph"):
         teleport(h.node, h.node.course.obstacles[1].x1 + 0.3)  # past two obstacles
         h.advance(0.4)

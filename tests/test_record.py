@@ -53,7 +53,7 @@ def published(ex: Executor) -> collections.Counter:
     counts: collections.Counter = collections.Counter()
     for name, spec in ex.graph.nodes.items():
         for port, topic in spec.outputs.items():
-            counts[topic] += ex.nodes[name]._outputs[port].count
+            counts[topic] += ex.nodes[name].output_ports()[port].count
     return counts
 
 

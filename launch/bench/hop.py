@@ -104,7 +104,7 @@ def executor_hop(shape: tuple[int, ...], count: int) -> np.ndarray:
         if len(ex.nodes["sink"].lat) >= count:
             ex.stop()
 
-    ex.nodes["sink"]._inputs["inp"]._callback = stop_when_done
+    ex.nodes["sink"].input_ports()["inp"]._callback = stop_when_done
     ex.run(duration_s=count * 1e-4 * 5 + 5, handle_signals=False)
     lat = np.array(ex.nodes["sink"].lat, dtype=np.float64) / 1e3
     if len(lat) < count:

@@ -83,7 +83,7 @@ def tap_hop(shape: tuple[int, ...], count: int, mode: str, period_s: float = 1e-
         if len(sink.lat) >= count:
             ex.stop()
 
-    sink._inputs["inp"]._callback = stop_when_done
+    sink.input_ports()["inp"]._callback = stop_when_done
     try:
         ex.run(duration_s=count * period_s * 5 + 5, handle_signals=False)
     finally:

@@ -98,7 +98,7 @@ class Go2Emulator:
         self.lag_skips = 0  # times physics skipped ahead after being starved of CPU
         self.skipped_s = 0.0  # wall time those skips left unsimulated
         self._reported: set[str] = set()
-        self._stop = threading.Event()
+        self._stop_event = threading.Event()
         self._t0 = time.monotonic()
 
     # -- commands ---------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ class Go2Emulator:
         next_step = next_state = next_truth = start
         next_status = start + status_period_s if status_period_s > 0 else float("inf")
         mark = (start, self.sim.step_count)
-        while not self._stop.is_set():
+        while not self._stop_event.is_set():
             now = time.monotonic()
             if now >= end:
                 break
@@ -183,7 +183,7 @@ class Go2Emulator:
                 time.sleep(delay)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stop_event.set()
 
     def log_status(self, rtf: float) -> None:
         st = self.sim.read_state()

@@ -61,7 +61,7 @@ class Go2Hal(Hal):
     check_state_crc = Param(bool, False, "drop LowState samples whose crc field does not match their content")
 
     def open(self) -> None:
-        mode = getattr(self._clock, "mode", "manual")
+        mode = self.clock_mode
         if mode not in ("wall", "manual"):
             raise RuntimeError(f"go2_hal drives a real-time robot: run the graph on the wall clock (clock is {mode!r})")
         require_cyclonedds()

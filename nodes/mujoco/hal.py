@@ -137,7 +137,7 @@ class MujocoHal(Hal):
         return problems
 
     def open(self) -> None:
-        problems = [p for p in self.check_params(self._params) if not p.warning]
+        problems = [p for p in self.check_params(self.param_values()) if not p.warning]
         if problems:
             raise ParamError(f"{self.name}: {problems[0].message}")
         terrain = make_terrain(self.terrain, seed=self.seed, **self.terrain_params)

@@ -148,7 +148,7 @@ def test_data_sent_to_the_tap_never_reaches_the_graph():
         finally:
             peer.close(0)
             ctx.term()
-    assert ex.nodes["hal"]._outputs["out"].count > 0 and not ex.failures
+    assert ex.nodes["hal"].output_ports()["out"].count > 0 and not ex.failures
 
 
 # -- a fake tap against `krabgraph topic` ---------------------------------------------------------
