@@ -79,9 +79,13 @@ def test_live_view_advertises_protobuf_channels_and_streams(no_thread_leak):
     assert channels["robot/state"]["schemaEncoding"] == "protobuf"
     assert channels["policy/joint_command"]["schemaName"] == "krabgraph.msgs.JointCommand"
     assert channels["cam/depth/image"]["schemaName"] == "foxglove.RawImage"
+    offsets = set()
     for log_time, payload in got["robot/state"]:
         state = RobotState.FromString(payload)
-        assert log_time == state.header.stamp_ns > 0 and len(state.joints.name) == 12
+        assert state.header.stamp_ns > 0 and len(state.joints.name) == 12
+        offsets.add(log_time - state.header.stamp_ns)
+    assert len(offsets) == 1  # wall-clock log times: one offset from graph time for the whole run
+    assert abs(got["robot/state"][0][0] - time.time_ns()) < 120e9  # today, not 1970
     depth = DepthImage.FromString(got["cam/depth"][-1][1])
     assert depth.width == 87 and depth.height == 58
     # The image channel carries the same pixels as 32FC1, decoded with the schema it advertised.

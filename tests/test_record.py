@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,9 @@ def run_recorder(tmp_path: Path, duration: float = 1.0, **params) -> Executor:
 
 
 def test_recording_reads_back_with_schemas_stamps_and_sequences(tmp_path, no_thread_leak):
+    before_ns = time.time_ns()
     ex = run_recorder(tmp_path)
+    after_ns = time.time_ns()
     rec = ex.nodes["rec"]
     assert rec.files == [tmp_path / "run.mcap"]
     rows = read_all(rec.files)
@@ -100,9 +103,15 @@ def test_recording_reads_back_with_schemas_stamps_and_sequences(tmp_path, no_thr
     assert counts == {"src/cmd": 99, "src/image": 99} == {k: v for k, v in published(ex).items() if k.startswith("src")}
     cmds = [r for r in rows if r[1] == "src/cmd"]
     assert {r[0] for r in rows} == {"krabgraph.msgs.VelocityCommand", "krabgraph.msgs.ArrayStamped"}
+    offset = cmds[0][2] - cmds[0][5].header.stamp_ns  # log times: the wall clock at the first message + graph time
+    assert before_ns <= cmds[0][2] <= after_ns
     for k, (_, _, log_time, publish_time, seq, msg) in enumerate(cmds, 1):
-        assert log_time == publish_time == msg.header.stamp_ns == k * 10_000_000  # graph time
+        assert msg.header.stamp_ns == k * 10_000_000  # graph time stays in the message
+        assert log_time == publish_time == msg.header.stamp_ns + offset
         assert seq == msg.header.seq == k and msg.vx == k
+    with open(rec.files[0], "rb") as f:
+        (meta,) = [m for m in make_reader(f).iter_metadata() if m.name == "krabgraph.time_base"]
+    assert int(meta.metadata["offset_ns"]) == offset and "header.stamp_ns" in meta.metadata["graph_time"]
     last_image = [r for r in rows if r[1] == "src/image"][-1][5]
     # The dynamically built class (from the embedded schema) decodes the array bytes unchanged.
     assert np.frombuffer(last_image.data.data, dtype=np.float32).reshape(58, 87)[0, 0] == 99

@@ -28,6 +28,7 @@ from krabgraph.launch.errors import KrabgraphError
 from krabgraph.launch.ports import AnyMessage, RawMessage
 from krabgraph.launch.tap import is_loopback
 from krabgraph.msgs import DepthImage, to_numpy
+from krabgraph.nodes.record.mcapio import WallClockBase
 
 TOKEN_ENV = "KRABGRAPH_FOXGLOVE_TOKEN"
 DEFAULT_ORIGINS = ("https://app.foxglove.dev",)
@@ -220,6 +221,7 @@ class FoxgloveBridge(Node):
         self.bound_port = self._guard.bound_port
         self._channels: dict[str, object] = {}
         self._images: dict[str, object] = {}
+        self._time_base = WallClockBase()
         self.log.info(
             "Foxglove live view on ws://%s:%d%s", self.host, self.bound_port, " (token required)" if token else ""
         )
@@ -228,11 +230,12 @@ class FoxgloveBridge(Node):
         channel = self._channels.get(msg.topic)
         if channel is None:
             channel = self._advertise(msg)
+        log_time = self._time_base.log_time(msg.header.stamp_ns)  # wall clock; graph time stays in the header
         if channel.has_sinks():
-            channel.log(msg.payload, log_time=msg.header.stamp_ns)
+            channel.log(msg.payload, log_time=log_time)
         image = self._images.get(msg.topic)
         if image is not None and image.has_sinks():
-            image.log(_raw_image(msg.decode()), log_time=msg.header.stamp_ns)
+            image.log(_raw_image(msg.decode()), log_time=log_time)
 
     def _advertise(self, msg: RawMessage):
         from foxglove import Channel, Schema

@@ -53,6 +53,25 @@ class RecordingError(KrabgraphError):
     """A recording that cannot be read, or does not hold what was asked for."""
 
 
+EPOCH_FLOOR_NS = 10**18  # a stamp at or above this is already wall-clock time (ns since 1970, after 2001-09-09)
+TIME_BASE_METADATA = "krabgraph.time_base"
+
+
+class WallClockBase:
+    """Log times on the wall clock for graph stamps: the offset between the wall clock and the graph
+    clock at the first message, kept for the whole run, so viewers show the real date and time while
+    messages keep their graph-time spacing (a lockstep run faster than real time stays one timeline).
+    Stamps already on the wall clock are kept; graph time stays in each message's header."""
+
+    def __init__(self) -> None:
+        self.offset_ns: int | None = None
+
+    def log_time(self, stamp_ns: int) -> int:
+        if self.offset_ns is None:
+            self.offset_ns = 0 if stamp_ns >= EPOCH_FLOOR_NS else time.time_ns() - stamp_ns
+        return stamp_ns + self.offset_ns
+
+
 class _TailedStream:
     """The stream a ``Writer`` writes to: bytes are held until ``commit``, which writes them over
     the previous provisional tail and appends a new one, in one system call."""
@@ -109,6 +128,7 @@ class McapFile:
         self.chunk_first_ns: int | None = None  # stamp of the oldest message not yet in the file
         self.flushes = 0
         self.synced = time.monotonic()
+        self.time_base_written = False
 
     def channel(self, topic: str, cls: type[Message], tag: str) -> int:
         cid = self.channels.get(topic)
@@ -121,8 +141,25 @@ class McapFile:
             cid = self.channels[topic] = self.writer.register_channel(topic, "protobuf", sid, {TAG_KEY: tag})
         return cid
 
-    def write(self, channel: int, payload: bytes, stamp_ns: int, seq: int) -> None:
-        self.writer.add_message(channel, stamp_ns, payload, stamp_ns, seq & 0xFFFFFFFF)
+    def write(
+        self, channel: int, payload: bytes, stamp_ns: int, seq: int, time_base: WallClockBase | None = None
+    ) -> None:
+        """One message; with ``time_base`` its log and publish times are wall-clock (see ``WallClockBase``,
+        described once per file in a ``krabgraph.time_base`` metadata record), else the graph stamp."""
+        log_ns = stamp_ns
+        if time_base is not None:
+            log_ns = time_base.log_time(stamp_ns)
+            if not self.time_base_written:
+                self.writer.add_metadata(
+                    TIME_BASE_METADATA,
+                    {
+                        "log_time": "wall clock, ns since 1970-01-01 UTC: graph time + offset_ns",
+                        "graph_time": "each message's header.stamp_ns",
+                        "offset_ns": str(time_base.offset_ns),
+                    },
+                )
+                self.time_base_written = True
+        self.writer.add_message(channel, log_ns, payload, log_ns, seq & 0xFFFFFFFF)
         self.messages += 1
         self.payload_bytes += len(payload)
         if self.first_ns is None:
@@ -218,10 +255,11 @@ def read_recording(path: str | os.PathLike, topics: list[str] | None = None) -> 
     except Exception as exc:  # the mcap reader raises assorted errors (McapError, struct, EOF) on bad data
         raise RecordingError(f"{path}: not a readable MCAP file ({_explain(exc)})") from None
     if footer is not None and footer.summary_start == 0 and library.startswith("krabgraph"):
-        last = max((t for _, t, _ in rec.messages), default=0)
+        times = [t for _, t, _ in rec.messages]
+        span = (max(times) - min(times)) * 1e-9 if times else 0.0
         rec.recovered = (
             f"{path}: recovered: its recorder did not finish it (killed?); read {len(rec.messages)} messages "
-            f"up to its last flushed chunk (log time {last * 1e-9:.3f} s); whatever came after is lost"
+            f"up to its last flushed chunk ({span:.3f} s after the first message); whatever came after is lost"
         )
         log.warning("%s", rec.recovered)
     stamps = [t for _, t, _ in rec.messages]

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from krabgraph.launch import Input, Node, Output, Param
 from krabgraph.launch.ports import AnyMessage, RawMessage
 from krabgraph.msgs import Diagnostics
-from krabgraph.nodes.record.mcapio import COMPRESSION, McapFile
+from krabgraph.nodes.record.mcapio import COMPRESSION, McapFile, WallClockBase
 
 IDLE_S = 0.005  # the writer's sleep when its queue is empty
 DISK_CHECK_S = 1.0  # how often the writer looks at the free space
@@ -78,6 +78,7 @@ class Recorder(Node):
         self._stopped_reason = ""
         self._thread: threading.Thread | None = None
         self._file: McapFile | None = None
+        self._time_base = WallClockBase()  # log times on the wall clock, for every file of this run
 
     # -- graph thread --------------------------------------------------------------------------
     def on_activate(self) -> None:
@@ -184,7 +185,7 @@ class Recorder(Node):
         channel = f.channels.get(msg.topic)
         if channel is None:
             channel = f.channel(msg.topic, msg.resolve(), msg.type_name + "@" + _version(msg))
-        f.write(channel, msg.payload, stamp, header.seq)
+        f.write(channel, msg.payload, stamp, header.seq, self._time_base)
         self.written += 1
         if f.chunk_first_ns is not None and stamp - f.chunk_first_ns >= self.flush_s * 1e9:
             self._flush(f)
