@@ -29,8 +29,8 @@ import time
 from typing import Any, ClassVar
 
 from krabgraph.launch import Input, Node, Output, Param
-from krabgraph.launch.checks import ParamProblem
-from krabgraph.msgs import Clock, CommandSource, JointCommand, RobotState
+from krabgraph.launch.api.checks import ParamProblem
+from krabgraph.msgs import Clock, CommandSource, JointCommand, RobotState, VelocityCommand
 from krabgraph.nodes.hal_io import CommandError, CommandParser, JointTargets, RobotSnapshot, fill_robot_state
 
 REPORTS_PER_KIND = 16  # distinct rejection messages logged per kind of problem; further ones are counted
@@ -65,6 +65,9 @@ class Hal(Node):
         unit="s", ge=0,
     )  # fmt: skip
     command = Input(JointCommand, queue=0, triggers=False, doc="joint targets by name; stored, applied by the backend")
+    velocity_command = Input(
+        VelocityCommand, required=False, triggers=False, doc="the operator's velocity command, shown in the status line"
+    )
     state = Output(RobotState)
     clock = Output(Clock)
 
@@ -224,14 +227,18 @@ class Hal(Node):
 
     # -- logging --------------------------------------------------------------------------------
     def log_status(self) -> None:
-        """One line a person can follow in a headless run."""
+        """One line a person can follow in a headless run; with ``velocity_command`` wired, it ends with
+        the command in effect (what the robot is asked to do, beside what it does)."""
+        wanted = self.velocity_command.latest
+        asked = f"  asked vx={wanted.vx:.2f} vy={wanted.vy:.2f} yaw rate={wanted.yaw_rate:.2f}" if wanted else ""
         self.log.info(
-            "t=%6.2fs  %s  rtf=%.1f  rejected=%d  cmd=%s",
+            "t=%6.2fs  %s  rtf=%.1f  rejected=%d  cmd=%s%s",
             self._sim_ns() * 1e-9 if self.clock_source == "sim" else (self.now_ns() - self.t0_ns) * 1e-9,
             self.status_text(),
             self.rtf,
             self.rejected,
             self.executing,
+            asked,
         )
 
 

@@ -43,3 +43,16 @@ def test_status_line_speeds_are_one_second_means_of_the_published_states(caplog)
         moved |= abs(mean[1]) > 0.01
     assert moved  # the push shows in the means
     h.stop()
+
+
+def test_status_line_ends_with_the_velocity_command_when_it_is_wired(caplog) -> None:
+    from krabgraph.msgs import VelocityCommand
+    from krabgraph.nodes.mujoco.hal import MujocoHal
+
+    h = NodeHarness(MujocoHal, status_period_s=0.5).start()
+    h.feed("velocity_command", VelocityCommand(vx=0.5, vy=-0.1, yaw_rate=0.25))
+    with caplog.at_level(logging.INFO, logger="krabgraph.mujoco_hal"):
+        h.advance(0.5)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("t=")]
+    assert line.endswith("cmd=none  asked vx=0.50 vy=-0.10 yaw rate=0.25"), line
+    h.stop()

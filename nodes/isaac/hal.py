@@ -65,7 +65,10 @@ class IsaacHal(Hal):
     lab_observation_group = Param(str, "policy", "Isaac Lab observation group published on lab_observation; '' = none")
 
     velocity_command = Input(
-        VelocityCommand, required=False, triggers=False, doc="mirrored into Isaac Lab's command buffer (debug)"
+        VelocityCommand,
+        required=False,
+        triggers=False,
+        doc="mirrored into Isaac Lab's command buffer (debug) and shown in the status line",
     )
     height_scan = Output(HeightScan)
     lab_observation = Output(ArrayStamped, doc="Isaac Lab's observation of lab_observation_group (debug)")
