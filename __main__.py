@@ -2,6 +2,6 @@
 
 import sys
 
-from krabgraph.launch.cli import main
+from krabgraph.launch.cli.main import main
 
 sys.exit(main())

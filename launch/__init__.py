@@ -1,29 +1,36 @@
-"""krabgraph runtime: node API, graph files, validation, executor and CLI."""
+"""krabgraph's runtime, in four layers that import downward only (docs/architecture.md, "Layers"):
+``api/`` (the node SDK) < ``graph/`` (graph files, validation) < ``runtime/`` (executor, transport,
+tap) < ``cli/`` (the ``krabgraph`` command). This module re-exports the public names; only the node
+API loads eagerly.
+"""
 
 from __future__ import annotations
 
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from krabgraph.launch.errors import GraphError, KrabgraphError, ParamError, WireError
-from krabgraph.launch.node import Node, Timer
-from krabgraph.launch.params import Param
-from krabgraph.launch.ports import Input, Output
+from krabgraph.launch.api.errors import GraphError, KrabgraphError, ParamError, WireError
+from krabgraph.launch.api.node import Node, Timer
+from krabgraph.launch.api.params import Param
+from krabgraph.launch.api.ports import Input, Output
 
 if TYPE_CHECKING:
-    from krabgraph.launch.executor import Executor
-    from krabgraph.launch.graph import GraphDecl, graph_from_dict, load_graph
-    from krabgraph.launch.validate import Graph, build_graph, load_and_build
+    from krabgraph.launch.api.harness import NodeHarness
+    from krabgraph.launch.graph.declaration import GraphDecl, graph_from_dict, load_graph
+    from krabgraph.launch.graph.model import Graph
+    from krabgraph.launch.graph.validation import build_graph, load_and_build
+    from krabgraph.launch.runtime.executor import Executor
 
 # The node API above is what a node file imports; the runtime (zmq, graph validation) loads on first use.
 _LAZY = {
-    "Executor": "executor",
-    "GraphDecl": "graph",
-    "graph_from_dict": "graph",
-    "load_graph": "graph",
-    "Graph": "validate",
-    "build_graph": "validate",
-    "load_and_build": "validate",
+    "NodeHarness": "api.harness",
+    "GraphDecl": "graph.declaration",
+    "graph_from_dict": "graph.declaration",
+    "load_graph": "graph.declaration",
+    "Graph": "graph.model",
+    "build_graph": "graph.validation",
+    "load_and_build": "graph.validation",
+    "Executor": "runtime.executor",
 }
 
 
@@ -44,6 +51,7 @@ __all__ = [
     "Input",
     "KrabgraphError",
     "Node",
+    "NodeHarness",
     "Output",
     "Param",
     "ParamError",

@@ -6,9 +6,9 @@ import math
 from typing import Any
 
 from krabgraph.launch import Input, Node, Output, Param
-from krabgraph.launch.checks import ParamProblem
-from krabgraph.launch.errors import ParamError
-from krabgraph.launch.params import TIME_LIMITS
+from krabgraph.launch.api.checks import ParamProblem
+from krabgraph.launch.api.errors import ParamError
+from krabgraph.launch.api.params import TIME_LIMITS
 from krabgraph.msgs import RobotState, VelocityCommand
 from krabgraph.nodes.rotations import yaw_of
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from krabgraph.launch import Input, Node, Output, Param
-from krabgraph.launch.checks import RobotUse
+from krabgraph.launch.api.checks import RobotUse
 from krabgraph.msgs import CommandSource, JointCommand, RobotState, set_array
 from krabgraph.nodes.hal import CommandParser, Hal, JointTargets, RobotSnapshot
 

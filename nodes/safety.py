@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from krabgraph.launch import Input, Node, Output, Param
-from krabgraph.launch.errors import ParamError
+from krabgraph.launch.api.errors import ParamError
 from krabgraph.msgs import (
     ArrayError,
     CommandSource,

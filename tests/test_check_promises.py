@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from krabgraph.launch import Executor, GraphError, Input, Node, Output, build_graph, graph_from_dict, load_and_build
-from krabgraph.launch.cli import main
-from krabgraph.launch.graph import GRAPHS_DIR
+from krabgraph.launch.cli.main import main
+from krabgraph.launch.graph.declaration import GRAPHS_DIR
 from krabgraph.msgs import JointCommand, RobotState
 from krabgraph.nodes.policy.contract import contract_path
 from krabgraph.nodes.robots import ROBOTS_DIR

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from krabgraph.launch.cli import main
+from krabgraph.launch.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MERMAID_JS = ROOT / "build" / "npm" / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import RobotState
 from krabgraph.nodes.command import ScriptedVelocity
 

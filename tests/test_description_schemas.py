@@ -8,8 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from krabgraph.launch.schema_check import load_schema, schema_errors, schema_problems
-from krabgraph.launch.yamlloc import load_yaml, load_yaml_text
+from krabgraph.launch.graph.schema_check import load_schema, schema_errors, schema_problems
+from krabgraph.launch.graph.yamlloc import load_yaml, load_yaml_text
 from krabgraph.nodes import robots
 from krabgraph.nodes.policy import ContractError, contract, load_contract
 from krabgraph.nodes.robots import RobotError, load_robot, parse_robot

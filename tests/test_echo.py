@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
-from krabgraph.launch.cli import main
-from krabgraph.launch.echo import EchoError, check_path, find_type, pick, to_data, to_json, to_yaml
+from krabgraph.launch.cli.echo import EchoError, check_path, find_type, pick, to_data, to_json, to_yaml
+from krabgraph.launch.cli.main import main
 from krabgraph.msgs import Diagnostics, RobotState, set_array
 
 from .test_tap import free_port

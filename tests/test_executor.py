@@ -15,8 +15,8 @@ import pytest
 import zmq
 
 from krabgraph.launch import Executor, Input, Node, Output, Param, build_graph, graph_from_dict
-from krabgraph.launch.executor import endpoint
-from krabgraph.launch.wire import encode, prefix
+from krabgraph.launch.runtime.executor import endpoint
+from krabgraph.launch.runtime.wire import encode, prefix
 from krabgraph.msgs import ArrayStamped, JointCommand, VelocityCommand, set_array, to_numpy
 from krabgraph.nodes.demo import FakeRobot, HoldPose
 
@@ -333,7 +333,7 @@ def test_signal_stops_graph_within_a_second(tmp_path, sig):
     script.write_text(
         textwrap.dedent("""
         import sys, threading
-        from krabgraph.launch.cli import main
+        from krabgraph.launch.cli.main import main
         code = main(["launch", "demo", "--set", "robot.rate_hz=500"])
         print("threads", threading.active_count(), flush=True)
         sys.exit(code)

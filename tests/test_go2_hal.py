@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("cyclonedds")
 
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import JointCommand, RobotState, set_array, to_numpy
 from krabgraph.nodes.go2.crc import low_cmd_crc, low_state_crc
 from krabgraph.nodes.go2.dds import LOWCMD_TOPIC, LOWSTATE_TOPIC, open_participant

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from krabgraph.launch import GraphError, load_and_build
-from krabgraph.launch.graph import load_graph
+from krabgraph.launch.graph.declaration import load_graph
 
 BASE = """
 name: base

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from krabgraph.launch import GraphError, load_and_build
-from krabgraph.launch.graph import load_graph
+from krabgraph.launch.graph.declaration import load_graph
 
 GOOD = """
 clock: sim
@@ -223,7 +223,7 @@ def test_command_line_overrides(write_graph):
 
 
 def test_shipped_graph_files_validate():
-    from krabgraph.launch.graph import GRAPHS_DIR
+    from krabgraph.launch.graph.declaration import GRAPHS_DIR
 
     for path in sorted(GRAPHS_DIR.glob("*.yaml")):
         try:

@@ -13,8 +13,8 @@ from dataclasses import astuple
 import numpy as np
 import pytest
 
-from krabgraph.launch.cli import main
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
+from krabgraph.launch.cli.main import main
 from krabgraph.msgs import CommandSource, JointCommand, RobotState, set_array, to_numpy
 from krabgraph.nodes.demo import FakeRobot
 from krabgraph.nodes.hal import CommandError, CommandParser, Hal

@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from krabgraph.launch import Executor, Input, Node, Output, graph_from_dict
-from krabgraph.launch.testing import NodeHarness
-from krabgraph.launch.validate import build_graph
+from krabgraph.launch.api.harness import NodeHarness
+from krabgraph.launch.graph.validation import build_graph
 from krabgraph.msgs import (
     ArrayStamped,
     JointCommand,

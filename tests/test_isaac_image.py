@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from krabgraph.launch.graph import load_graph
+from krabgraph.launch.graph.declaration import load_graph
 from krabgraph.nodes.isaac.adapter import missing_isaac_modules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def test_tcp_observation_endpoint_opens_the_read_only_tap_when_the_runtime_has_o
     ckpt = rsl_rl_checkpoint(tmp_path / "model.pt", 235)
     args = main.parser().parse_args(["--checkpoint", str(ckpt), "--observation_bind", "tcp://127.0.0.1:7447"])
     try:
-        from krabgraph.launch.graph import TapSpec  # noqa: F401
+        from krabgraph.launch.graph.declaration import TapSpec  # noqa: F401
     except ImportError:
         with pytest.raises(main.SetupError, match="no TCP endpoint"):
             main.prepare(args, tmp_path)

@@ -25,10 +25,10 @@ from krabgraph.launch import (
     load_and_build,
     load_graph,
 )
-from krabgraph.launch.cli import main
-from krabgraph.launch.graph import NodeDecl
-from krabgraph.launch.monitor import FAULT_EXIT_CODE, RunMonitor
-from krabgraph.launch.yamlloc import Loc
+from krabgraph.launch.cli.main import main
+from krabgraph.launch.graph.declaration import NodeDecl
+from krabgraph.launch.graph.yamlloc import Loc
+from krabgraph.launch.runtime.monitor import FAULT_EXIT_CODE, RunMonitor
 from krabgraph.msgs import JointCommand, RobotState, SafetyStatus, set_array, to_numpy
 from krabgraph.nodes.demo import FakeRobot, HoldPose
 from krabgraph.nodes.rotations import roll_pitch

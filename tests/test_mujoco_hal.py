@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import ParamError
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import JointCommand, set_array, to_numpy
 from krabgraph.nodes.mujoco.hal import MujocoHal
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import ParamError
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.nodes.mujoco.hal import MujocoHal
 from krabgraph.nodes.mujoco.physics import MujocoRobotSim
 

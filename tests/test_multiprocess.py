@@ -16,9 +16,9 @@ import zmq
 import zmq.auth
 
 from krabgraph.launch import Executor, Input, Node, Output, build_graph, load_graph
-from krabgraph.launch.errors import GraphError
-from krabgraph.launch.keys import create_keys
-from krabgraph.launch.transport import plan
+from krabgraph.launch.api.errors import GraphError
+from krabgraph.launch.graph.endpoints import plan
+from krabgraph.launch.runtime.security import create_keys
 from krabgraph.msgs import VelocityCommand
 
 GRAPHS = Path(__file__).resolve().parent.parent / "graphs"

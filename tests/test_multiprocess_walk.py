@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from krabgraph.launch.keys import create_keys
-from krabgraph.launch.wire import Decoder
+from krabgraph.launch.runtime.security import create_keys
+from krabgraph.launch.runtime.wire import Decoder
 from krabgraph.msgs import CommandSource, JointCommand, RobotState, SafetyStatus, VelocityCommand, to_numpy
 from krabgraph.nodes.record.mcapio import read_recording
 

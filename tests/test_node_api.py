@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import Input, Node, Output, Param, ParamError
-from krabgraph.launch.context import ManualClock, NodeContext
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.context import ManualClock, NodeContext
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import JointCommand, RobotState, VelocityCommand, to_numpy
 from krabgraph.nodes.command import ScriptedVelocity
 from krabgraph.nodes.demo import FakeRobot, HoldPose
@@ -66,7 +66,7 @@ def test_port_names_may_not_shadow_node_api():
 
 
 def test_class_introspection():
-    assert set(FakeRobot.inputs()) == {"command"} and set(FakeRobot.outputs()) == {"state"}
+    assert set(FakeRobot.inputs()) == {"command", "velocity_command"} and set(FakeRobot.outputs()) == {"state"}
     assert FakeRobot.inputs()["command"].msg_type is JointCommand
     assert FakeRobot.kind == "hal" and "kinematic" in FakeRobot.summary()
 

@@ -103,11 +103,11 @@ def test_a_bad_node_file_is_one_error_at_the_class_line(tmp_path, class_ref, bod
 
 def test_a_node_written_against_the_root_shadow_copy_is_told_how_to_import(tmp_path):
     code = (
-        "from launch.node import Node\n"
+        "from launch.api.node import Node\n"
         "class Stray(Node):\n    pass\n"
-        "from krabgraph.launch.registry import resolve_class\n"
+        "from krabgraph.launch.graph.registry import resolve_class\n"
         "try:\n    resolve_class(Stray)\nexcept LookupError as exc:\n    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert "subclasses launch.node.Node, a second copy" in out.stdout, out.stderr
+    assert "subclasses launch.api.node.Node, a second copy" in out.stdout, out.stderr
     assert "write `from krabgraph.launch import Node`" in out.stdout

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import Input, Node, Param
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import CommandSource, JointCommand, VelocityCommand, set_array
 from krabgraph.nodes.demo import FakeRobot
 from krabgraph.nodes.hal import REPORTS_PER_KIND

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import build_graph
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import RobotState, SafetyStatus
 from krabgraph.nodes.mujoco.terrain import Terrain, make_terrain
 

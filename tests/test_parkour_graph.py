@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import Executor, build_graph, load_graph
-from krabgraph.launch.monitor import RunMonitor
+from krabgraph.launch.runtime.monitor import RunMonitor
 
 pytest.importorskip("mujoco")
 pytest.importorskip("onnxruntime")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import Executor, Node, build_graph, graph_from_dict
-from krabgraph.launch.monitor import RunMonitor
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
+from krabgraph.launch.runtime.monitor import RunMonitor
 from krabgraph.nodes.demo import HoldPose
 from krabgraph.nodes.mujoco.hal import MujocoHal
 

@@ -25,8 +25,8 @@ pytest.importorskip("cyclonedds")
 pytest.importorskip("mujoco")
 
 from krabgraph.launch import Executor, Input, Node, build_graph, load_graph
-from krabgraph.launch.graph import NodeDecl
-from krabgraph.launch.yamlloc import Loc
+from krabgraph.launch.graph.declaration import NodeDecl
+from krabgraph.launch.graph.yamlloc import Loc
 from krabgraph.msgs import RobotState, SafetyStatus, VelocityCommand
 from krabgraph.nodes.go2.emulator import load_truth
 

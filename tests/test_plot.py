@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from krabgraph.launch.cli import main
-from krabgraph.launch.plot import PANELS, plot_run
+from krabgraph.launch.cli.main import main
+from krabgraph.launch.cli.plot import PANELS, plot_run
 
 pytest.importorskip("mujoco")
 pytest.importorskip("mcap")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import CommandSource, HeightScan, RobotState, VelocityCommand, set_array, to_numpy
 from krabgraph.nodes.policy import load_backend, load_contract
 from krabgraph.nodes.policy.contract import BUNDLES_DIR

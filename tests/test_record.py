@@ -14,7 +14,7 @@ from mcap.reader import make_reader
 from mcap_protobuf.decoder import DecoderFactory
 
 from krabgraph.launch import Executor, GraphError, Input, Node, Output, Param, build_graph, graph_from_dict
-from krabgraph.launch.graph import NodeDecl, load_graph
+from krabgraph.launch.graph.declaration import NodeDecl, load_graph
 from krabgraph.msgs import ArrayStamped, Diagnostics, VelocityCommand, set_array, to_numpy
 from krabgraph.nodes.record import recorder as recorder_module
 from krabgraph.nodes.record.mcapio import McapFile

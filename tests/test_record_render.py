@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from krabgraph.launch import load_and_build
-from krabgraph.launch.render import groups, to_dot, to_html, to_mermaid
+from krabgraph.launch.graph.render import groups, to_dot, to_html, to_mermaid
 
 from .test_cli import CHROMIUM, MERMAID_JS, _chromium_dom
 

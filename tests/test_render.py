@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from krabgraph.launch import load_and_build
-from krabgraph.launch.render import BOX_H, BOX_W, layout, to_html, to_svg_inline
+from krabgraph.launch.graph.render import BOX_H, BOX_W, layout, to_html, to_svg_inline
 
 SVG = "{http://www.w3.org/2000/svg}"
 SHIPPED = ["walk", "parkour", "walk_split", "parkour_real_split", "anymal_stairs", "walk_record", "demo"]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from pathlib import Path
 
 import pytest
 
 from krabgraph.launch import Executor, GraphError, Input, Node, build_graph, graph_from_dict, load_and_build
-from krabgraph.launch.graph import NodeDecl, load_graph
-from krabgraph.launch.ports import AnyMessage, RawMessage
+from krabgraph.launch.api.ports import AnyMessage, RawMessage
+from krabgraph.launch.graph.declaration import NodeDecl, load_graph
 from krabgraph.msgs import RobotState
 from krabgraph.nodes.record.mcapio import read_recording
 
@@ -228,4 +229,8 @@ def test_real_time_replay_follows_the_wall_clock(walk_recording):
     assert len(got) == 150
     start = got[0][1]
     lateness = [(t - start) - RobotState.FromString(p).header.stamp_ns / 4 for _, t, p in got]
-    assert max(abs(x) for x in lateness) < 5e6  # within 5 ms of the scaled recorded time
+    # Paced to the scaled recorded time: the typical message within 2 ms of it, every one within 50 ms
+    # (a loaded 2-core VM stalls a process for several ms now and then; a broken pacing is off by
+    # whole periods, 80 ms here, or drifts).
+    assert statistics.median(abs(x) for x in lateness) < 2e6
+    assert max(abs(x) for x in lateness) < 50e6

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import Executor, Input, Node, Output, Param, ParamError, build_graph, graph_from_dict
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import (
     CommandSource,
     EStop,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from krabgraph.launch import Executor, Input, Node, Param, build_graph, graph_from_dict, load_graph
-from krabgraph.launch.graph import NodeDecl
-from krabgraph.launch.ports import AnyMessage, RawMessage
-from krabgraph.launch.yamlloc import Loc
+from krabgraph.launch.api.ports import AnyMessage, RawMessage
+from krabgraph.launch.graph.declaration import NodeDecl
+from krabgraph.launch.graph.yamlloc import Loc
 
 LOG: list[str] = []
 

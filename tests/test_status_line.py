@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 
 pytest.importorskip("mujoco")
 

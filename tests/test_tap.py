@@ -14,9 +14,9 @@ import zmq
 import zmq.auth
 
 from krabgraph.launch import Executor, GraphError, Node, Output, Param, build_graph, graph_from_dict
-from krabgraph.launch.introspect import TapClient, TapClientError, decode
-from krabgraph.launch.keys import create_keys
-from krabgraph.launch.tap import is_loopback
+from krabgraph.launch.cli.introspect import TapClient, TapClientError, decode
+from krabgraph.launch.graph.endpoints import is_loopback
+from krabgraph.launch.runtime.security import create_keys
 from krabgraph.msgs import ArrayStamped, VelocityCommand, set_array
 
 

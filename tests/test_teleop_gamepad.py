@@ -18,7 +18,7 @@ import pytest
 evdev = pytest.importorskip("evdev")
 from evdev import ecodes  # noqa: E402
 
-from krabgraph.launch.testing import NodeHarness  # noqa: E402
+from krabgraph.launch.api.harness import NodeHarness  # noqa: E402
 from krabgraph.nodes.teleop import gamepad as gp  # noqa: E402
 from krabgraph.nodes.teleop.gamepad import GamepadTeleop, StickMapping  # noqa: E402
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from krabgraph.launch import Executor, Input, Node, build_graph, graph_from_dict
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import VelocityCommand
 from krabgraph.nodes.teleop.keyboard import KeyboardTeleop, parse_keys
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from krabgraph.launch.cli import main
-from krabgraph.launch.introspect import RateWindow, TapClient, measure
+from krabgraph.launch.cli.introspect import RateWindow, TapClient, measure
+from krabgraph.launch.cli.main import main
 
 from .test_tap import Pulse, free_port, running
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import Executor, Input, Node, build_graph, load_graph
-from krabgraph.launch.graph import NodeDecl
-from krabgraph.launch.yamlloc import Loc
+from krabgraph.launch.graph.declaration import NodeDecl
+from krabgraph.launch.graph.yamlloc import Loc
 from krabgraph.msgs import JointCommand, RobotState, SafetyStatus
 
 pytest.importorskip("mujoco")

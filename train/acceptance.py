@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from krabgraph.launch import Executor, Input, KrabgraphError, Node, Param, build_graph, load_graph
-from krabgraph.launch.graph import GraphDecl, NodeDecl
-from krabgraph.launch.yamlloc import Loc
+from krabgraph.launch.graph.declaration import GraphDecl, NodeDecl
+from krabgraph.launch.graph.yamlloc import Loc
 from krabgraph.msgs import RobotState, SafetyStatus, VelocityCommand
 from krabgraph.nodes.command import ScriptedVelocity
 from krabgraph.nodes.mujoco.terrain import Terrain, make_terrain

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from krabgraph.launch import Executor, KrabgraphError, Param, build_graph
-from krabgraph.launch.graph import GraphDecl
+from krabgraph.launch.graph.declaration import GraphDecl
 from krabgraph.msgs import RobotState, SafetyStatus
 from krabgraph.nodes.mujoco.terrain import OBSTACLE_KINDS, PARKOUR_COURSE, Terrain, make_terrain
 from krabgraph.nodes.policy.contract import load_contract

@@ -86,7 +86,7 @@ def graph_path(ref: str) -> Path | str:
 
 def node_of_class(decl: Any, target: str) -> str:
     """The one node of ``decl`` whose class is ``target`` (``module:Class``)."""
-    from krabgraph.launch.registry import resolve_class
+    from krabgraph.launch.graph.registry import resolve_class
 
     want = resolve_class(target)
     names = [name for name, nd in decl.nodes.items() if _resolves_to(nd.class_ref, want, resolve_class)]
@@ -105,7 +105,7 @@ def _resolves_to(ref: Any, want: type, resolve_class: Any) -> bool:
 
 def output_topics(decl: Any) -> dict[tuple[str, str], str]:
     """(node, output port) -> topic, defaults included."""
-    from krabgraph.launch.registry import resolve_class
+    from krabgraph.launch.graph.registry import resolve_class
 
     topics = {}
     for name, nd in decl.nodes.items():
@@ -147,8 +147,9 @@ def apply_binds(decl: Any, hal: str, observation: str | None, command: str | Non
     if command is not None:
         if command.startswith("tcp://"):
             errors.append(
-                f"--command_bind {command!r}: the krabgraph runtime has no inbound TCP bridge (launch/executor.py "
-                "wires inproc endpoints inside one process), so commands cannot come in over TCP; use inproc://<topic>"
+                f"--command_bind {command!r}: the krabgraph runtime has no inbound TCP bridge "
+                "(launch/runtime/executor.py wires inproc endpoints inside one process), so commands cannot come in "
+                "over TCP; use inproc://<topic>"
             )
         else:
             try:
@@ -170,7 +171,7 @@ def apply_binds(decl: Any, hal: str, observation: str | None, command: str | Non
 
 def _open_tap(decl: Any, endpoint: str, state_topic: str) -> list[str]:
     try:
-        from krabgraph.launch.graph import TapSpec
+        from krabgraph.launch.graph.declaration import TapSpec
     except ImportError:
         return [f"--observation_bind {endpoint!r}: this krabgraph runtime has no TCP endpoint; use inproc://<topic>"]
     if not hasattr(decl, "tap"):
@@ -219,7 +220,7 @@ def bundle_with_checkpoint(bundle: str, checkpoint: Path, out_dir: Path) -> Path
 
 def check_bundle(contract: Any, args: argparse.Namespace) -> None:
     """Compare the contract with the expected sizes and rate, then load its weights on the CPU."""
-    from krabgraph.launch.errors import KrabgraphError
+    from krabgraph.launch.api.errors import KrabgraphError
     from krabgraph.nodes.policy import load_backend
 
     terms = ", ".join(f"{t.name}={t.size}" for t in contract.observations)
@@ -254,9 +255,9 @@ def check_bundle(contract: Any, args: argparse.Namespace) -> None:
 
 def prepare(args: argparse.Namespace, workdir: Path) -> Any:
     """Load, check and rewire the graph; return the validated graph. Nothing has started yet."""
-    from krabgraph.launch.errors import GraphError, KrabgraphError
-    from krabgraph.launch.graph import load_graph
-    from krabgraph.launch.validate import build_graph
+    from krabgraph.launch.api.errors import GraphError, KrabgraphError
+    from krabgraph.launch.graph.declaration import load_graph
+    from krabgraph.launch.graph.validation import build_graph
     from krabgraph.nodes.isaac import parkour_terms  # noqa: F401 - terms some bundles use
     from krabgraph.nodes.policy import load_contract
 
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {line}", file=sys.stderr)
             print("nothing was started.", file=sys.stderr)
             return exc.code
-        from krabgraph.launch.executor import Executor
+        from krabgraph.launch.runtime.executor import Executor
 
         return Executor(graph).run(duration_s=args.duration)
 

@@ -12,16 +12,23 @@ Imports nothing beyond the standard library's typing: part of the node API, whic
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from krabgraph.launch.node import Timer
+from typing import Any, Protocol
 
 CLOCK_MODES = ("wall", "sim", "topic", "manual")  # manual: a node outside any executor (unit tests)
 
 
+class ScheduledTimer(Protocol):
+    """What a scheduler reads of a timer (``node.Timer`` is one; a protocol, since node.py imports this module)."""
+
+    due_ns: int
+    period_ns: int
+    rank: int
+    order: int
+    cancelled: bool
+
+
 class GraphClock(Protocol):
-    """A graph clock (``launch/clock.py``: ``WallClock``, ``SimClock``, ``TopicClock``; or ``ManualClock``)."""
+    """A graph clock (``launch/runtime/clock.py``: ``WallClock``, ``SimClock``, ``TopicClock``; or ``ManualClock``)."""
 
     mode: str
 
@@ -60,7 +67,7 @@ class NodeContext:
         clock: GraphClock,
         *,
         rank: int = 0,
-        schedule: Callable[[Timer], Any] | None = None,
+        schedule: Callable[[ScheduledTimer], Any] | None = None,
         stop: Callable[[int], Any] | None = None,
     ) -> None:
         self.clock = clock

@@ -7,8 +7,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from krabgraph.launch.context import ManualClock, NodeContext
-from krabgraph.launch.node import Node, Timer
+from krabgraph.launch.api.context import ManualClock, NodeContext
+from krabgraph.launch.api.node import Node, Timer
 
 
 class NodeHarness:

@@ -16,7 +16,7 @@ active → deactivate() → inactive → shutdown() → finalized. Callbacks and
 active. Create timers in ``on_activate``; deactivation cancels them.
 
 Runtime: the executor (or a ``NodeHarness``) attaches one ``NodeContext`` per node
-(``launch/context.py``: graph clock, timer scheduling, stop requests, place in the graph); the node
+(``launch/api/context.py``: graph clock, timer scheduling, stop requests, place in the graph); the node
 uses it through ``now_ns()``, ``create_timer()``, ``request_stop()`` and ``clock_mode``, and the runtime
 reads the node through ``lifecycle``, ``timers``, ``input_ports()``, ``output_ports()`` and
 ``param_values()``, never its private attributes.
@@ -32,11 +32,11 @@ import re
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 
-from krabgraph.launch.checks import ParamProblem, RobotUse
-from krabgraph.launch.context import ManualClock, NodeContext
-from krabgraph.launch.errors import ParamError
-from krabgraph.launch.params import Param
-from krabgraph.launch.ports import Input, InputPort, Output, OutputPort
+from krabgraph.launch.api.checks import ParamProblem, RobotUse
+from krabgraph.launch.api.context import ManualClock, NodeContext
+from krabgraph.launch.api.errors import ParamError
+from krabgraph.launch.api.params import Param
+from krabgraph.launch.api.ports import Input, InputPort, Output, OutputPort
 
 NODE_KINDS = ("hal", "sensor", "policy", "safety", "teleop", "source", "recorder", "bridge", "other")
 SUPPRESSED_NOTE = " (+%d more since the last report)"  # appended by Node.log_throttled after a quiet period

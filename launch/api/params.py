@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from krabgraph.launch.errors import ParamError
+from krabgraph.launch.api.errors import ParamError
 
 _REQUIRED = object()
 _TYPES = (bool, int, float, str, list, dict)

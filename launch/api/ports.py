@@ -8,14 +8,22 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
 from krabgraph.msgs.common_pb2 import Header
 
-if TYPE_CHECKING:
-    from krabgraph.launch.node import Node
+
+class PortOwner(Protocol):
+    """What a port needs of the node that owns it (``Node`` is one): its name and the graph clock.
+
+    A protocol, not ``Node``: node.py builds on this module, so this module must not import it back.
+    """
+
+    name: str
+
+    def now_ns(self) -> int: ...
 
 
 class AnyMessage:
@@ -123,7 +131,7 @@ class Input:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, obj: Node | None, objtype: type | None = None) -> Any:
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:  # obj: the Node
         if obj is None:
             return self
         return obj._inputs[self.name]
@@ -158,7 +166,7 @@ class Output:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, obj: Node | None, objtype: type | None = None) -> Any:
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:  # obj: the Node
         if obj is None:
             return self
         return obj._outputs[self.name]
@@ -169,7 +177,7 @@ class InputPort:
 
     __slots__ = ("_callback", "count", "dropped", "latest", "lost", "node", "received_ns", "spec")
 
-    def __init__(self, node: Node, spec: Input):
+    def __init__(self, node: PortOwner, spec: Input):
         self.node = node
         self.spec = spec
         self.latest: Message | None = None
@@ -206,7 +214,7 @@ class OutputPort:
 
     __slots__ = ("_sink", "_type", "count", "node", "sent", "seq", "spec", "topics")
 
-    def __init__(self, node: Node, spec: Output):
+    def __init__(self, node: PortOwner, spec: Output):
         self.node = node
         self.spec = spec
         self._type = spec.msg_type

@@ -27,7 +27,7 @@ import zmq
 from krabgraph.launch import Executor, Input, Node, Output, Param, build_graph, graph_from_dict
 from krabgraph.launch.bench import placement
 from krabgraph.launch.bench.stats import Row, skipped, summarize
-from krabgraph.launch.executor import HWM
+from krabgraph.launch.runtime.executor import HWM
 from krabgraph.msgs import ArrayStamped, set_array
 
 SIZES = {"48 floats": (48,), "3 KB obs (753 floats)": (753,), "20 KB depth (58×87)": (58, 87)}

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.launch.bench import placement
 from krabgraph.launch.bench.stats import Row, skipped, summarize
-from krabgraph.launch.testing import NodeHarness
 from krabgraph.msgs import HeightScan, RobotState, VelocityCommand, set_array
 from krabgraph.nodes.policy import load_backend, load_contract
 from krabgraph.nodes.policy.contract import BUNDLES_DIR

@@ -14,8 +14,8 @@ import numpy as np
 
 from krabgraph.launch import Executor, Input, Node, build_graph, load_graph
 from krabgraph.launch.bench.stats import Row, summarize
-from krabgraph.launch.graph import NodeDecl
-from krabgraph.launch.yamlloc import Loc
+from krabgraph.launch.graph.declaration import NodeDecl
+from krabgraph.launch.graph.yamlloc import Loc
 from krabgraph.msgs import RobotState
 
 TARGET_RATIO = 0.85  # the graph's real-time factor ≥ 0.85× the bare loop's (issue 16)

@@ -25,14 +25,14 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from krabgraph.launch.errors import KrabgraphError
+from krabgraph.launch.api.errors import KrabgraphError
 from krabgraph.msgs import Array, to_numpy
 from krabgraph.msgs.schema import _MODULES, message_class
 
 ARRAY = Array.DESCRIPTOR.full_name
 _INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
           FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}  # fmt: skip
-_PROTO_DIR = Path(__file__).resolve().parents[1] / "msgs"
+_PROTO_DIR = Path(__file__).resolve().parents[2] / "msgs"
 
 
 class EchoError(KrabgraphError):
@@ -301,7 +301,7 @@ def echo(client: Any, topic: str, type_name: str, args: Any, out: Any) -> int:
     The field path is checked against ``type_name`` before anything is printed (a topic whose type
     is not fixed is checked at its first message). Returns the exit code.
     """
-    from krabgraph.launch.introspect import decode
+    from krabgraph.launch.cli.introspect import decode
 
     count = 1 if args.once else args.count
     parts: list[str] | None = None
@@ -312,7 +312,7 @@ def echo(client: Any, topic: str, type_name: str, args: Any, out: Any) -> int:
             pass
         else:
             parts = check_path(cls, args.field)
-    from krabgraph.launch.introspect import TapClientError
+    from krabgraph.launch.cli.introspect import TapClientError
 
     skipped: dict[str, int] = {}
     n = 0

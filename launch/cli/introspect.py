@@ -21,10 +21,10 @@ import zmq
 import zmq.auth
 from google.protobuf.message import DecodeError, Message
 
-from krabgraph.launch.errors import KrabgraphError
-from krabgraph.launch.graph import DEFAULT_TAP
-from krabgraph.launch.tap import INFO_TOPIC
-from krabgraph.launch.wire import SEP
+from krabgraph.launch.api.errors import KrabgraphError
+from krabgraph.launch.graph.declaration import DEFAULT_TAP
+from krabgraph.launch.runtime.tap import INFO_TOPIC
+from krabgraph.launch.runtime.wire import SEP
 from krabgraph.msgs.schema import message_class
 
 

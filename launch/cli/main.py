@@ -9,14 +9,26 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from krabgraph.launch.checks import positive_seconds
-from krabgraph.launch.errors import GraphError, KrabgraphError
-from krabgraph.launch.graph import CLI, DEFAULT_TAP, NAME_RE
+from krabgraph.launch.api.errors import GraphError, KrabgraphError
+from krabgraph.launch.graph.declaration import CLI, DEFAULT_TAP, NAME_RE
 
 if TYPE_CHECKING:
-    from krabgraph.launch.executor import StopSignals
+    from krabgraph.launch.runtime.executor import StopSignals
 
 MAX_INSTANCE_LEN = 24  # `--instance NAME`: it becomes part of ipc socket paths
+
+
+def positive_seconds(text: str) -> float:
+    """A command-line duration: a finite number of seconds > 0 (for argparse ``type=``)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds > 0, e.g. 10")
+    return value
 
 
 def _setup_logging(level: str, process: str = "") -> None:
@@ -30,7 +42,7 @@ def _setup_logging(level: str, process: str = "") -> None:
 
 
 def _build(args: argparse.Namespace):
-    from krabgraph.launch.validate import load_and_build
+    from krabgraph.launch.graph.validation import load_and_build
 
     instance = getattr(args, "instance", None)
     if instance is not None and (len(instance) > MAX_INSTANCE_LEN or not NAME_RE.fullmatch(instance)):
@@ -50,7 +62,7 @@ def _build(args: argparse.Namespace):
         allow_modules=getattr(args, "allow_module", None) or [],
     )
     if instance:
-        from krabgraph.launch.transport import SUN_PATH_MAX, plan
+        from krabgraph.launch.graph.endpoints import SUN_PATH_MAX, plan
 
         graph.decl.instance = instance
         paths = [e.ipc.removeprefix("ipc://") for e in plan(graph).values() if e.ipc]
@@ -74,7 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         where = f" in process {spec.process}" if len(graph.processes) > 1 else ""
         print(f"  {name}: {spec.cls.__name__} [{spec.cls.kind}]{replaced}{where}")
     if len(graph.processes) > 1:
-        from krabgraph.launch.transport import describe
+        from krabgraph.launch.graph.endpoints import describe
 
         print("  processes: " + ", ".join(f"{n} on {p.host}" for n, p in graph.processes.items()))
         for line in describe(graph):
@@ -87,7 +99,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_launch(args: argparse.Namespace) -> int:
     """Build and run the graph; SIGINT/SIGTERM are counted stop requests from here on (never a
     traceback): the first stops in order, a second faster, the safety node damping either way."""
-    from krabgraph.launch.executor import StopSignals
+    from krabgraph.launch.runtime.executor import StopSignals
 
     if getattr(args, "supervised", False):
         # A supervised child ignores SIGINT (its supervisor started it so): the terminal's Ctrl-C
@@ -107,12 +119,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace, signals: StopSignals) -> int:
-    from krabgraph.launch.executor import Executor
-    from krabgraph.launch.monitor import RunMonitor
+    from krabgraph.launch.runtime.executor import Executor
+    from krabgraph.launch.runtime.monitor import RunMonitor
 
     graph = _build(args)
     if len(graph.processes) > 1 and args.process in (None, *graph.processes):
-        from krabgraph.launch.transport import check_free
+        from krabgraph.launch.runtime.transport import check_free
 
         # Refuse a second copy of a running instance before saying anything else (the supervisor
         # and the executor then take the locks for real).
@@ -129,7 +141,7 @@ def _launch(args: argparse.Namespace, signals: StopSignals) -> int:
         f", for {args.duration} s" if args.duration else "",
     )
     if args.process is None and len(graph.processes) > 1:
-        from krabgraph.launch.supervisor import supervise
+        from krabgraph.launch.runtime.supervisor import supervise
 
         log.info("%s has %d processes (%s): starting those on this host", graph.name, len(graph.processes),
                  ", ".join(f"{n} on {p.host}" for n, p in graph.processes.items()))  # fmt: skip
@@ -151,7 +163,7 @@ def _launch(args: argparse.Namespace, signals: StopSignals) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from krabgraph.launch.render import render
+    from krabgraph.launch.graph.render import render
 
     graph = _build(args)
     out = render(graph, args.format)
@@ -171,13 +183,13 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace):
-    from krabgraph.launch.introspect import TapClient
+    from krabgraph.launch.cli.introspect import TapClient
 
     return TapClient(args.tap, server_key=args.server_key, key=args.key, timeout_s=args.timeout)
 
 
 def cmd_topic(args: argparse.Namespace) -> int:
-    from krabgraph.launch import introspect
+    from krabgraph.launch.cli import introspect
 
     with _client(args) as client:
         if args.action == "list":
@@ -204,7 +216,7 @@ def cmd_topic(args: argparse.Namespace) -> int:
         entry = client.check_topic(args.topic)
         try:
             if args.action == "echo":
-                from krabgraph.launch.echo import echo
+                from krabgraph.launch.cli.echo import echo
 
                 return echo(client, args.topic, entry["type"], args, sys.stdout)
 
@@ -239,13 +251,13 @@ def _yaml(data: object) -> str:
     """YAML text of plain data (anything JSON cannot hold shown as a string)."""
     import json
 
-    from krabgraph.launch.echo import to_yaml
+    from krabgraph.launch.cli.echo import to_yaml
 
     return to_yaml(json.loads(json.dumps(data, default=str)))
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from krabgraph.launch.introspect import node_info, table
+    from krabgraph.launch.cli.introspect import node_info, table
 
     with _client(args) as client:
         info = client.graph_info()
@@ -277,7 +289,7 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 
 def cmd_interface(args: argparse.Namespace) -> int:
-    from krabgraph.launch import echo
+    from krabgraph.launch.cli import echo
 
     if args.action == "list":
         print("\n".join(sorted(echo.message_types())))
@@ -291,7 +303,7 @@ def cmd_interface(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from krabgraph.launch.registry import node_registry, resolve_class
+    from krabgraph.launch.graph.registry import node_registry, resolve_class
 
     for short, ref in sorted(node_registry().items()):
         try:
@@ -312,8 +324,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """``krabgraph keys DIR NAME...``: CURVE key pairs for ``security:`` and the tap (``launch.keys``)."""
-    from krabgraph.launch.keys import main as keys_main
+    """``krabgraph keys DIR NAME...``: CURVE key pairs for ``security:`` and the tap (runtime/security.py)."""
+    from krabgraph.launch.runtime.security import main as keys_main
 
     return keys_main([args.dir, *args.names])
 
@@ -430,7 +442,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("names", nargs="+", metavar="NAME", help="one key pair per name (e.g. graph, robot, brain)")
     sp.set_defaults(func=cmd_keys)
 
-    from krabgraph.launch.plot import add_parser as add_plot_parser
+    from krabgraph.launch.cli.plot import add_parser as add_plot_parser
 
     add_plot_parser(sub)
     return p
@@ -457,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        from krabgraph.launch.render import RenderError
+        from krabgraph.launch.graph.render import RenderError
 
         if isinstance(exc, RenderError):
             print(f"error: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from krabgraph.launch.errors import KrabgraphError
+from krabgraph.launch.api.errors import KrabgraphError
 from krabgraph.msgs import JointCommand, RobotState, SafetyStatus, VelocityCommand, to_numpy
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"

@@ -10,51 +10,64 @@
   the HAL opts out (benchmarks only) and is reported as a warning.
 - No node reads its own output, and no topic cycle publishes without delay: a cycle in which every
   input on the way may publish on receipt (``Input(triggers=True)``, the default) circles forever.
-- Numbers: a clock's real-time factor, a command-line ``--duration`` (``positive_seconds``).
+- Numbers: a clock's real-time factor.
+
+Robot descriptions and policy bundles are looked up through the robot catalog that the
+``krabgraph.robots`` entry point names (krabgraph's own: ``krabgraph.nodes.catalog``), never by
+importing ``krabgraph.nodes``: the graph layer knows node classes only through their hooks.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from krabgraph.launch.errors import KrabgraphError
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from krabgraph.launch.graph import GraphDecl
-    from krabgraph.launch.validate import NodeSpec, TopicInfo
-    from krabgraph.launch.yamlloc import Loc
+    from krabgraph.launch.api.checks import RobotUse
+    from krabgraph.launch.graph.declaration import GraphDecl
+    from krabgraph.launch.graph.model import NodeSpec, TopicInfo
+    from krabgraph.launch.graph.yamlloc import Loc
 
 MAX_CYCLES_REPORTED = 5
 DT_TOLERANCE = 1e-6  # relative: control periods closer than this are equal
+CATALOG_GROUP = "krabgraph.robots"  # entry point group naming the robot catalog
+OWN_CATALOG = "krabgraph.nodes"  # krabgraph's own catalog wins over a plug-in's
 
 
-@dataclass(frozen=True)
-class ParamProblem:
-    """One finding of ``Node.check_params``: the parameter it is about ("" = the node) and what to do."""
+class RobotFacts(Protocol):
+    """What the robot checks read from a robot description."""
 
-    param: str
-    message: str
-    warning: bool = False  # reported by `krabgraph check` but does not stop the graph
+    name: str
+    joint_names: tuple[str, ...]
+    control_dt: float
 
 
-@dataclass(frozen=True)
-class RobotUse:
-    """What a node assumes about the robot, compared with the graph's robot by validation.
+class RobotCatalog(Protocol):
+    """Robot descriptions and policy bundles, as the ``krabgraph.robots`` entry point provides them."""
 
-    ``robot``: a robot description name or path (its joints and control period are then the
-    description's); ``joints``: joints the node needs (``exact``: the joints it has, e.g. a HAL's);
-    ``control_dt``: the period it runs at or was trained at (s); ``param``: the parameter they come
-    from (errors point at its line); ``what``: how errors name it, e.g. "policy bundle 'go2_walk'".
-    """
+    def describe(self, name: str) -> RobotFacts:
+        """The description ``name`` (a name or a path); raises ``ValueError`` saying why it cannot be used."""
+        ...
 
-    param: str
-    robot: str | None = None
-    joints: tuple[str, ...] | None = None
-    exact: bool = False
-    control_dt: float | None = None
-    what: str = ""
+    def bundles_for(self, robot: str) -> list[str]:
+        """Known policy bundles made for ``robot`` (suggested when a bundle is for another robot)."""
+        ...
+
+
+@functools.cache
+def robot_catalog() -> RobotCatalog:
+    """The registered robot catalog (krabgraph's own first); ``LookupError`` if none is registered."""
+    from importlib.metadata import entry_points
+
+    found = sorted(entry_points(group=CATALOG_GROUP), key=lambda e: not e.value.startswith(OWN_CATALOG))
+    if not found:
+        raise LookupError(
+            f"no robot catalog is registered (the {CATALOG_GROUP} entry point is missing): install krabgraph "
+            "with `make setup` (pip install -e .), not by putting the source tree on PYTHONPATH"
+        )
+    return found[0].load()
 
 
 @dataclass
@@ -97,8 +110,6 @@ def check_node_params(spec: NodeSpec, errors: list[str], warnings: list[str]) ->
 
 
 def _resolve(name: str, spec: NodeSpec, use: RobotUse, decl: GraphDecl, errors: list[str]) -> _Facts | None:
-    from krabgraph.nodes.robots import RobotError, load_robot
-
     explicit = use.param in spec.decl.params
     inherited = not explicit and use.param == "robot" and bool(decl.robot)
     where = f"params.{use.param}" if explicit else "node"
@@ -107,8 +118,8 @@ def _resolve(name: str, spec: NodeSpec, use: RobotUse, decl: GraphDecl, errors: 
     facts = _Facts(name, spec.cls.kind, loc, subject, use.param, None, use.joints, use.exact, use.control_dt)
     if use.robot is not None:
         try:
-            robot = load_robot(use.robot)
-        except RobotError as exc:
+            robot = robot_catalog().describe(use.robot)
+        except ValueError as exc:
             if inherited:
                 return None  # the graph's `robot:` is reported once
             if use.param == "robot":  # the node's own description: it cannot start without it
@@ -124,12 +135,10 @@ def _resolve(name: str, spec: NodeSpec, use: RobotUse, decl: GraphDecl, errors: 
 
 def _reference(decl: GraphDecl, uses: list[_Facts], errors: list[str]) -> _Facts | None:
     """The graph's robot: ``robot:``, else a HAL's, else any node's that names one, else a HAL's joints."""
-    from krabgraph.nodes.robots import RobotError, load_robot
-
     if decl.robot:
         try:
-            robot = load_robot(decl.robot)
-        except RobotError as exc:
+            robot = robot_catalog().describe(decl.robot)
+        except ValueError as exc:
             errors.append(f"{decl.robot_loc}: robot: {exc}")
             return None
         return _Facts(
@@ -154,24 +163,11 @@ def _hz(dt: float) -> str:
     return f"{dt:g} s ({1.0 / dt:g} Hz)"
 
 
-def _bundles_for(robot: str) -> list[str]:
-    from krabgraph.nodes.policy.contract import known_bundles, load_contract
-
-    found = []
-    for bundle in known_bundles():
-        try:
-            if load_contract(bundle).robot == robot:
-                found.append(bundle)
-        except KrabgraphError:
-            continue
-    return found
-
-
 def _fix(u: _Facts, ref: _Facts, decl: GraphDecl, *, rate: bool = False) -> str:
     if u.param == "bundle":
         if rate and ref.dt:
             return f"use a bundle trained at {1.0 / ref.dt:g} Hz"
-        known = _bundles_for(ref.name) if ref.name else []
+        known = robot_catalog().bundles_for(ref.name) if ref.name else []
         shipped = f" (shipped: {', '.join(known)})" if known else ""
         return f"use a bundle made for {_label(ref)}{shipped}"
     if rate or u.param != "robot":
@@ -186,6 +182,12 @@ def _fix(u: _Facts, ref: _Facts, decl: GraphDecl, *, rate: bool = False) -> str:
 
 def check_robot(decl: GraphDecl, specs: dict[str, NodeSpec], errors: list[str]) -> str:
     """Every HAL, safety node and policy bundle agrees with the graph's robot; returns its name ("" if none)."""
+    try:
+        if decl.robot or specs:
+            robot_catalog()
+    except LookupError as exc:
+        errors.append(f"{decl.robot_loc if decl.robot else decl.name_loc}: {exc}")
+        return ""
     uses: list[_Facts] = []
     for name, spec in specs.items():
         use = call_hook(spec, "robot_use", errors)
@@ -361,16 +363,3 @@ def check_clock(decl: GraphDecl, errors: list[str]) -> None:
             f"{decl.clock_loc}: clock: real_time_factor must be a finite number > 0 (1.0 = real time), got "
             f"{rtf!r}; leave it out (or null) to run as fast as possible"
         )
-
-
-def positive_seconds(text: str) -> float:
-    """A command-line duration: a finite number of seconds > 0 (for argparse ``type=``)."""
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds > 0, e.g. 10")
-    return value

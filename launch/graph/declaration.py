@@ -18,10 +18,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from krabgraph.launch.errors import GraphError
-from krabgraph.launch.yamlloc import Loc, LocDict, YamlError, load_yaml
+from krabgraph.launch.api.errors import GraphError
+from krabgraph.launch.graph.yamlloc import Loc, LocDict, YamlError, load_yaml
 
-GRAPHS_DIR = Path(__file__).resolve().parent.parent / "graphs"
+GRAPHS_DIR = Path(__file__).resolve().parents[2] / "graphs"
 ON_ERROR = ("restart", "stop_node", "stop_graph")
 CLI = Loc("command line")
 DEFAULT_TAP = "tcp://127.0.0.1:7447"
@@ -131,7 +131,7 @@ class GraphDecl:
     # "mypkg" allows mypkg.nodes); None: any module (graphs built in Python, not from files).
     allow_modules: tuple[str, ...] | None = None
     # `launch --instance NAME`: another copy of the graph on this host, with its own ipc endpoints
-    # and lock ("" for the default one; see launch/transport.py).
+    # and lock ("" for the default one; see launch/runtime/transport.py).
     instance: str = ""
 
 

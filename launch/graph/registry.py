@@ -22,7 +22,7 @@ from collections.abc import Collection
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from krabgraph.launch.node import Node
+from krabgraph.launch.api.node import Node
 
 OWN_PACKAGE = "krabgraph.nodes"
 
@@ -134,10 +134,10 @@ def _node_class(cls: object, what: str) -> type[Node]:
     if isinstance(cls, type) and issubclass(cls, Node):
         return cls
     if isinstance(cls, type):
-        shadow = next((b for b in cls.__mro__ if b.__name__ == "Node" and b.__module__ == "launch.node"), None)
+        shadow = next((b for b in cls.__mro__ if b.__name__ == "Node" and b.__module__ == "launch.api.node"), None)
         if shadow is not None:
             raise LookupError(
-                f"{what} subclasses launch.node.Node, a second copy of krabgraph's module imported from the "
+                f"{what} subclasses launch.api.node.Node, a second copy of krabgraph's module imported from the "
                 "repository root; write `from krabgraph.launch import Node` (and krabgraph.msgs, krabgraph.nodes)"
             )
     raise LookupError(f"{what} is not a krabgraph Node subclass")

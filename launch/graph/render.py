@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from krabgraph.launch.validate import Graph
+from krabgraph.launch.graph.model import Graph
 
 KIND_COLUMN = {
     "source": 0,

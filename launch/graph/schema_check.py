@@ -24,7 +24,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from krabgraph.launch.yamlloc import Loc, LocDict
+from krabgraph.launch.graph.yamlloc import Loc, LocDict
 
 KEY_VALIDATORS = ("required", "additionalProperties")  # faults of a mapping's keys, not of a value
 _NOT_SPECIFIC = ("type", "const", "enum")  # a failing oneOf branch that says only "not this form"

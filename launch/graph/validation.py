@@ -3,7 +3,7 @@
 Rejected, each with file:line and a fix: unknown node class; unknown, mistyped or invalid
 parameter; unknown port; port type mismatch; required input unconnected; a topic nobody publishes;
 several publishers on a topic that allows one; a bad clock or error policy; and what
-``krabgraph.launch.checks`` proves (node classes' static checks, one robot, commands through a
+``krabgraph.launch.graph.checks`` proves (node classes' static checks, one robot, commands through a
 safety node, no self-wiring or zero-delay cycle).
 """
 
@@ -13,83 +13,33 @@ import dataclasses
 import difflib
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
-from google.protobuf.message import Message
 
-from krabgraph.launch import checks
-from krabgraph.launch.errors import GraphError, ParamError
-from krabgraph.launch.graph import (
+from krabgraph.launch.api.errors import GraphError, ParamError
+from krabgraph.launch.api.ports import AnyMessage
+from krabgraph.launch.graph import checks
+from krabgraph.launch.graph.declaration import (
     CLI,
     DEFAULT_PROCESS,
     ON_ERROR,
-    ClockSpec,
     GraphDecl,
-    NodeDecl,
     ProcessDecl,
     name_problem,
 )
-from krabgraph.launch.node import Node
-from krabgraph.launch.ports import AnyMessage
-from krabgraph.launch.registry import resolve_class
+from krabgraph.launch.graph.model import Graph, NodeSpec, TopicInfo, default_topic
+from krabgraph.launch.graph.registry import resolve_class
 from krabgraph.msgs.schema import message_class
 
 if TYPE_CHECKING:
-    from krabgraph.launch.yamlloc import Loc
-
-
-@dataclass
-class NodeSpec:
-    """A checked node: class resolved, parameters validated, every port on a topic."""
-
-    name: str
-    cls: type[Node]
-    params: dict[str, Any]
-    inputs: dict[str, str]
-    outputs: dict[str, str]
-    thread: bool
-    on_error: str
-    decl: NodeDecl
-    raw_inputs: dict[str, list[str]] = field(default_factory=dict)  # Input(AnyMessage) port -> topics
-    raw_outputs: dict[str, list[str]] = field(default_factory=dict)  # Output(AnyMessage) port -> topics
-    process: str = DEFAULT_PROCESS  # the process it runs in (multi-process graphs)
-
-
-@dataclass
-class TopicInfo:
-    name: str
-    msg_type: type[Message] | None
-    publishers: list[tuple[str, str]] = field(default_factory=list)  # (node, port)
-    subscribers: list[tuple[str, str]] = field(default_factory=list)
-    external: bool = False
-
-
-@dataclass
-class Graph:
-    """A validated graph, ready for the executor (immutable by convention)."""
-
-    name: str
-    description: str
-    clock: ClockSpec
-    nodes: dict[str, NodeSpec]
-    topics: dict[str, TopicInfo]
-    nx: nx.MultiDiGraph
-    decl: GraphDecl
-    processes: dict[str, ProcessDecl] = field(default_factory=dict)  # used ones, in declaration order
-    robot: str = ""  # the robot every HAL, safety node and policy bundle is for ("" if none names one)
-    warnings: list[str] = field(default_factory=list)  # e.g. a HAL that opted out of the safety node
+    from krabgraph.launch.graph.yamlloc import Loc
 
 
 def _suggest(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(word, options, n=1)
     return f"did you mean {close[0]!r}? " if close else ""
-
-
-def default_topic(node: str, port: str) -> str:
-    return f"{node}/{port}"
 
 
 def build_graph(decl: GraphDecl) -> Graph:
@@ -288,7 +238,7 @@ def build_graph(decl: GraphDecl) -> Graph:
     checks.check_commands(specs, topics, errors, warnings)
     checks.check_loops(specs, topics, errors)
     if decl.tap is not None:
-        from krabgraph.launch.tap import check as check_tap
+        from krabgraph.launch.graph.endpoints import check_tap
 
         errors += check_tap(decl.tap)
     if not specs and not errors:
@@ -306,7 +256,7 @@ def build_graph(decl: GraphDecl) -> Graph:
 
 SECURITY_HINT = (
     "add `security: {curve: {secret_key: keys/graph.key_secret, clients: keys}}` (make the keys with "
-    "`python -m krabgraph.launch.keys keys graph`)"
+    "`krabgraph keys keys graph`)"
 )
 
 
@@ -316,7 +266,7 @@ def _check_crossings(graph: Graph) -> list[str]:
     Without CURVE, whoever binds a publisher's port first (say after its process died) publishes
     on the topic, and a foreign local account can bind 127.0.0.1 as well as any other address.
     """
-    from krabgraph.launch.transport import plan
+    from krabgraph.launch.graph.endpoints import plan
 
     if graph.decl.curve is not None or len(graph.processes) < 2:
         return []
@@ -345,7 +295,7 @@ def _check_crossings(graph: Graph) -> list[str]:
 
 def _check_process_keys(decl: GraphDecl, processes: dict[str, ProcessDecl]) -> list[str]:
     """Per-process keys (``security.curve.keys``): one per process, private, each authorized in ``clients``."""
-    from krabgraph.launch.keys import clients_dir_problems, public_half, secret_key_problem
+    from krabgraph.launch.graph.keyfiles import clients_dir_problems, public_half, secret_key_problem
 
     curve = decl.curve
     if curve is None or not curve.keys:
@@ -360,7 +310,7 @@ def _check_process_keys(decl: GraphDecl, processes: dict[str, ProcessDecl]) -> l
     if missing:
         errors.append(
             f"{where}: process(es) {', '.join(map(repr, missing))} have no key; give every process its own "
-            "(`python -m krabgraph.launch.keys keys NAME`)"
+            "(`krabgraph keys keys NAME`)"
         )
     seen: dict[str, str] = {}
     for proc, path in curve.keys.items():
@@ -400,7 +350,7 @@ def _secure_tap(decl: GraphDecl) -> None:
     tap, curve = decl.tap, decl.curve
     if tap is None or curve is None or tap.secret_key:
         return
-    from krabgraph.launch.keys import process_secret
+    from krabgraph.launch.graph.keyfiles import process_secret
 
     first = next(iter(decl.processes), "")
     decl.tap = dataclasses.replace(tap, secret_key=process_secret(curve, first), clients=curve.clients)
@@ -408,8 +358,8 @@ def _secure_tap(decl: GraphDecl) -> None:
 
 def _check_ipc_paths(graph: Graph) -> list[str]:
     """Every ipc endpoint fits a unix socket path (``sun_path``: 107 bytes and a NUL on Linux)."""
-    from krabgraph.launch.keys import private_dir_problem
-    from krabgraph.launch.transport import SUN_PATH_MAX, ipc_dir, plan
+    from krabgraph.launch.graph.endpoints import SUN_PATH_MAX, ipc_dir, plan
+    from krabgraph.launch.graph.keyfiles import private_dir_problem
 
     errors = []
     tap = graph.decl.tap
@@ -442,7 +392,7 @@ def _check_ipc_paths(graph: Graph) -> list[str]:
 
 def _check_processes(decl: GraphDecl, specs: dict[str, NodeSpec], errors: list[str]) -> dict[str, ProcessDecl]:
     """Place every node on a process; check clock, hosts and CURVE keys. Returns the processes used."""
-    from krabgraph.launch.tap import check_curve
+    from krabgraph.launch.graph.keyfiles import check_curve
 
     declared = decl.processes or {DEFAULT_PROCESS: ProcessDecl(DEFAULT_PROCESS)}
     names = ", ".join(declared)
@@ -527,7 +477,7 @@ def load_and_build(
     overlays: Sequence[str] = (),
 ) -> Graph:
     """Load a graph file (with overlays and overrides) and validate it; see ``load_graph``."""
-    from krabgraph.launch.graph import load_graph
+    from krabgraph.launch.graph.declaration import load_graph
 
     decl = load_graph(
         ref, sets=sets, replaces=replaces, clock=clock, tap=tap, allow_modules=allow_modules, overlays=overlays

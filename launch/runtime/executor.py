@@ -23,19 +23,19 @@ from typing import TYPE_CHECKING, Any
 import zmq
 from google.protobuf.message import Message
 
-from krabgraph.launch.clock import SimClock, TopicClock, WallClock
-from krabgraph.launch.context import NodeContext
-from krabgraph.launch.errors import KrabgraphError, WireError
-from krabgraph.launch.node import Node, Timer
-from krabgraph.launch.ports import InputPort, RawMessage
-from krabgraph.launch.tap import BACKLOG as TAP_BACKLOG
-from krabgraph.launch.tap import TapFlag, TapHub, WorkerTap, describe
-from krabgraph.launch.wire import Decoder, RawDecoder
-from krabgraph.launch.wire import prefix as wire_prefix
+from krabgraph.launch.api.context import NodeContext
+from krabgraph.launch.api.errors import KrabgraphError, WireError
+from krabgraph.launch.api.node import Node, Timer
+from krabgraph.launch.api.ports import InputPort, RawMessage
+from krabgraph.launch.runtime.clock import SimClock, TopicClock, WallClock
+from krabgraph.launch.runtime.tap import BACKLOG as TAP_BACKLOG
+from krabgraph.launch.runtime.tap import TapFlag, TapHub, WorkerTap, describe
+from krabgraph.launch.runtime.wire import Decoder, RawDecoder
+from krabgraph.launch.runtime.wire import prefix as wire_prefix
 from krabgraph.msgs import Clock
 
 if TYPE_CHECKING:
-    from krabgraph.launch.graph import Graph
+    from krabgraph.launch.graph.model import Graph
 
 log = logging.getLogger("krabgraph.executor")
 
@@ -376,7 +376,7 @@ class Executor:
         self.process = process
         self._lock_file = None  # this process's instance lock (multi-process graphs), released at shutdown
         if process is not None:
-            from krabgraph.launch.transport import claim
+            from krabgraph.launch.runtime.transport import claim
 
             self._lock_file = claim(graph, process)  # before anything binds: refuse a second copy
         try:
@@ -540,16 +540,17 @@ class Executor:
         The PUB socket a topic already has also binds its ipc/tcp endpoint (CURVE server on tcp
         when the graph has keys: this process's own key with per-process ``keys``, else the
         graph's), so a cross-process subscriber costs the publisher nothing extra. The ipc
-        directory is created, or checked, private (``keys.private_dir``) right before binding.
+        directory is created, or checked, private (``security.private_dir``) right before binding.
         """
-        from krabgraph.launch.keys import private_dir, process_secret
-        from krabgraph.launch.transport import ipc_dir, plan
+        from krabgraph.launch.graph.endpoints import ipc_dir, plan
+        from krabgraph.launch.graph.keyfiles import process_secret
+        from krabgraph.launch.runtime.security import private_dir
 
         graph, me = self.graph, self.process
         hosts = {n: p.host for n, p in graph.processes.items()}
         curve = graph.decl.curve
         if curve is not None and curve.keys:  # another host may hold only the public halves; this one needs its own
-            from krabgraph.launch.keys import secret_key_problem
+            from krabgraph.launch.graph.keyfiles import secret_key_problem
 
             problem = secret_key_problem(process_secret(curve, me), f"{curve.loc}: security.curve.keys.{me}")
             if problem:
@@ -574,7 +575,7 @@ class Executor:
                 self._ipc_files.append(exp.ipc.removeprefix("ipc://"))
             if exp.tcp:
                 if curve is not None:
-                    from krabgraph.launch.tap import curve_server
+                    from krabgraph.launch.runtime.security import curve_server
 
                     curve_server(self.context, sock, process_secret(curve, me), curve.clients, domain="krabgraph",
                                  where=f"{curve.loc}: security")  # fmt: skip
@@ -594,7 +595,7 @@ class Executor:
         first, then tcp as a CURVE client when the graph has keys.
 
         Publish permission: each tcp connection pins the public key of the process that publishes
-        there as the server key (``keys.process_public``: with per-process ``keys``, that process's
+        there as the server key (``security.process_public``: with per-process ``keys``, that process's
         own; else the graph's), so a peer that binds the port after its process died gets nothing
         in, even one holding another authorized key: the CURVE handshake fails. The key options are
         set again before each connect, and ZeroMQ applies options to the connects made after they
@@ -604,8 +605,8 @@ class Executor:
         curve = self.graph.decl.curve
         for ep, proc in sorted(endpoints, key=lambda e: (e[0].startswith("tcp"), e[0])):
             if ep.startswith("tcp") and curve is not None:  # after every ipc connect: those stay plain
-                from krabgraph.launch.keys import process_public, process_secret
-                from krabgraph.launch.tap import curve_client
+                from krabgraph.launch.graph.keyfiles import process_secret
+                from krabgraph.launch.runtime.security import curve_client, process_public
 
                 curve_client(sock, process_secret(curve, self.process or ""), process_public(curve, proc))
             sock.connect(ep)
@@ -800,7 +801,7 @@ class Executor:
         if self._lock_file is not None:
             self._lock_file.release()
         if self._auth:
-            from krabgraph.launch.tap import release_auth
+            from krabgraph.launch.runtime.security import release_auth
 
             for _ in range(self._auth):
                 release_auth(self.context)
@@ -952,7 +953,7 @@ class _ClockFollower(Node):
 
 
 def _clock_sink(clock: TopicClock) -> tuple[Node, InputPort]:
-    from krabgraph.launch.ports import Input
+    from krabgraph.launch.api.ports import Input
 
     follower = _ClockFollower(clock)
     follower.configure()

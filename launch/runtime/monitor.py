@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from krabgraph.msgs import RobotState, SafetyStatus
 
 if TYPE_CHECKING:
-    from krabgraph.launch.executor import Executor
+    from krabgraph.launch.runtime.executor import Executor
 
 log = logging.getLogger("krabgraph.launch")
 

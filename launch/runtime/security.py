@@ -1,36 +1,41 @@
-"""CURVE key pairs for ``security:`` and the tap: created private, checked before use.
+"""Security at run time: CURVE key pairs made private, CURVE servers and clients, the ZAP authenticator.
 
-``python -m krabgraph.launch.keys DIR NAME [NAME ...]`` writes ``DIR/NAME.key`` (public, 0644) and
-``DIR/NAME.key_secret`` (secret, 0600) for each name, in a directory it creates 0700 (``zmq.auth``'s
-own ``create_certificates`` leaves the secret key as the umask makes it, 0644 by default). The files
-are ``zmq.auth`` certificates: ``zmq.auth.load_certificate`` reads them.
+``krabgraph keys DIR NAME [NAME ...]`` (or ``python -m krabgraph.launch.runtime.security DIR NAME ...``)
+writes ``DIR/NAME.key`` (public, 0644) and ``DIR/NAME.key_secret`` (secret, 0600) for each name, in a
+directory it creates 0700 (``zmq.auth``'s own ``create_certificates`` leaves the secret key as the umask
+makes it, 0644 by default). The files are ``zmq.auth`` certificates: ``zmq.auth.load_certificate``
+reads them.
 
-Checks used by validation (``krabgraph check``), one line each: a secret key readable or writable by
-anyone but its owner; a folder of authorized client keys (or a key in it) that others may write, which
-would let them authorize themselves; a private directory for ipc sockets that is not a directory of
-this user's, 0700. Per-process keys (``security: {curve: {keys: {PROCESS: file}}}``) give each process
-its own identity: ``process_secret`` and ``process_public`` say which key a process serves and which
-public key its subscribers pin for a topic that process publishes.
+At run time: ``private_dir`` makes (or checks) the private directory for ipc sockets right before
+binding; ``process_public`` says which public key subscribers pin for a topic a process publishes;
+``curve_server``/``curve_client``/``release_auth`` set up CURVE on the tap's and the transport's
+sockets, with one ZAP authenticator per context. The checks that validation runs on key files before
+anything starts are in ``launch/graph/keyfiles.py``.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import os
-import stat
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from krabgraph.launch.errors import KrabgraphError
+from krabgraph.launch.api.errors import KrabgraphError
+from krabgraph.launch.graph.keyfiles import (
+    PUBLIC_SUFFIX,
+    SECRET_SUFFIX,
+    private_dir_problem,
+    process_secret,
+    public_half,
+)
 
 if TYPE_CHECKING:
-    from krabgraph.launch.graph import CurveSpec
-
-SECRET_SUFFIX = ".key_secret"
-PUBLIC_SUFFIX = ".key"
+    from krabgraph.launch.graph.declaration import CurveSpec
 
 
 class KeyFileError(KrabgraphError):
@@ -84,93 +89,6 @@ def create_keys(directory: str | os.PathLike, name: str) -> tuple[Path, Path]:
     return public_path, secret_path
 
 
-def _mode(st: os.stat_result) -> str:
-    return f"{stat.S_IMODE(st.st_mode):04o}"
-
-
-def _owner_ok(st: os.stat_result) -> bool:
-    return st.st_uid in (os.getuid(), 0)
-
-
-def secret_key_problem(path: str | os.PathLike, where: str) -> str:
-    """Why the secret key file ``path`` must not be used ("" if it may): missing, or open to others."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError:
-        return f"{where}: secret_key {str(p)!r} is not a file (make one: `python -m krabgraph.launch.keys DIR NAME`)"
-    if not stat.S_ISREG(st.st_mode):
-        return f"{where}: secret_key {str(p)!r} is not a file"
-    if not _owner_ok(st):
-        return f"{where}: secret_key {p} belongs to uid {st.st_uid}, not to you; use a key of your own"
-    if st.st_mode & 0o077:
-        return (
-            f"{where}: secret_key {p} is open to other users (mode {_mode(st)}): whoever reads it can pose as this "
-            f"graph; run `chmod 600 {p}`"
-        )
-    return ""
-
-
-def clients_dir_problems(path: str | os.PathLike, where: str) -> list[str]:
-    """Why the authorized-clients folder ``path`` must not be used: missing, or writable by others."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError:
-        return [f"{where}: clients {str(p)!r} is not a directory of client certificates"]
-    if not stat.S_ISDIR(st.st_mode):
-        return [f"{where}: clients {str(p)!r} is not a directory of client certificates"]
-    if not _owner_ok(st):
-        return [f"{where}: clients folder {p} belongs to uid {st.st_uid}, not to you; use a folder of your own"]
-    if st.st_mode & 0o022:
-        return [
-            f"{where}: clients folder {p} is writable by other users (mode {_mode(st)}): they could authorize "
-            f"their own key; run `chmod go-w {p}`"
-        ]
-    open_keys = []
-    for cert in sorted(p.glob(f"*{PUBLIC_SUFFIX}")):
-        try:
-            cst = cert.stat()
-        except OSError:
-            continue
-        if cst.st_mode & 0o022 or not _owner_ok(cst):
-            open_keys.append(cert.name)
-    if open_keys:
-        return [
-            f"{where}: authorized keys in {p} are writable by other users or not yours ({', '.join(open_keys[:5])}"
-            f"{', ...' if len(open_keys) > 5 else ''}): they could authorize their own key; run `chmod go-w {p}/*.key`"
-        ]
-    return []
-
-
-def private_dir_problem(path: str | os.PathLike, what: str = "ipc sockets") -> str:
-    """Why ``path`` cannot hold private sockets ("" if it can, or if it does not exist yet).
-
-    It must be a real directory (not a symlink) owned by this user with mode 0700: anyone else who can
-    write there can bind a socket in it first, or replace one.
-    """
-    p = Path(path)
-    try:
-        st = p.lstat()
-    except FileNotFoundError:
-        return ""
-    except OSError as exc:
-        return f"the directory for {what}, {p}, cannot be read: {exc.strerror}"
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        return f"the directory for {what}, {p}, is not a directory (a symlink or a file?); remove it"
-    if st.st_uid != os.getuid():
-        return (
-            f"the directory for {what}, {p}, belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): another "
-            "account could bind or replace this graph's sockets; remove it (as its owner or root) or set TMPDIR"
-        )
-    if st.st_mode & 0o077:
-        return (
-            f"the directory for {what}, {p}, is open to other users (mode {_mode(st)}); they could bind or replace "
-            f"this graph's sockets; run `chmod 700 {p}`"
-        )
-    return ""
-
-
 def private_dir(path: str | os.PathLike, what: str = "ipc sockets") -> Path:
     """Create ``path`` 0700, or check an existing one is this user's and 0700; raise ``KeyFileError`` if not.
 
@@ -190,20 +108,6 @@ def private_dir(path: str | os.PathLike, what: str = "ipc sockets") -> Path:
     return p
 
 
-def process_secret(curve: CurveSpec, process: str) -> str:
-    """The certificate file ``process`` serves and connects with: its own key, else the graph's."""
-    keys = getattr(curve, "keys", None) or {}
-    return keys.get(process) or curve.secret_key
-
-
-def public_half(secret_key: str | os.PathLike) -> Path:
-    """The public certificate beside a secret one (``NAME.key`` for ``NAME.key_secret``), else itself:
-    a host needs the secret file of its own processes only, and the public halves of the others."""
-    secret = Path(secret_key)
-    public = secret.with_suffix(".key") if secret.suffix == ".key_secret" else secret
-    return public if public.is_file() else secret
-
-
 def process_public(curve: CurveSpec, process: str) -> bytes:
     """The public key a subscriber pins for a topic ``process`` publishes (``curve_serverkey``)."""
     import zmq.auth
@@ -216,11 +120,83 @@ def process_public(curve: CurveSpec, process: str) -> bytes:
     return public
 
 
+class _AuthLog(logging.LoggerAdapter):
+    """The ZAP authenticator's log: a refused peer (pyzmq logs "DENIED" at debug) becomes a warning."""
+
+    def __init__(self, logger: logging.Logger):
+        super().__init__(logger, {})
+        self.refused = 0
+
+    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        text = str(msg) % args if args else str(msg)
+        if text.startswith("DENIED"):
+            self.refused += 1
+            self.logger.warning("refused a peer: %s", text)
+        else:
+            self.logger.debug(msg, *args, **kwargs)
+
+
+_auths: dict[int, list[Any]] = {}  # id(context) -> [ThreadAuthenticator, users, context]
+_auths_lock = threading.Lock()
+
+
+def curve_server(context: zmq.Context, sock: zmq.Socket, secret_key: str, clients: str, *, domain: str = "*",
+                 where: str = "") -> Any:  # fmt: skip
+    """Make ``sock`` a CURVE server that lets in only the public keys in the ``clients`` directory.
+
+    Starts the context's ZAP authenticator (one per context, shared by the tap and the graph's
+    transport, each on its own ZAP domain); call ``release_auth(context)`` once per call when done.
+    Call before binding the endpoints that need CURVE. Returns the authenticator.
+    """
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
+    public, secret = zmq.auth.load_certificate(secret_key)
+    if secret is None:
+        raise KeyFileError(f"{where}: {secret_key} holds no secret key")
+    with _auths_lock:
+        entry = _auths.get(id(context))
+        if entry is None or entry[2] is not context:  # (the entry holds its context: an id is never reused)
+            auth = ThreadAuthenticator(context, log=_AuthLog(logging.getLogger("krabgraph.auth")))
+            auth.start()
+            entry = _auths[id(context)] = [auth, 0, context]
+        entry[1] += 1
+    entry[0].configure_curve(domain=domain, location=clients)
+    if domain != "*":
+        sock.zap_domain = domain.encode()
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_server = True
+    return entry[0]
+
+
+def release_auth(context: zmq.Context) -> None:
+    with _auths_lock:
+        entry = _auths.get(id(context))
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _auths[id(context)]
+    entry[0].stop()
+
+
+def curve_client(sock: zmq.Socket, secret_key: str, server_public: bytes | None = None) -> None:
+    """Make ``sock`` a CURVE client with the key pair in ``secret_key`` (server key: its own by default)."""
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(secret_key)
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_serverkey = server_public or public
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m krabgraph.launch.keys DIR NAME [NAME ...]``: make key pairs, secret halves 0600."""
+    """``krabgraph keys DIR NAME [NAME ...]``: make key pairs, secret halves 0600."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2 or args[0] in ("-h", "--help"):
-        print("usage: python -m krabgraph.launch.keys DIR NAME [NAME ...]", file=sys.stderr)
+        print("usage: krabgraph keys DIR NAME [NAME ...]", file=sys.stderr)
         print("  writes DIR/NAME.key (public, 0644) and DIR/NAME.key_secret (secret, 0600)", file=sys.stderr)
         return 2
     try:

@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from krabgraph.launch.monitor import FAULT_EXIT_CODE
-from krabgraph.launch.tap import is_loopback
+from krabgraph.launch.graph.endpoints import is_loopback
+from krabgraph.launch.runtime.monitor import FAULT_EXIT_CODE
 
 if TYPE_CHECKING:
-    from krabgraph.launch.executor import StopSignals
-    from krabgraph.launch.validate import Graph
+    from krabgraph.launch.graph.model import Graph
+    from krabgraph.launch.runtime.executor import StopSignals
 
 log = logging.getLogger("krabgraph.supervisor")
 
@@ -111,8 +111,8 @@ def supervise(graph: Graph, args: Any, signals: StopSignals | None = None) -> in
     after the first (``HURRY_GRACE_S`` after the second) are killed. Refuses (one line, before any
     child starts) when this instance of the graph is running already.
     """
-    from krabgraph.launch.executor import StopSignals
-    from krabgraph.launch.transport import check_free, claim, clean_after
+    from krabgraph.launch.runtime.executor import StopSignals
+    from krabgraph.launch.runtime.transport import check_free, claim, clean_after
 
     path = str(graph.decl.path)
     local = {n: p for n, p in graph.processes.items() if is_local(p.host)}

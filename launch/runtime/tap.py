@@ -21,23 +21,25 @@ counters), published 4 times a second while someone subscribes to it.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 from zmq.utils import monitor as zmq_monitor
 
-from krabgraph.launch.errors import KrabgraphError
+from krabgraph.launch.api.errors import KrabgraphError
+from krabgraph.launch.graph.endpoints import check_tap
+from krabgraph.launch.runtime.security import curve_server, release_auth
 
 if TYPE_CHECKING:
-    from krabgraph.launch.executor import Executor
-    from krabgraph.launch.graph import TapSpec
+    from krabgraph.launch.api.node import Node
+    from krabgraph.launch.graph.declaration import TapSpec
+    from krabgraph.launch.graph.model import Graph, NodeSpec
 
 log = logging.getLogger("krabgraph.tap")
 
@@ -62,55 +64,6 @@ GATE_BATCH = 1024  # tapped messages the gate forwards per wake-up
 
 class TapError(KrabgraphError):
     """The tap cannot be opened as configured."""
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ``tcp://127.x.x.x:P``, ``tcp://[::1]:P``, ``tcp://localhost:P``, ``ipc://`` and ``inproc://``."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = rest.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check(spec: TapSpec) -> list[str]:
-    """Problems with a tap configuration, each a complete line (empty if fine)."""
-    where = f"{spec.loc}: tap"
-    scheme, sep, rest = spec.endpoint.partition("://")
-    if not sep or scheme not in ("tcp", "ipc") or not rest:
-        return [f"{where}: endpoint {spec.endpoint!r} must look like tcp://127.0.0.1:7447 or ipc:///path"]
-    if scheme == "tcp" and not rest.rpartition(":")[2].isdigit():
-        return [f"{where}: endpoint {spec.endpoint!r} needs a port, e.g. tcp://127.0.0.1:7447"]
-    if bool(spec.secret_key) != bool(spec.clients):
-        return [f"{where}: CURVE needs both secret_key (server certificate) and clients (allowed client keys)"]
-    if not spec.secret_key:
-        if not is_loopback(spec.endpoint):
-            return [
-                f"{where}: refusing to open {spec.endpoint} without encryption: off loopback the tap needs "
-                "CURVE keys (tap: {endpoint: ..., secret_key: server.key_secret, clients: dir/}); "
-                "or bind tcp://127.0.0.1 and tunnel"
-            ]
-        return []
-    return check_curve(spec.secret_key, spec.clients, where)
-
-
-def check_curve(secret_key: str, clients: str, where: str) -> list[str]:
-    """Problems with a CURVE server configuration (certificate file, client-key directory)."""
-    from krabgraph.launch.keys import clients_dir_problems, secret_key_problem
-
-    errors = []
-    if not zmq.has("curve"):
-        errors.append(f"{where}: this libzmq has no CURVE support")
-    problem = secret_key_problem(secret_key, where)
-    if problem:
-        errors.append(problem)
-    errors += clients_dir_problems(clients, where)
-    return errors
 
 
 class TapFlag:
@@ -283,7 +236,7 @@ class TapHub:
     """
 
     def __init__(self, context: zmq.Context, spec: TapSpec, name: str):
-        errors = check(spec)
+        errors = check_tap(spec)
         if errors:
             raise TapError("\n".join(errors))
         self.context = context
@@ -488,79 +441,18 @@ class TapHub:
             self.auth = None
 
 
-class _AuthLog(logging.LoggerAdapter):
-    """The ZAP authenticator's log: a refused peer (pyzmq logs "DENIED" at debug) becomes a warning."""
+class Described(Protocol):
+    """What ``describe`` reads of a running graph (``Executor`` is one; a protocol: executor.py imports this module)."""
 
-    def __init__(self, logger: logging.Logger):
-        super().__init__(logger, {})
-        self.refused = 0
-
-    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
-        text = str(msg) % args if args else str(msg)
-        if text.startswith("DENIED"):
-            self.refused += 1
-            self.logger.warning("refused a peer: %s", text)
-        else:
-            self.logger.debug(msg, *args, **kwargs)
+    graph: Graph
+    local: dict[str, NodeSpec]  # the nodes this process runs
+    nodes: dict[str, Node]
+    failures: list[tuple[str, str, str]]  # (node, where, traceback) per callback error
+    restarts: dict[str, int]
+    clock: Any  # has now_ns()
 
 
-_auths: dict[int, list[Any]] = {}  # id(context) -> [ThreadAuthenticator, users, context]
-_auths_lock = threading.Lock()
-
-
-def curve_server(context: zmq.Context, sock: zmq.Socket, secret_key: str, clients: str, *, domain: str = "*",
-                 where: str = "") -> Any:  # fmt: skip
-    """Make ``sock`` a CURVE server that lets in only the public keys in the ``clients`` directory.
-
-    Starts the context's ZAP authenticator (one per context, shared by the tap and the graph's
-    transport, each on its own ZAP domain); call ``release_auth(context)`` once per call when done.
-    Call before binding the endpoints that need CURVE. Returns the authenticator.
-    """
-    import zmq.auth
-    from zmq.auth.thread import ThreadAuthenticator
-
-    public, secret = zmq.auth.load_certificate(secret_key)
-    if secret is None:
-        raise TapError(f"{where}: {secret_key} holds no secret key")
-    with _auths_lock:
-        entry = _auths.get(id(context))
-        if entry is None or entry[2] is not context:  # (the entry holds its context: an id is never reused)
-            auth = ThreadAuthenticator(context, log=_AuthLog(logging.getLogger("krabgraph.auth")))
-            auth.start()
-            entry = _auths[id(context)] = [auth, 0, context]
-        entry[1] += 1
-    entry[0].configure_curve(domain=domain, location=clients)
-    if domain != "*":
-        sock.zap_domain = domain.encode()
-    sock.curve_secretkey = secret
-    sock.curve_publickey = public
-    sock.curve_server = True
-    return entry[0]
-
-
-def release_auth(context: zmq.Context) -> None:
-    with _auths_lock:
-        entry = _auths.get(id(context))
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] > 0:
-            return
-        del _auths[id(context)]
-    entry[0].stop()
-
-
-def curve_client(sock: zmq.Socket, secret_key: str, server_public: bytes | None = None) -> None:
-    """Make ``sock`` a CURVE client with the key pair in ``secret_key`` (server key: its own by default)."""
-    import zmq.auth
-
-    public, secret = zmq.auth.load_certificate(secret_key)
-    sock.curve_secretkey = secret
-    sock.curve_publickey = public
-    sock.curve_serverkey = server_public or public
-
-
-def describe(executor: Executor) -> bytes:
+def describe(executor: Described) -> bytes:
     """The JSON published on ``_tap/graph``: topics and nodes with lifecycle state and counters."""
     graph = executor.graph
     out_counts: dict[str, int] = {}

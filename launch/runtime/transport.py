@@ -1,16 +1,7 @@
-"""Endpoints for topics that cross a process boundary (multi-process graphs, ``processes:``).
+"""Binding the endpoints of a multi-process graph safely: instance locks, free checks, clean-up.
 
-Every process computes the same plan from the same graph file, so nothing is negotiated at run
-time. A topic published in process P with a subscriber in another process is *exported* by P:
-the pair (topic, P) gets an index k in the sorted list of all exported pairs, and
-
-- ``tcp://<P's host>:<base_port + k>`` when a subscriber's process is on another host (CURVE when
-  the graph has ``security: {curve: ...}``);
-- ``ipc://<tmp>/krabgraph-<uid>/<stem>.<k>`` when it is on P's host, where ``<stem>`` is
-  ``<graph>.<base_port>`` (``<graph>@<instance>.<base_port>`` for ``launch --instance NAME``).
-
-Processes are on the same host when their ``host`` strings are equal (``127.0.0.1`` and
-``127.0.0.2`` count as two hosts: that is how tcp is tested on one machine).
+The endpoints themselves (which topic crosses where, ipc or tcp) are planned from the graph file
+by ``launch/graph/endpoints.py``; every process computes the same plan.
 
 Instances are isolated by locks: a running multi-process graph holds ``<stem>.lock`` (the
 supervisor) and ``<stem>.<process>.lock`` (each process), flock'd files in the private ipc
@@ -25,80 +16,17 @@ import contextlib
 import fcntl
 import logging
 import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from krabgraph.launch.errors import KrabgraphError
+from krabgraph.launch.api.errors import KrabgraphError
+from krabgraph.launch.graph.endpoints import ipc_dir, plan, stem
 
 if TYPE_CHECKING:
-    from krabgraph.launch.validate import Graph
-
-
-@dataclass(frozen=True)
-class Export:
-    """One topic as published by one process, for subscribers in other processes."""
-
-    topic: str
-    process: str  # the publishing process
-    index: int
-    port: int
-    ipc: str  # "" when no subscriber's process is on the publisher's host
-    tcp: str  # "" when every subscriber's process is on the publisher's host
-
-    def for_host(self, host: str, publisher_host: str) -> str:
-        """The endpoint a subscriber on ``host`` connects to."""
-        return self.ipc if host == publisher_host else self.tcp
-
-
-SUN_PATH_MAX = 107  # bytes of a unix socket path on Linux (sun_path is 108, with the NUL)
+    from krabgraph.launch.graph.model import Graph
 
 
 log = logging.getLogger("krabgraph.transport")
-
-
-def ipc_dir() -> Path:
-    return Path(tempfile.gettempdir()) / f"krabgraph-{os.getuid()}"
-
-
-def stem(graph: Graph) -> str:
-    """The instance's part of file names: ``<graph>.<base_port>`` or ``<graph>@<instance>.<base_port>``."""
-    instance = graph.decl.instance
-    return f"{graph.name}{'@' + instance if instance else ''}.{graph.decl.base_port}"
-
-
-def plan(graph: Graph) -> dict[tuple[str, str], Export]:
-    """(topic, publishing process) -> its cross-process endpoints; empty for a one-process graph."""
-    if len(graph.processes) < 2:
-        return {}
-    hosts = {name: p.host for name, p in graph.processes.items()}
-    pairs: dict[tuple[str, str], set[str]] = {}  # (topic, publisher process) -> subscriber hosts
-    for topic, info in graph.topics.items():
-        pub_procs = {graph.nodes[n].process for n, _ in info.publishers}
-        sub_procs = {graph.nodes[n].process for n, _ in info.subscribers}
-        for pub in pub_procs:
-            others = sub_procs - {pub}
-            if others:
-                pairs[(topic, pub)] = {hosts[p] for p in others}
-    base = graph.decl.base_port
-    out = {}
-    for k, (topic, pub) in enumerate(sorted(pairs)):
-        host = hosts[pub]
-        sub_hosts = pairs[(topic, pub)]
-        ipc = f"ipc://{ipc_dir()}/{stem(graph)}.{k}" if host in sub_hosts else ""
-        tcp = f"tcp://{_bracket(host)}:{base + k}" if sub_hosts - {host} else ""
-        out[(topic, pub)] = Export(topic, pub, k, base + k, ipc, tcp)
-    return out
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def describe(graph: Graph) -> list[str]:
-    """One line per exported topic, for logs and ``krabgraph check``."""
-    return [f"{e.topic} ({e.process}) -> {', '.join(x for x in (e.ipc, e.tcp) if x)}" for e in plan(graph).values()]
 
 
 class InstanceLock:
@@ -113,8 +41,8 @@ class InstanceLock:
         """The lock, or the pid of its holder (0 if unknown) when another process holds it.
 
         The lock's directory (the private ipc directory) is created 0700, or checked to be this
-        user's, 0700 and no symlink (``keys.private_dir``; else a one-line ``KeyFileError``)."""
-        from krabgraph.launch.keys import private_dir
+        user's, 0700 and no symlink (``security.private_dir``; else a one-line ``KeyFileError``)."""
+        from krabgraph.launch.runtime.security import private_dir
 
         private_dir(path.parent)
         for _ in range(10):  # the holder may unlink the file between our open and flock: retry

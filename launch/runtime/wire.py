@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError, Message
 
-from krabgraph.launch.errors import WireError
-from krabgraph.launch.ports import RawMessage
+from krabgraph.launch.api.errors import WireError
+from krabgraph.launch.api.ports import RawMessage
 from krabgraph.msgs.schema import type_tag
 
 SEP = b"\0"

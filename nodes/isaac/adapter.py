@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from krabgraph.launch.errors import KrabgraphError
+from krabgraph.launch.api.errors import KrabgraphError
 from krabgraph.nodes.hal_io import RobotSnapshot
 from krabgraph.nodes.rotations import rotate_inverse
 

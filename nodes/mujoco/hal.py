@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 from krabgraph.launch import Output, Param, ParamError
-from krabgraph.launch.checks import ParamProblem
+from krabgraph.launch.api.checks import ParamProblem
 from krabgraph.msgs import DepthImage, HeightScan
 from krabgraph.nodes.hal import Hal, JointTargets, RobotSnapshot
 from krabgraph.nodes.mujoco.physics import MujocoRobotSim

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from krabgraph.launch.errors import KrabgraphError
-from krabgraph.launch.schema_check import Problem, load_schema, schema_problems
-from krabgraph.launch.yamlloc import Loc, LocDict, YamlError, load_yaml
+from krabgraph.launch.api.errors import KrabgraphError
+from krabgraph.launch.graph.schema_check import Problem, load_schema, schema_problems
+from krabgraph.launch.graph.yamlloc import Loc, LocDict, YamlError, load_yaml
 from krabgraph.nodes.policy.observations import TERMS
 
 BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
@@ -218,7 +218,7 @@ def parse_contract(raw: Any, path: Path) -> Contract:
     """Validate the parsed YAML ``raw`` of the contract file ``path``: first against
     ``contract.schema.json``, then what a schema cannot say (joint keys, term names and options, ...).
 
-    ``raw`` as loaded by ``krabgraph.launch.yamlloc.load_yaml`` gives errors with the key's line.
+    ``raw`` as loaded by ``krabgraph.launch.graph.yamlloc.load_yaml`` gives errors with the key's line.
     """
     problems = schema_problems(raw, load_schema(SCHEMA_FILE), str(path))
     if problems:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from krabgraph.launch import Input, Node, Output, Param
-from krabgraph.launch.checks import ParamProblem, RobotUse
+from krabgraph.launch.api.checks import ParamProblem, RobotUse
 from krabgraph.msgs import (
     ArrayStamped,
     CommandSource,

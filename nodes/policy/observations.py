@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from krabgraph.launch.errors import KrabgraphError
+from krabgraph.launch.api.errors import KrabgraphError
 from krabgraph.msgs import ArrayError, DType, HeightScan, JointState, RobotState, VelocityCommand, to_numpy
 from krabgraph.msgs.arrays import NamedColumns
 from krabgraph.nodes.rotations import projected_gravity as gravity_in_body

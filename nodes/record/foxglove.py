@@ -23,10 +23,10 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from krabgraph.launch import Input, Node, Param
-from krabgraph.launch.checks import ParamProblem
-from krabgraph.launch.errors import KrabgraphError
-from krabgraph.launch.ports import AnyMessage, RawMessage
-from krabgraph.launch.tap import is_loopback
+from krabgraph.launch.api.checks import ParamProblem
+from krabgraph.launch.api.errors import KrabgraphError
+from krabgraph.launch.api.ports import AnyMessage, RawMessage
+from krabgraph.launch.graph.endpoints import is_loopback
 from krabgraph.msgs import DepthImage, to_numpy
 from krabgraph.nodes.record.mcapio import WallClockBase
 

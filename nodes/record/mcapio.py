@@ -30,7 +30,7 @@ from mcap.stream_reader import StreamReader
 from mcap.writer import MCAP0_MAGIC, CompressionType, Writer
 from mcap_protobuf.schema import build_file_descriptor_set
 
-from krabgraph.launch.errors import KrabgraphError
+from krabgraph.launch.api.errors import KrabgraphError
 
 TAG_KEY = "krabgraph.type_tag"
 COMPRESSION = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}

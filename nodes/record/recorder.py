@@ -12,7 +12,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from krabgraph.launch import Input, Node, Output, Param
-from krabgraph.launch.ports import AnyMessage, RawMessage
+from krabgraph.launch.api.ports import AnyMessage, RawMessage
 from krabgraph.msgs import Diagnostics
 from krabgraph.nodes.record.mcapio import COMPRESSION, McapFile, WallClockBase
 

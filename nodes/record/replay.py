@@ -7,7 +7,7 @@ import math
 from functools import reduce
 
 from krabgraph.launch import Input, Node, Output, Param
-from krabgraph.launch.ports import AnyMessage, RawMessage
+from krabgraph.launch.api.ports import AnyMessage, RawMessage
 from krabgraph.msgs import JointCommand
 from krabgraph.msgs.schema import type_tag
 from krabgraph.nodes.record.mcapio import RecordingError, read_recording

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from krabgraph.launch.schema_check import Problem, load_schema, schema_problems
-from krabgraph.launch.yamlloc import LocDict, YamlError, load_yaml
+from krabgraph.launch.graph.schema_check import Problem, load_schema, schema_problems
+from krabgraph.launch.graph.yamlloc import LocDict, YamlError, load_yaml
 
 ROBOTS_DIR = Path(__file__).resolve().parent
 SCHEMA_FILE = ROBOTS_DIR / "robot.schema.json"  # the file's shape; parse_robot checks the rest
@@ -117,7 +117,7 @@ def parse_robot(raw: Any, source: Path) -> RobotDescription:
     """Validate the parsed YAML of a robot description: first against ``robot.schema.json``, then
     what a schema cannot say (finite numbers, limits, decimation, motor_index permutation).
 
-    ``raw`` as loaded by ``krabgraph.launch.yamlloc.load_yaml`` gives errors with the key's line.
+    ``raw`` as loaded by ``krabgraph.launch.graph.yamlloc.load_yaml`` gives errors with the key's line.
     Raises ``RobotError`` listing every schema problem, else naming the first semantic one.
     """
     where = str(source)

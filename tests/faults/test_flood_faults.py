@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 
 from krabgraph.launch import Executor, build_graph, load_graph
-from krabgraph.launch import executor as executor_mod
-from krabgraph.launch.transport import plan
-from krabgraph.launch.wire import prefix
+from krabgraph.launch.graph.endpoints import plan
+from krabgraph.launch.runtime import executor as executor_mod
+from krabgraph.launch.runtime.wire import prefix
 from krabgraph.msgs import JointCommand, set_array
 
 PERIOD_S = 0.02  # the fake robot's and safety's control period (50 Hz, the go2 description's rate)

@@ -21,11 +21,11 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from krabgraph.launch import Executor, Input, Node, Output, Param, build_graph, load_graph
-from krabgraph.launch.graph import NodeDecl
-from krabgraph.launch.ports import AnyMessage, RawMessage
-from krabgraph.launch.testing import NodeHarness
-from krabgraph.launch.wire import prefix
-from krabgraph.launch.yamlloc import Loc
+from krabgraph.launch.api.harness import NodeHarness
+from krabgraph.launch.api.ports import AnyMessage, RawMessage
+from krabgraph.launch.graph.declaration import NodeDecl
+from krabgraph.launch.graph.yamlloc import Loc
+from krabgraph.launch.runtime.wire import prefix
 from krabgraph.msgs import DType, JointCommand, RobotState, SafetyStatus, VelocityCommand, set_array, to_numpy
 from krabgraph.nodes.hal_io import CommandError, CommandParser
 from krabgraph.nodes.policy.node import PolicyNode

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from krabgraph.launch import build_graph, load_graph
-from krabgraph.launch.errors import GraphError
-from krabgraph.launch.graph import MAX_EXTENDS_DEPTH, MAX_NAME_LEN, name_problem
-from krabgraph.launch.supervisor import child_args
-from krabgraph.launch.transport import SUN_PATH_MAX
-from krabgraph.launch.yamlloc import MAX_FILE_BYTES, MAX_NODES
+from krabgraph.launch.api.errors import GraphError
+from krabgraph.launch.graph.declaration import MAX_EXTENDS_DEPTH, MAX_NAME_LEN, name_problem
+from krabgraph.launch.graph.endpoints import SUN_PATH_MAX
+from krabgraph.launch.graph.yamlloc import MAX_FILE_BYTES, MAX_NODES
+from krabgraph.launch.runtime.supervisor import child_args
 from krabgraph.nodes.demo import HoldPose
 
 LIMIT_AS = 1 << 30  # bytes of address space for each check (a plain `check walk` needs ~0.8 GiB)
@@ -32,7 +32,7 @@ RSS_BOUND_KB = 256 * 1024  # what a refused file may cost (a refusal takes ~60 M
 DRIVER = f"""
 import re, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({LIMIT_AS}, {LIMIT_AS}))
-from krabgraph.launch.cli import main
+from krabgraph.launch.cli.main import main
 rc = main(sys.argv[1:])
 print(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1))
 sys.exit(rc)

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from krabgraph.launch import build_graph, load_graph
-from krabgraph.launch.errors import KrabgraphError
-from krabgraph.launch.transport import InstanceLock, claim, ipc_dir, lock_path, plan
+from krabgraph.launch.api.errors import KrabgraphError
+from krabgraph.launch.graph.endpoints import ipc_dir, plan
+from krabgraph.launch.runtime.transport import InstanceLock, claim, lock_path
 
 RUNNING = r"\[robot\] krabgraph.safety: SOFT_START -> ACTIVE"  # the brain's commands reach safety
 ERRORS = re.compile(r"^(error|Traceback)", re.M)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from krabgraph.launch import Executor, Input, Node, Output, Param, build_graph, graph_from_dict
-from krabgraph.launch.testing import NodeHarness
+from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import CommandSource, JointCommand, RobotState, SafetyStatus, set_array, to_numpy
 from krabgraph.nodes.demo import FakeRobot
 from krabgraph.nodes.policy.node import PolicyNode

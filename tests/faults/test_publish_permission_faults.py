@@ -19,9 +19,9 @@ import pytest
 import zmq
 
 from krabgraph.launch import Executor, Input, Node, Output, build_graph, load_graph
-from krabgraph.launch.cli import main as cli_main
-from krabgraph.launch.keys import KeyFileError, create_keys
-from krabgraph.launch.transport import plan
+from krabgraph.launch.cli.main import main as cli_main
+from krabgraph.launch.graph.endpoints import plan
+from krabgraph.launch.runtime.security import KeyFileError, create_keys
 from krabgraph.msgs import JointCommand, VelocityCommand
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
@@ -201,7 +201,7 @@ nodes:
 
 def test_the_runtime_refuses_an_ipc_directory_opened_after_check(tmp_path, monkeypatch):
     """Validation checks the ipc directory; the executor checks it again right before it binds
-    (``keys.private_dir``), so one opened, or swapped for a symlink, meanwhile is refused in one line."""
+    (``security.private_dir``), so one opened, or swapped for a symlink, meanwhile is refused in one line."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     graph = build_graph(load_graph("walk_split"))
     ipc = tmp_path / f"krabgraph-{os.getuid()}"

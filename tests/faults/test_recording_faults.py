@@ -22,8 +22,8 @@ from mcap_protobuf.decoder import DecoderFactory
 
 import krabgraph
 from krabgraph.launch import Executor, Node, Output, build_graph, graph_from_dict
-from krabgraph.launch.ports import AnyMessage, RawMessage
-from krabgraph.launch.wire import encode, prefix
+from krabgraph.launch.api.ports import AnyMessage, RawMessage
+from krabgraph.launch.runtime.wire import encode, prefix
 from krabgraph.msgs import VelocityCommand
 from krabgraph.nodes.record.mcapio import read_recording
 
@@ -255,8 +255,8 @@ def test_raw_decoder_drops_frames_whose_header_cannot_be_read():
     """An ``AnyMessage`` input gets frames unparsed, but the executor reads their header for sequence
     gaps: a header that does not parse, or an unknown type without a leading header, is a dropped
     frame (``WireError``, counted and logged once by the executor), never an exception on the graph thread."""
-    from krabgraph.launch.errors import WireError
-    from krabgraph.launch.wire import RawDecoder
+    from krabgraph.launch.api.errors import WireError
+    from krabgraph.launch.runtime.wire import RawDecoder
 
     any_type = RawDecoder("t", None)
     with pytest.raises(WireError) as unknown:

@@ -19,18 +19,19 @@ import zmq
 import zmq.auth
 
 from krabgraph.launch import build_graph, load_graph
-from krabgraph.launch.errors import GraphError
-from krabgraph.launch.introspect import TapClient
-from krabgraph.launch.keys import (
+from krabgraph.launch.api.errors import GraphError
+from krabgraph.launch.cli.introspect import TapClient
+from krabgraph.launch.graph.keyfiles import private_dir_problem, process_secret
+from krabgraph.launch.runtime.security import (
     KeyFileError,
     create_keys,
+    curve_client,
+    curve_server,
     main,
     private_dir,
-    private_dir_problem,
     process_public,
-    process_secret,
+    release_auth,
 )
-from krabgraph.launch.tap import curve_client, curve_server, release_auth
 
 GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
@@ -71,7 +72,7 @@ def test_tcp_between_processes_without_curve_is_refused_even_on_loopback(tmp_pat
     # where (the publishing process's line), what (the command topic first), how to fix
     assert err.startswith(f"{path}:4: topic 'policy/joint_command' and 3 more cross from process 'brain'")
     assert "over tcp (tcp://127.0.0.2:17103) without authentication" in err
-    assert "security: {curve:" in err and "python -m krabgraph.launch.keys" in err
+    assert "security: {curve:" in err and "krabgraph keys" in err
     create_keys(tmp_path / "keys", "graph")
     path.write_text(path.read_text() + "security: {curve: {secret_key: keys/graph.key_secret, clients: keys}}\n")
     assert build_graph(load_graph(path)).decl.curve is not None

@@ -19,9 +19,9 @@ import pytest
 import zmq
 
 from krabgraph.launch import Executor, Node, Output, build_graph, graph_from_dict
-from krabgraph.launch.cli import main
-from krabgraph.launch.introspect import TapClient, TapClientError, decode, parse_info
-from krabgraph.launch.tap import INFO_TOPIC, MAX_CLIENTS
+from krabgraph.launch.cli.introspect import TapClient, TapClientError, decode, parse_info
+from krabgraph.launch.cli.main import main
+from krabgraph.launch.runtime.tap import INFO_TOPIC, MAX_CLIENTS
 from krabgraph.msgs import VelocityCommand
 
 FLOOD_S = 3.0
