@@ -82,3 +82,13 @@ def test_cli_check_takes_overlays():
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "walk: OK" in out.stdout and "policy: PolicyNode [policy] in process brain" in out.stdout
+
+
+def test_null_disconnects_an_input_that_a_replaced_node_would_keep(write_graph):
+    write_graph(BASE, "base.yaml")
+    path = write_graph(
+        "extends: base.yaml\nnodes:\n  policy:\n    class: krabgraph.nodes.demo:HoldPose\n    inputs: {state: null}\n"
+    )
+    decl = load_graph(path)
+    assert decl.nodes["policy"].replaced == "hold_pose" and "state" not in decl.nodes["policy"].inputs
+    assert load_graph(write_graph(BASE, "b2.yaml")).nodes["policy"].inputs == {"state": "robot/state"}

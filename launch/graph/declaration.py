@@ -381,7 +381,8 @@ def _apply_file(graph: GraphDecl, data: LocDict, path: Path, *, overlay: bool = 
         elif "class" in raw and raw["class"] != base.class_ref:
             # Replacing a node's class (sim-to-real): keep its wiring, start its params afresh.
             new = _node_from(name, raw, key_loc)
-            new.inputs = {**base.inputs, **new.inputs}
+            nulled = {k for k, v in (raw.get("inputs") or {}).items() if v is None}  # `port: null` disconnects
+            new.inputs = {**{k: v for k, v in base.inputs.items() if k not in nulled}, **new.inputs}
             new.outputs = {**base.outputs, **new.outputs}
             new.locs = {**{k: v for k, v in base.locs.items() if k.startswith(("inputs", "outputs"))}, **new.locs}
             new.replaced = base.replaced or base.class_ref
