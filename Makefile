@@ -118,13 +118,14 @@ test: $(STAMP) $(TRAIN_STAMP) test-deps
 	$(TRAIN_PY) -m pytest -q tests/train
 
 # The bench extra (dora-rs, zenoh) is for the peer rows only; `make test` does not need it.
+# The benchmarks live in tests/bench/ (not in the installed package): `python -m tests.bench` from the repository root.
 bench: $(STAMP)
 	@$(QUIET_BUILD) $(BIN)/pip install --quiet --no-warn-conflicts -e '.[bench]'
-	$(BIN)/python -m krabgraph.launch.bench --output docs/benchmarks.md
+	$(BIN)/python -m tests.bench --output docs/benchmarks.md
 
 bench-smoke: $(STAMP)
 	@$(QUIET_BUILD) $(BIN)/pip install --quiet --no-warn-conflicts -e '.[bench]'
-	$(BIN)/python -m krabgraph.launch.bench --smoke --output build/bench-smoke.md
+	$(BIN)/python -m tests.bench --smoke --output build/bench-smoke.md
 
 clean:
 	rm -rf $(VENV) $(TRAIN_VENV) build .pytest_cache .ruff_cache

@@ -18,8 +18,10 @@ pytest.importorskip("mujoco")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
-from krabgraph.launch.bench.__main__ import IN_PROCESS
-from krabgraph.launch.bench.hop import SIZES
+from tests.bench.__main__ import IN_PROCESS
+from tests.bench.hop import SIZES
+
+ROOT = Path(__file__).resolve().parents[1]  # `python -m tests.bench` runs from the repository root
 
 # group -> rows, each as substrings its name contains, and how many rows it has (placements).
 HOP = [
@@ -46,11 +48,11 @@ EXPECTED = {
 
 def test_smoke_run_writes_every_row(tmp_path: Path):
     out = tmp_path / "bench.md"
-    cmd = [sys.executable, "-m", "krabgraph.launch.bench", "--smoke", "--count", "100", "--pacing-s", "0.25"]
+    cmd = [sys.executable, "-m", "tests.bench", "--smoke", "--count", "100", "--pacing-s", "0.25"]
     cmd += ["--cpu", str(min(os.sched_getaffinity(0))), "--output", str(out)]
     for suite in IN_PROCESS:
         cmd += ["--only", suite]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
 
     data = json.loads(out.with_suffix(".json").read_text())

@@ -7,11 +7,13 @@ lower layer to the higher one). docs/architecture.md, "Layers":
     launch/api < launch/graph < launch/runtime < launch/cli
 
 - (a) a module of one layer imports only its own layer and those below it; none imports the
-  ``krabgraph.launch`` facade (it re-exports the runtime) or ``krabgraph.launch.bench``;
+  ``krabgraph.launch`` facade (it re-exports the runtime);
 - (b) api/, graph/ and runtime/ never import ``krabgraph.nodes`` or ``krabgraph.train`` (graph checks
   reach node code through node classes' hooks and the ``krabgraph.robots`` entry point);
 - (c) no cycle among the modules of launch/, and none among packages (msgs, nodes, train, the
-  launch layers, the facade, bench, the top-level package).
+  launch layers, the facade, the top-level package);
+- (d) the package never imports the benchmarks or anything else under tests/ (``tests.bench`` runs from
+  the repository root and is not installed).
 """
 
 from __future__ import annotations
@@ -73,20 +75,20 @@ def import_graph(modules: dict[str, Path]) -> list[tuple[str, str, str]]:
 
 
 def layer_of(module: str) -> str | None:
-    """``api``/``graph``/``runtime``/``cli`` for a module of a layer; ``facade``, ``bench`` or None otherwise."""
+    """``api``/``graph``/``runtime``/``cli`` for a module of a layer; ``facade`` or None otherwise."""
     parts = module.split(".")
     if parts[:2] != ["krabgraph", "launch"]:
         return None
     if len(parts) == 2:
         return "facade"
-    return parts[2] if parts[2] in (*LAYERS, "bench") else None
+    return parts[2] if parts[2] in LAYERS else None
 
 
 def unit_of(module: str) -> str:
     """The package a module counts for in the package-level cycle check."""
     parts = module.split(".")
     if parts[:2] == ["krabgraph", "launch"]:
-        return ".".join(parts[:3]) if len(parts) > 2 and parts[2] in (*LAYERS, "bench") else "krabgraph.launch"
+        return ".".join(parts[:3]) if len(parts) > 2 and parts[2] in LAYERS else "krabgraph.launch"
     return ".".join(parts[:2]) if len(parts) > 1 and parts[1] in SCANNED else "krabgraph"
 
 
@@ -97,7 +99,7 @@ def layer_violations(edges: list[tuple[str, str, str]]) -> list[str]:
         if layer not in LAYERS:
             continue
         rank, target = LAYERS.index(layer), layer_of(dst)
-        if target in ("facade", "bench"):
+        if target == "facade":
             found.append(f"{where}: {src} imports {dst} (above every layer)")
         elif target in LAYERS and LAYERS.index(target) > rank:
             found.append(f"{where}: {src} ({layer}) imports {dst} ({target}), a higher layer")
@@ -122,10 +124,27 @@ def test_layers_import_downward_only(edges):
 
 
 def test_every_launch_module_is_in_a_layer():
-    """A new module lands in a layer (or bench), not loose in launch/."""
+    """A new module lands in a layer, not loose in launch/ (benchmarks live in tests/bench/)."""
     loose = [p.name for p in (ROOT / "launch").glob("*.py") if p.name != "__init__.py"]
     assert loose == []
-    assert {p.name for p in (ROOT / "launch").iterdir() if (p / "__init__.py").exists()} == {*LAYERS, "bench"}
+    assert {p.name for p in (ROOT / "launch").iterdir() if (p / "__init__.py").exists()} == set(LAYERS)
+
+
+def test_package_never_imports_tests():
+    """Benchmarks and test helpers (tests/bench/, e.g. the bare MuJoCo loop) stay out of the package."""
+    found = []
+    for name, path in sources().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno}: {name} imports {m}"
+                for m in names
+                if m.split(".")[0] == "tests"
+            ]
+    assert found == []
+    assert not (ROOT / "nodes" / "mujoco" / "bare_loop.py").exists()
 
 
 def test_no_import_cycle_among_launch_modules(edges):

@@ -1,6 +1,6 @@
 """The go2_walk bundle's facts (joint order, scales, defaults, gains) hold in closed loop.
 
-Uses the graph-free loop (krabgraph.nodes.mujoco.bare_loop) on the same physics as the MuJoCo HAL:
+Uses the graph-free loop (tests/bench/bare_loop.py) on the same physics as the MuJoCo HAL:
 the bundle walks and stands; the same weights with the joints listed in MJCF order (what mapping
 by index would do) fall. The full acceptance through the executor is tests/test_walk_graph.py.
 """
@@ -14,8 +14,8 @@ import yaml
 pytest.importorskip("mujoco")
 
 from krabgraph.nodes.assets import resolve_asset
-from krabgraph.nodes.mujoco.bare_loop import BareLoop
 from krabgraph.nodes.policy.contract import BUNDLES_DIR
+from tests.bench.bare_loop import BareLoop
 
 
 def walk(bundle, vx: float, seconds: float = 5.0) -> dict[str, float]:

@@ -10,10 +10,10 @@ way from ``time.monotonic_ns()`` written into the header just before the send
 - eclipse-zenoh: peer mode, the subscriber listening on ``tcp/127.0.0.1:<port>``, the publisher
   connecting to it, multicast and gossip scouting off (so no UDP socket at all), ``express=True``
   (no batching); the subscriber's callback runs on a zenoh thread.
-- dora-rs: a two-node dataflow (``path: <this python>``, ``-m krabgraph.launch.bench.peer_node``)
-  started with ``dora start --attach`` on a coordinator and daemon started by hand, bound to
-  127.0.0.1 with ``--zenoh-no-multicast``; the sink input has ``queue_size: 1000`` so nothing is
-  dropped. Coordinator and daemon run on the row's cores.
+- dora-rs: a two-node dataflow (``path: <this python>``, ``-m tests.bench.peer_node``, the repository
+  root on ``PYTHONPATH``) started with ``dora start --attach`` on a coordinator and daemon started by
+  hand, bound to 127.0.0.1 with ``--zenoh-no-multicast``; the sink input has ``queue_size: 1000`` so
+  nothing is dropped. Coordinator and daemon run on the row's cores.
 
 While each row runs, ``ss -uanp`` is sampled (0.3 s in, then every 2 s) for UDP sockets owned by the
 row's processes and their children; the row's note says what was found.
@@ -38,11 +38,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from krabgraph.launch.bench import placement
-from krabgraph.launch.bench.hop import PERIOD_S, SIZES, lost_note, paced_row, warmup
-from krabgraph.launch.bench.stats import Row, skipped
+from . import placement
+from .hop import PERIOD_S, SIZES, lost_note, paced_row, warmup
+from .stats import Row, skipped
 
-NODE = [sys.executable, "-m", "krabgraph.launch.bench.peer_node"]
+NODE = [sys.executable, "-m", "tests.bench.peer_node"]
+ROOT = Path(__file__).resolve().parents[2]  # the repository root: ``tests.bench`` imports from there
 LOOPBACK = ("127.", "[::1]", "::1", "[::ffff:127.")
 UNCONNECTED = ("0.0.0.0:*", "*:*", "[::]:*")
 CHECK_EVERY_S = 2.0  # UDP check: seconds between samples of ss -uanp
@@ -81,6 +82,14 @@ def missing(transport: str) -> str | None:
     if shutil.which("ss") is None and transport != "zmq":
         return "ss (iproute2) is missing, so the no-UDP check cannot be made; apt-get install iproute2"
     return None
+
+
+def peer_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this environment) with the repository root first on ``PYTHONPATH``, so that
+    ``python -m tests.bench.peer_node`` imports whatever the working directory is."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 def free_port() -> int:
@@ -214,6 +223,7 @@ def pair_hop(
                         stdout=f,
                         stderr=subprocess.STDOUT,
                         cwd=tmp,
+                        env=peer_env(),
                     )
                 )
         wait_all(procs, time.monotonic() + timeout + 10, check, {p.pid for p in procs})
@@ -235,7 +245,8 @@ class DoraCluster:
         self.cli = dora_cli() or "dora"
         self.addr = ["--coordinator-addr", "127.0.0.1", "--coordinator-port", str(self.port)]
         self.no_multicast = ["--zenoh-no-multicast", "--zenoh-listen", "127.0.0.1"]
-        self.env = dict(os.environ, TMPDIR=str(tmp))  # dora-artifacts-* go into tmp, removed with it
+        # dora-artifacts-* go into tmp, removed with it; the daemon's nodes inherit PYTHONPATH (the repository root)
+        self.env = peer_env(dict(os.environ, TMPDIR=str(tmp)))
 
     @property
     def commands(self) -> list[list[str]]:
@@ -293,12 +304,14 @@ class DoraCluster:
                     "path": sys.executable,
                     "args": common.format(role="pub") + f" --cpu {cores[0]} --wait-for {out}.ready",
                     "outputs": ["out"],
+                    "env": {"PYTHONPATH": self.env["PYTHONPATH"]},
                 },
                 {
                     "id": "sub",
                     "path": sys.executable,
                     "args": common.format(role="sub") + f" --cpu {cores[1]} --out {out}",
                     "inputs": {"x": {"source": "pub/out", "queue_size": 1000}},
+                    "env": {"PYTHONPATH": self.env["PYTHONPATH"]},
                 },
             ]
         }

@@ -28,13 +28,14 @@ import numpy as np
 import yaml
 
 from krabgraph.launch.api.harness import NodeHarness
-from krabgraph.launch.bench import placement
-from krabgraph.launch.bench.stats import Row, skipped, summarize
 from krabgraph.msgs import HeightScan, RobotState, VelocityCommand, set_array
 from krabgraph.nodes.policy import load_backend, load_contract
 from krabgraph.nodes.policy.contract import BUNDLES_DIR
 from krabgraph.nodes.policy.node import PolicyNode
 from krabgraph.nodes.robots import load_robot
+
+from . import placement
+from .stats import Row, skipped, summarize
 
 HIDDEN = (512, 256, 128)
 GO2 = "go2_walk (45 → 512 → 256 → 128 → 12)"

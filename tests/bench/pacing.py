@@ -20,9 +20,10 @@ import time
 import numpy as np
 
 from krabgraph.launch import Executor, Node, Param, build_graph, graph_from_dict
-from krabgraph.launch.bench import placement
-from krabgraph.launch.bench.stats import Row, summarize
 from krabgraph.launch.runtime.executor import SPIN_S
+
+from . import placement
+from .stats import Row, summarize
 
 RATES_HZ = (100.0, 1000.0)
 FULL_S, SMOKE_S = 60.0, 2.0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from krabgraph.launch.bench.placement import CPUS
+from .placement import CPUS
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``python -m krabgraph.launch.bench``: run the benchmarks, write Markdown and JSON tables."""
+"""``python -m tests.bench`` (from the repository root): run the benchmarks, write Markdown and JSON tables."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from krabgraph.launch.bench import hop, loop, pacing, peers, policy, sim_speed, tap
-from krabgraph.launch.bench.placement import CPUS
-from krabgraph.launch.bench.stats import Row, machine_info
+from . import hop, loop, pacing, peers, policy, sim_speed, tap
+from .placement import CPUS
+from .stats import Row, machine_info
 
 SUITES: dict[str, Callable[[int, int], list[Row]]] = {
     "hop": hop.run,
@@ -62,7 +62,7 @@ def to_markdown(rows: list[Row], info: dict, smoke: bool) -> str:
         lines += ["**Smoke run** (few samples): checks that every benchmark runs; the figures mean little.", ""]
     lines += [
         f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench` "
-        "(`python -m krabgraph.launch.bench`); how each row is measured and how to reproduce it "
+        "(`python -m tests.bench`); how each row is measured and how to reproduce it "
         "follows the tables.",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),

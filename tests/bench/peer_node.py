@@ -1,6 +1,6 @@
 """One end of a cross-process hop, run as its own process by ``peers.py`` (or by the dora daemon).
 
-``python -m krabgraph.launch.bench.peer_node {zenoh,zmq,dora} {pub,sub} --shape 753 --count N ...``
+``python -m tests.bench.peer_node {zenoh,zmq,dora} {pub,sub} --shape 753 --count N ...``
 
 Every transport carries the same bytes: a serialized ``ArrayStamped`` of float32 values whose
 ``header.stamp_ns`` is ``time.monotonic_ns()`` (CLOCK_MONOTONIC, one clock for every process on

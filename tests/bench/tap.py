@@ -19,8 +19,9 @@ import numpy as np
 import zmq
 
 from krabgraph.launch import Executor, build_graph, graph_from_dict
-from krabgraph.launch.bench.hop import _Sink, _Source
-from krabgraph.launch.bench.stats import Row, summarize
+
+from .hop import _Sink, _Source
+from .stats import Row, summarize
 
 SIZES = {"3 KB obs (753 floats)": (753,), "20 KB depth (58×87)": (58, 87)}
 LISTENER = """

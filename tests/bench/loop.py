@@ -17,11 +17,12 @@ import time
 import numpy as np
 
 from krabgraph.launch import Executor, Input, Node, Output, Param, build_graph, graph_from_dict
-from krabgraph.launch.bench import placement
-from krabgraph.launch.bench.stats import Row, summarize
 from krabgraph.msgs import CommandSource, JointCommand, RobotState, set_array, to_numpy
 from krabgraph.nodes.robots import load_robot
 from krabgraph.nodes.safety import Safety
+
+from . import placement
+from .stats import Row, summarize
 
 RATE_HZ = 1000.0
 WARMUP = 100  # iterations while Safety goes WAITING → SOFT_START → ACTIVE, not counted

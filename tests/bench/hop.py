@@ -25,10 +25,11 @@ import numpy as np
 import zmq
 
 from krabgraph.launch import Executor, Input, Node, Output, Param, build_graph, graph_from_dict
-from krabgraph.launch.bench import placement
-from krabgraph.launch.bench.stats import Row, skipped, summarize
 from krabgraph.launch.runtime.executor import HWM
 from krabgraph.msgs import ArrayStamped, set_array
+
+from . import placement
+from .stats import Row, skipped, summarize
 
 SIZES = {"48 floats": (48,), "3 KB obs (753 floats)": (753,), "20 KB depth (58×87)": (58, 87)}
 PERIOD_S = 500e-6  # paced rows (between threads or processes): one message every 500 µs (2 kHz)

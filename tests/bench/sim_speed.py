@@ -13,10 +13,11 @@ import time
 import numpy as np
 
 from krabgraph.launch import Executor, Input, Node, build_graph, load_graph
-from krabgraph.launch.bench.stats import Row, summarize
 from krabgraph.launch.graph.declaration import NodeDecl
 from krabgraph.launch.graph.yamlloc import Loc
 from krabgraph.msgs import RobotState
+
+from .stats import Row, summarize
 
 TARGET_RATIO = 0.85  # the graph's real-time factor ≥ 0.85× the bare loop's (issue 16)
 TARGET_RTF = 20.0
@@ -24,7 +25,7 @@ TARGET_RTF = 20.0
 
 def bare_loop(seconds: float) -> np.ndarray:
     """Wall time (µs) of each control tick of the loop without the graph."""
-    from krabgraph.nodes.mujoco.bare_loop import BareLoop
+    from .bare_loop import BareLoop
 
     loop = BareLoop("go2_walk", "flat")
     loop.command.vx = 0.5
