@@ -66,7 +66,7 @@ def test_overlay_option_keeps_the_graph_name_and_reports_a_missing_file(write_gr
 
 
 def test_shipped_split_graphs_are_the_placement_overlay_on_their_base():
-    for name, base in (("walk_split", "walk"), ("parkour_real_split", "parkour_real")):
+    for name, base in (("walk_split", "walk"), ("walk_real_split", "walk_real")):
         split, plain = load_graph(name), load_graph(base)
         assert {n: d.process for n, d in split.nodes.items()} == {
             "hal": "robot", "command": "robot", "safety": "robot", "policy": "brain",

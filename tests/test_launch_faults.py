@@ -160,9 +160,9 @@ def test_launch_of_a_normal_run_exits_0_with_a_summary(caplog):
     assert 0.2 < float(m[2]) < float(m[1]) < 1.0
 
 
-def test_walk_feeds_the_height_scan_to_safety_and_parkour_real_disconnects_it(write_graph):
+def test_walk_feeds_the_height_scan_to_safety_and_walk_real_disconnects_it(write_graph):
     assert load_and_build("walk").nodes["safety"].inputs["height_scan"] == "hal/height_scan"
-    assert "height_scan" not in load_and_build("parkour_real").nodes["safety"].inputs  # go2_hal has no scan
+    assert "height_scan" not in load_and_build("walk_real").nodes["safety"].inputs  # go2_hal has no scan
     # without the disconnection, the real HAL leaves the input on a topic nothing publishes
     bare = write_graph(f"extends: {ROOT / 'graphs' / 'walk.yaml'}\nnodes:\n  hal: {{class: go2_hal}}\n")
     with pytest.raises(GraphError, match="input 'height_scan' is wired to topic 'hal/height_scan', which nothing"):

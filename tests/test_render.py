@@ -12,7 +12,7 @@ from krabgraph.launch import load_and_build
 from krabgraph.launch.graph.render import BOX_H, BOX_W, layout, to_html, to_svg_inline
 
 SVG = "{http://www.w3.org/2000/svg}"
-SHIPPED = ["walk", "parkour", "walk_split", "parkour_real_split", "anymal_stairs", "walk_record", "demo"]
+SHIPPED = ["walk", "parkour", "walk_split", "walk_real_split", "anymal_stairs", "walk_record", "demo"]
 
 
 def _boxes(svg: str) -> list[tuple[float, float, float, float]]:

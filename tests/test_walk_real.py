@@ -1,4 +1,4 @@
-"""Acceptance: graphs/parkour_real.yaml (go2_hal) end to end against the DDS robot emulator, in real time.
+"""Acceptance: graphs/walk_real.yaml (go2_hal) end to end against the DDS robot emulator, in real time.
 
 The emulator (MuJoCo behind rt/lowcmd + rt/lowstate) runs in its own process; the graph runs in
 this one on the wall clock; they meet over Cyclone DDS on loopback. The Go2 must walk as in the
@@ -91,12 +91,12 @@ def first_time(cmds: np.ndarray, column: int, value: float) -> float:
     return float(hits[0, 0])
 
 
-def test_parkour_real_walks_the_go2_emulator_over_dds(tmp_path):
+def test_walk_real_walks_the_go2_emulator_over_dds(tmp_path):
     truth_path, log = tmp_path / "truth.csv", tmp_path / "emulator.log"
     emulator = start_emulator(truth_path, log)
     sockets: list[tuple[int, str, int]] = []
     try:
-        decl = load_graph("parkour_real", sets=[f"hal.domain_id={DOMAIN}", "hal.status_period_s=0"])
+        decl = load_graph("walk_real", sets=[f"hal.domain_id={DOMAIN}", "hal.status_period_s=0"])
         assert decl.clock.mode == "wall"
         decl.nodes["probe"] = NodeDecl(
             "probe", Probe, inputs={"cmd": "command/cmd_vel", "safety": "safety/status", "state": "hal/state"},
@@ -134,7 +134,7 @@ def test_parkour_real_walks_the_go2_emulator_over_dds(tmp_path):
         "vx at 0.5": slow[:, 5].mean(), "vx at 1.0": fast[:, 5].mean(), "yaw rate at 1.0": turn[:, 7].mean(),
         "speed while turning": np.hypot(turn[:, 5], turn[:, 6]).mean(),
     }  # fmt: skip
-    print("parkour_real on the emulator:", {k: round(float(v), 3) for k, v in figures.items()}, summary)
+    print("walk_real on the emulator:", {k: round(float(v), 3) for k, v in figures.items()}, summary)
     assert figures["vx at 0.5"] == pytest.approx(0.5, abs=0.1)
     assert figures["vx at 1.0"] == pytest.approx(1.0, abs=0.1)
     assert figures["yaw rate at 1.0"] == pytest.approx(1.0, abs=0.1)
