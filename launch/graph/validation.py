@@ -34,6 +34,8 @@ from krabgraph.launch.graph.registry import resolve_class
 from krabgraph.msgs.schema import message_class
 
 if TYPE_CHECKING:
+    from krabgraph.launch.api.node import Node
+    from krabgraph.launch.graph.declaration import NodeDecl
     from krabgraph.launch.graph.yamlloc import Loc
 
 
@@ -42,216 +44,293 @@ def _suggest(word: str, options: list[str]) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
+@dataclasses.dataclass
+class _Build:
+    """What the passes of ``build_graph`` share: the declaration, the problems found and what is built."""
+
+    decl: GraphDecl
+    errors: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    specs: dict[str, NodeSpec] = dataclasses.field(default_factory=dict)
+    checkable: set[str] = dataclasses.field(default_factory=set)  # valid parameters: static checks can run
+    unresolved: set[str] = dataclasses.field(default_factory=set)  # an unresolvable node's topics: no follow-ons
+    raw_patterns: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)  # node -> port -> globs
+    topics: dict[str, TopicInfo] = dataclasses.field(default_factory=dict)
+
+
 def build_graph(decl: GraphDecl) -> Graph:
     """Validate ``decl``; raise ``GraphError`` listing every problem, or return the ``Graph``."""
-    errors: list[str] = []
-    warnings: list[str] = []
-    specs: dict[str, NodeSpec] = {}
-    checkable: set[str] = set()  # nodes whose parameters are valid: their static checks can run
+    st = _Build(decl)
+    _check_header(st)
+    for name, nd in decl.nodes.items():
+        _resolve_node(st, name, nd)
+    _collect_topics(st)
+    g = _wire_topics(st)
+    _check_clock_use(st)
+    processes = _check_processes(decl, st.specs, st.errors)
+    robot = _check_graph(st)
+    if st.errors:
+        raise GraphError(st.errors)
+    graph = Graph(decl.name, decl.description, decl.clock, st.specs, st.topics, g, decl, processes, robot, st.warnings)
+    st.errors += _check_ipc_paths(graph)
+    st.errors += _check_crossings(graph)
+    if st.errors:
+        raise GraphError(st.errors)
+    _secure_tap(decl)
+    return graph
 
+
+def _check_header(st: _Build) -> None:
+    """The graph's name, and a topic clock names its topic."""
+    decl = st.decl
     problem = name_problem(decl.name)
     if problem:
-        errors.append(f"{decl.name_loc}: {problem}")
-    clock = decl.clock
-    if clock.mode == "topic" and not clock.topic:
-        errors.append(f"{decl.clock_loc}: clock mode 'topic' needs `topic:` naming the Clock topic, e.g. hal/clock")
+        st.errors.append(f"{decl.name_loc}: {problem}")
+    if decl.clock.mode == "topic" and not decl.clock.topic:
+        st.errors.append(f"{decl.clock_loc}: clock mode 'topic' needs `topic:` naming the Clock topic, e.g. hal/clock")
 
-    unresolved: set[str] = set()  # topics an unresolvable node would publish: no follow-on errors
-    raw_patterns: dict[str, dict[str, list[str]]] = {}  # node -> AnyMessage port -> topics or globs
-    for name, nd in decl.nodes.items():
-        if not nd.class_ref:
-            errors.append(f"{nd.loc('class')}: node {name!r} has no class; add `class: <name>` (see `krabgraph nodes`)")
+
+def _resolve_node(st: _Build, name: str, nd: NodeDecl) -> None:
+    """One node: class, parameters, error policy and ports, into ``st.specs``; then its static checks."""
+    cls = _resolve_class(st, name, nd)
+    if cls is None:
+        return
+    before = len(st.errors)
+    params = _check_params(st, name, nd, cls)
+    params_ok = len(st.errors) == before
+    if nd.on_error not in ON_ERROR:
+        st.errors.append(f"{nd.loc('on_error')}: node {name!r}: on_error must be one of {list(ON_ERROR)}")
+    _check_port_names(st, name, nd, cls)
+    inputs, outputs, raw_outputs = _resolve_ports(st, name, nd, cls)
+    spec = NodeSpec(name, cls, params, inputs, outputs, nd.thread, nd.on_error, nd)
+    spec.raw_outputs = raw_outputs
+    st.specs[name] = spec
+    if params_ok:
+        st.checkable.add(name)
+        checks.check_node_params(spec, st.errors, st.warnings)
+
+
+def _resolve_class(st: _Build, name: str, nd: NodeDecl) -> type[Node] | None:
+    """The node's class, or None (reported; an unresolvable node's topics get no follow-on errors)."""
+    if not nd.class_ref:
+        st.errors.append(f"{nd.loc('class')}: node {name!r} has no class; add `class: <name>` (see `krabgraph nodes`)")
+        return None
+    try:
+        # A class named on the command line (--replace) is the user's explicit choice.
+        where = nd.loc("class")
+        return resolve_class(
+            nd.class_ref,
+            allow=None if where == CLI else st.decl.allow_modules,
+            base_dir=_folder_of(where, st.decl),
+        )
+    except LookupError as exc:
+        st.errors.append(f"{nd.loc('class')}: node {name!r}: {exc}")
+        st.unresolved.update(nd.outputs.values())
+        st.unresolved.add(f"{name}/")
+        return None
+
+
+def _check_params(st: _Build, name: str, nd: NodeDecl, cls: type[Node]) -> dict[str, Any]:
+    """The node's validated parameters (a `robot` parameter defaults to the graph's robot)."""
+    params = {}
+    param_specs = cls.params()
+    values = dict(nd.params)
+    if st.decl.robot and "robot" in param_specs and "robot" not in values:
+        values["robot"] = st.decl.robot  # the robot is declared once: a `robot` parameter defaults to it
+    for key, value in values.items():
+        spec = param_specs.get(key)
+        if spec is None:
+            hint = _suggest(key, list(param_specs))
+            known = ", ".join(param_specs) or "none"
+            st.errors.append(
+                f"{nd.loc('params.' + key)}: node {name!r}: unknown parameter {key!r} for "
+                f"{cls.__name__}; {hint}known: {known}"
+            )
             continue
         try:
-            # A class named on the command line (--replace) is the user's explicit choice.
-            where = nd.loc("class")
-            cls = resolve_class(
-                nd.class_ref,
-                allow=None if where == CLI else decl.allow_modules,
-                base_dir=_folder_of(where, decl),
+            params[key] = spec.validate(value)
+        except ParamError as exc:
+            st.errors.append(f"{nd.loc('params.' + key)}: node {name!r}: {exc}")
+    for key, spec in param_specs.items():
+        if key not in values and spec.required:
+            st.errors.append(
+                f"{nd.loc('node')}: node {name!r}: missing required parameter {key!r} "
+                f"({spec.describe()}); add it under params:"
             )
-        except LookupError as exc:
-            errors.append(f"{nd.loc('class')}: node {name!r}: {exc}")
-            unresolved.update(nd.outputs.values())
-            unresolved.add(f"{name}/")
-            continue
-        params = {}
-        param_specs = cls.params()
-        values = dict(nd.params)
-        if decl.robot and "robot" in param_specs and "robot" not in values:
-            values["robot"] = decl.robot  # the robot is declared once: a `robot` parameter defaults to it
-        before = len(errors)
-        for key, value in values.items():
-            spec = param_specs.get(key)
-            if spec is None:
-                hint = _suggest(key, list(param_specs))
-                known = ", ".join(param_specs) or "none"
-                errors.append(
-                    f"{nd.loc('params.' + key)}: node {name!r}: unknown parameter {key!r} for "
-                    f"{cls.__name__}; {hint}known: {known}"
-                )
-                continue
-            try:
-                params[key] = spec.validate(value)
-            except ParamError as exc:
-                errors.append(f"{nd.loc('params.' + key)}: node {name!r}: {exc}")
-        for key, spec in param_specs.items():
-            if key not in values and spec.required:
-                errors.append(
-                    f"{nd.loc('node')}: node {name!r}: missing required parameter {key!r} "
-                    f"({spec.describe()}); add it under params:"
-                )
-        params_ok = len(errors) == before
-        if nd.on_error not in ON_ERROR:
-            errors.append(f"{nd.loc('on_error')}: node {name!r}: on_error must be one of {list(ON_ERROR)}")
-        inputs, outputs = cls.inputs(), cls.outputs()
-        for section, ports in (("inputs", inputs), ("outputs", outputs)):
-            for port in getattr(nd, section):
-                if port not in ports:
-                    hint = _suggest(port, list(ports))
-                    known = ", ".join(ports) or "none"
-                    errors.append(
-                        f"{nd.loc(f'{section}.{port}')}: node {name!r}: {cls.__name__} has no "
-                        f"{section[:-1]} port {port!r}; {hint}{section[:-1]} ports: {known}"
-                    )
-        resolved_outputs = {p: nd.outputs.get(p, default_topic(name, p)) for p in outputs if not outputs[p].raw}
-        raw_outputs = {
-            p: [t] if isinstance(t, str) else list(t) for p, t in nd.outputs.items() if p in outputs and outputs[p].raw
-        }
-        resolved_inputs = {p: t for p, t in nd.inputs.items() if p in inputs and not inputs[p].raw}
-        for port, value in [*resolved_inputs.items(), *resolved_outputs.items()]:
-            if not isinstance(value, str):
-                section = "inputs" if port in resolved_inputs else "outputs"
-                spec = inputs[port] if section == "inputs" else outputs[port]
-                errors.append(
-                    f"{nd.loc(f'{section}.{port}')}: node {name!r}: {section[:-1]} {port!r} "
-                    f"({spec.msg_type.__name__}) takes one topic, got a list; only AnyMessage ports "
-                    "(recorder, replay, foxglove) take several"
-                )
-        resolved_outputs = {p: t for p, t in resolved_outputs.items() if isinstance(t, str)}
-        resolved_inputs = {p: t for p, t in resolved_inputs.items() if isinstance(t, str)}
-        raw_patterns[name] = {
-            p: [t] if isinstance(t, str) else list(t) for p, t in nd.inputs.items() if p in inputs and inputs[p].raw
-        }
-        for port, spec in inputs.items():
-            if port not in nd.inputs and spec.required:
-                errors.append(
-                    f"{nd.loc('node')}: node {name!r}: required input {port!r} "
-                    f"({spec.msg_type.__name__}) is not connected; add `inputs: {{{port}: <topic>}}`"
-                )
-        specs[name] = NodeSpec(name, cls, params, resolved_inputs, resolved_outputs, nd.thread, nd.on_error, nd)
-        specs[name].raw_outputs = raw_outputs
-        if params_ok:
-            checkable.add(name)
-            checks.check_node_params(specs[name], errors, warnings)
+    return params
 
-    topics: dict[str, TopicInfo] = {}
-    for tname, td in decl.topics.items():
+
+def _check_port_names(st: _Build, name: str, nd: NodeDecl, cls: type[Node]) -> None:
+    """Every port the node wires exists on its class."""
+    for section, ports in (("inputs", cls.inputs()), ("outputs", cls.outputs())):
+        for port in getattr(nd, section):
+            if port not in ports:
+                hint = _suggest(port, list(ports))
+                known = ", ".join(ports) or "none"
+                st.errors.append(
+                    f"{nd.loc(f'{section}.{port}')}: node {name!r}: {cls.__name__} has no "
+                    f"{section[:-1]} port {port!r}; {hint}{section[:-1]} ports: {known}"
+                )
+
+
+def _resolve_ports(
+    st: _Build, name: str, nd: NodeDecl, cls: type[Node]
+) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
+    """The node's typed inputs and outputs (one topic each) and raw outputs; raw input patterns into
+    ``st.raw_patterns``; required inputs are connected."""
+    inputs, outputs = cls.inputs(), cls.outputs()
+    resolved_outputs = {p: nd.outputs.get(p, default_topic(name, p)) for p in outputs if not outputs[p].raw}
+    raw_outputs = {
+        p: [t] if isinstance(t, str) else list(t) for p, t in nd.outputs.items() if p in outputs and outputs[p].raw
+    }
+    resolved_inputs = {p: t for p, t in nd.inputs.items() if p in inputs and not inputs[p].raw}
+    for port, value in [*resolved_inputs.items(), *resolved_outputs.items()]:
+        if not isinstance(value, str):
+            section = "inputs" if port in resolved_inputs else "outputs"
+            spec = inputs[port] if section == "inputs" else outputs[port]
+            st.errors.append(
+                f"{nd.loc(f'{section}.{port}')}: node {name!r}: {section[:-1]} {port!r} "
+                f"({spec.msg_type.__name__}) takes one topic, got a list; only AnyMessage ports "
+                "(recorder, replay, foxglove) take several"
+            )
+    resolved_outputs = {p: t for p, t in resolved_outputs.items() if isinstance(t, str)}
+    resolved_inputs = {p: t for p, t in resolved_inputs.items() if isinstance(t, str)}
+    st.raw_patterns[name] = {
+        p: [t] if isinstance(t, str) else list(t) for p, t in nd.inputs.items() if p in inputs and inputs[p].raw
+    }
+    for port, spec in inputs.items():
+        if port not in nd.inputs and spec.required:
+            st.errors.append(
+                f"{nd.loc('node')}: node {name!r}: required input {port!r} "
+                f"({spec.msg_type.__name__}) is not connected; add `inputs: {{{port}: <topic>}}`"
+            )
+    return resolved_inputs, resolved_outputs, raw_outputs
+
+
+def _collect_topics(st: _Build) -> None:
+    """``st.topics``: the declared topics (their types checked), then every publisher and subscriber."""
+    topics = st.topics
+    for tname, td in st.decl.topics.items():
         msg_type = None
         if td.type:
             try:
                 msg_type = message_class(td.type)
             except (KeyError, ImportError, AttributeError):
-                errors.append(f"{td.loc}: topic {tname!r}: unknown message type {td.type!r}")
+                st.errors.append(f"{td.loc}: topic {tname!r}: unknown message type {td.type!r}")
         topics[tname] = TopicInfo(tname, msg_type, external=td.external)
-    for name, spec in specs.items():
+    for name, spec in st.specs.items():
         for port, topic in spec.outputs.items():
-            info = topics.setdefault(topic, TopicInfo(topic, None))
-            info.publishers.append((name, port))
+            topics.setdefault(topic, TopicInfo(topic, None)).publishers.append((name, port))
         for port, names in spec.raw_outputs.items():
             for topic in names:
                 topics.setdefault(topic, TopicInfo(topic, None)).publishers.append((name, port))
-    for name, spec in specs.items():
+    for name, spec in st.specs.items():
         for port, topic in spec.inputs.items():
             topics.setdefault(topic, TopicInfo(topic, None)).subscribers.append((name, port))
-    errors += _expand_raw_inputs(specs, raw_patterns, topics)
-    for name, spec in specs.items():
+    st.errors += _expand_raw_inputs(st.specs, st.raw_patterns, topics)
+    for name, spec in st.specs.items():
         for port, names in spec.raw_inputs.items():
             for topic in names:
                 topics.setdefault(topic, TopicInfo(topic, None)).subscribers.append((name, port))
 
-    g = nx.MultiDiGraph(name=decl.name)
-    for name, spec in specs.items():
+
+def _wire_topics(st: _Build) -> nx.MultiDiGraph:
+    """The node/topic graph; each topic's type settled and its publishers and subscribers checked."""
+    g = nx.MultiDiGraph(name=st.decl.name)
+    for name, spec in st.specs.items():
         g.add_node(name, kind="node", cls=spec.cls, node_kind=spec.cls.kind, replaced=spec.decl.replaced)
-    for tname, info in topics.items():
-        publishers = [(n, p, specs[n].cls.outputs()[p]) for n, p in info.publishers]
-        types = {o.msg_type for _, _, o in publishers if not o.raw}
-        if info.msg_type is not None:
-            types.add(info.msg_type)
-        if len(types) > 1:
-            where = ", ".join(f"{n}.{p} ({o.msg_type.__name__})" for n, p, o in publishers)
-            errors.append(
-                f"{specs[publishers[0][0]].decl.loc('outputs.' + publishers[0][1])}: topic {tname!r} "
-                f"has publishers of different types: {where}; give each its own topic"
-            )
-        if info.msg_type is None and types:
-            info.msg_type = next(iter(types))
-        if info.msg_type is None:  # only raw publishers: the typed subscribers say what it carries
-            wanted = [specs[n].cls.inputs()[p].msg_type for n, p in info.subscribers]
-            wanted = [t for t in wanted if t is not AnyMessage]
-            if wanted:
-                info.msg_type = wanted[0]
-        if len(publishers) > 1 and not all(o.shared for _, _, o in publishers):
-            where = ", ".join(f"{n}.{p} ({specs[n].decl.loc('outputs.' + p)})" for n, p, _ in publishers)
-            errors.append(
-                f"{specs[publishers[1][0]].decl.loc('outputs.' + publishers[1][1])}: topic {tname!r} "
-                f"has {len(publishers)} publishers ({where}) but allows one; remap one output to "
-                f"another topic, or declare the outputs shared=True"
-            )
+    for tname, info in st.topics.items():
+        publishers = [(n, p, st.specs[n].cls.outputs()[p]) for n, p in info.publishers]
+        _check_publishers(st, tname, info, publishers)
         g.add_node(tname, kind="topic", msg_type=info.msg_type, external=info.external)
         for n, p, o in publishers:
             g.add_edge(n, tname, port=p, msg_type=o.msg_type)
-        for n, p in info.subscribers:
-            spec_in = specs[n].cls.inputs()[p]
-            loc = specs[n].decl.loc(f"inputs.{p}")
-            follow_on = tname in unresolved or tname.split("/")[0] + "/" in unresolved
-            if not publishers and not info.external and follow_on:
-                pass
-            elif not publishers and not info.external:
-                candidates = [t for t, i in topics.items() if i.publishers]
-                hint = _suggest(tname, candidates)
-                errors.append(
-                    f"{loc}: node {n!r}: input {p!r} is wired to topic {tname!r}, which nothing "
-                    f"publishes; {hint}published topics: {', '.join(sorted(candidates)) or 'none'}"
-                )
-            elif info.msg_type is not None and not spec_in.raw and spec_in.msg_type is not info.msg_type:
-                errors.append(
-                    f"{loc}: node {n!r}: input {p!r} expects {spec_in.msg_type.__name__} but topic "
-                    f"{tname!r} carries {info.msg_type.__name__}; wire it to a "
-                    f"{spec_in.msg_type.__name__} topic"
-                )
-            g.add_edge(tname, n, port=p, msg_type=spec_in.msg_type, policy=spec_in.policy)
-    if clock.mode == "topic" and clock.topic and clock.topic in topics:
-        t = topics[clock.topic].msg_type
+        _check_subscribers(st, g, tname, info, bool(publishers))
+    return g
+
+
+def _check_publishers(st: _Build, tname: str, info: TopicInfo, publishers: list[tuple[str, str, Any]]) -> None:
+    """One type per topic (set on ``info`` when undeclared); one publisher unless all are shared."""
+    specs = st.specs
+    types = {o.msg_type for _, _, o in publishers if not o.raw}
+    if info.msg_type is not None:
+        types.add(info.msg_type)
+    if len(types) > 1:
+        where = ", ".join(f"{n}.{p} ({o.msg_type.__name__})" for n, p, o in publishers)
+        st.errors.append(
+            f"{specs[publishers[0][0]].decl.loc('outputs.' + publishers[0][1])}: topic {tname!r} "
+            f"has publishers of different types: {where}; give each its own topic"
+        )
+    if info.msg_type is None and types:
+        info.msg_type = next(iter(types))
+    if info.msg_type is None:  # only raw publishers: the typed subscribers say what it carries
+        wanted = [specs[n].cls.inputs()[p].msg_type for n, p in info.subscribers]
+        wanted = [t for t in wanted if t is not AnyMessage]
+        if wanted:
+            info.msg_type = wanted[0]
+    if len(publishers) > 1 and not all(o.shared for _, _, o in publishers):
+        where = ", ".join(f"{n}.{p} ({specs[n].decl.loc('outputs.' + p)})" for n, p, _ in publishers)
+        st.errors.append(
+            f"{specs[publishers[1][0]].decl.loc('outputs.' + publishers[1][1])}: topic {tname!r} "
+            f"has {len(publishers)} publishers ({where}) but allows one; remap one output to "
+            f"another topic, or declare the outputs shared=True"
+        )
+
+
+def _check_subscribers(st: _Build, g: nx.MultiDiGraph, tname: str, info: TopicInfo, published: bool) -> None:
+    """Each subscriber's topic has a publisher (or is external) and the type its input expects."""
+    for n, p in info.subscribers:
+        spec_in = st.specs[n].cls.inputs()[p]
+        loc = st.specs[n].decl.loc(f"inputs.{p}")
+        follow_on = tname in st.unresolved or tname.split("/")[0] + "/" in st.unresolved
+        if not published and not info.external and follow_on:
+            pass
+        elif not published and not info.external:
+            candidates = [t for t, i in st.topics.items() if i.publishers]
+            hint = _suggest(tname, candidates)
+            st.errors.append(
+                f"{loc}: node {n!r}: input {p!r} is wired to topic {tname!r}, which nothing "
+                f"publishes; {hint}published topics: {', '.join(sorted(candidates)) or 'none'}"
+            )
+        elif info.msg_type is not None and not spec_in.raw and spec_in.msg_type is not info.msg_type:
+            st.errors.append(
+                f"{loc}: node {n!r}: input {p!r} expects {spec_in.msg_type.__name__} but topic "
+                f"{tname!r} carries {info.msg_type.__name__}; wire it to a "
+                f"{spec_in.msg_type.__name__} topic"
+            )
+        g.add_edge(tname, n, port=p, msg_type=spec_in.msg_type, policy=spec_in.policy)
+
+
+def _check_clock_use(st: _Build) -> None:
+    """A clock topic carries Clock; a sim clock has no threaded nodes."""
+    decl, clock = st.decl, st.decl.clock
+    if clock.mode == "topic" and clock.topic and clock.topic in st.topics:
+        t = st.topics[clock.topic].msg_type
         if t is not None and t.DESCRIPTOR.full_name != "krabgraph.msgs.Clock":
-            errors.append(f"{decl.clock_loc}: clock topic {clock.topic!r} carries {t.__name__}, not Clock")
+            st.errors.append(f"{decl.clock_loc}: clock topic {clock.topic!r} carries {t.__name__}, not Clock")
     if clock.mode == "sim":
-        for name, spec in specs.items():
+        for name, spec in st.specs.items():
             if spec.thread:
-                errors.append(
+                st.errors.append(
                     f"{spec.decl.loc('thread')}: node {name!r}: `thread: true` is not allowed with "
                     f"clock 'sim' (lockstep runs single-threaded); remove it or use clock 'wall'"
                 )
-    processes = _check_processes(decl, specs, errors)
-    checks.check_clock(decl, errors)
-    robot = checks.check_robot(decl, {n: s for n, s in specs.items() if n in checkable}, errors)
-    checks.check_commands(specs, topics, errors, warnings)
-    checks.check_loops(specs, topics, errors)
+
+
+def _check_graph(st: _Build) -> str:
+    """The graph-level checks (``checks``), the tap, and at least one node; returns the robot."""
+    decl = st.decl
+    checks.check_clock(decl, st.errors)
+    robot = checks.check_robot(decl, {n: s for n, s in st.specs.items() if n in st.checkable}, st.errors)
+    checks.check_commands(st.specs, st.topics, st.errors, st.warnings)
+    checks.check_loops(st.specs, st.topics, st.errors)
     if decl.tap is not None:
         from krabgraph.launch.graph.endpoints import check_tap
 
-        errors += check_tap(decl.tap)
-    if not specs and not errors:
-        errors.append(f"{decl.files[-1] if decl.files else decl.name}: the graph has no nodes")
-    if errors:
-        raise GraphError(errors)
-    graph = Graph(decl.name, decl.description, clock, specs, topics, g, decl, processes, robot, warnings)
-    errors += _check_ipc_paths(graph)
-    errors += _check_crossings(graph)
-    if errors:
-        raise GraphError(errors)
-    _secure_tap(decl)
-    return graph
+        st.errors += check_tap(decl.tap)
+    if not st.specs and not st.errors:
+        st.errors.append(f"{decl.files[-1] if decl.files else decl.name}: the graph has no nodes")
+    return robot
 
 
 SECURITY_HINT = (
