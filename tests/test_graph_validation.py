@@ -33,7 +33,8 @@ def test_good_graph_builds(write_graph):
     assert graph.nodes["policy"].params["kp"] == 15.0
     assert graph.nodes["robot"].outputs == {"state": "robot/state"}
     assert set(graph.topics) == {"robot/state", "policy/joint_command"}
-    assert graph.nx.has_edge("robot", "robot/state") and graph.nx.has_edge("robot/state", "policy")
+    state = graph.topics["robot/state"]
+    assert state.publishers == [("robot", "state")] and state.subscribers == [("policy", "state")]
 
 
 def test_unknown_node_class(write_graph):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
 from google.protobuf.message import Message
 
 from krabgraph.launch.api.node import Node
@@ -53,7 +52,6 @@ class Graph:
     clock: ClockSpec
     nodes: dict[str, NodeSpec]
     topics: dict[str, TopicInfo]
-    nx: nx.MultiDiGraph
     decl: GraphDecl
     processes: dict[str, ProcessDecl] = field(default_factory=dict)  # used ones, in declaration order
     robot: str = ""  # the robot every HAL, safety node and policy bundle is for ("" if none names one)

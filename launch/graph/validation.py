@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from krabgraph.launch.api.errors import GraphError, ParamError
 from krabgraph.launch.api.ports import AnyMessage
 from krabgraph.launch.graph import checks
@@ -65,13 +63,13 @@ def build_graph(decl: GraphDecl) -> Graph:
     for name, nd in decl.nodes.items():
         _resolve_node(st, name, nd)
     _collect_topics(st)
-    g = _wire_topics(st)
+    _check_topics(st)
     _check_clock_use(st)
     processes = _check_processes(decl, st.specs, st.errors)
     robot = _check_graph(st)
     if st.errors:
         raise GraphError(st.errors)
-    graph = Graph(decl.name, decl.description, decl.clock, st.specs, st.topics, g, decl, processes, robot, st.warnings)
+    graph = Graph(decl.name, decl.description, decl.clock, st.specs, st.topics, decl, processes, robot, st.warnings)
     st.errors += _check_ipc_paths(graph)
     st.errors += _check_crossings(graph)
     if st.errors:
@@ -234,19 +232,12 @@ def _collect_topics(st: _Build) -> None:
                 topics.setdefault(topic, TopicInfo(topic, None)).subscribers.append((name, port))
 
 
-def _wire_topics(st: _Build) -> nx.MultiDiGraph:
-    """The node/topic graph; each topic's type settled and its publishers and subscribers checked."""
-    g = nx.MultiDiGraph(name=st.decl.name)
-    for name, spec in st.specs.items():
-        g.add_node(name, kind="node", cls=spec.cls, node_kind=spec.cls.kind, replaced=spec.decl.replaced)
+def _check_topics(st: _Build) -> None:
+    """Each topic's type settled and its publishers and subscribers checked."""
     for tname, info in st.topics.items():
         publishers = [(n, p, st.specs[n].cls.outputs()[p]) for n, p in info.publishers]
         _check_publishers(st, tname, info, publishers)
-        g.add_node(tname, kind="topic", msg_type=info.msg_type, external=info.external)
-        for n, p, o in publishers:
-            g.add_edge(n, tname, port=p, msg_type=o.msg_type)
-        _check_subscribers(st, g, tname, info, bool(publishers))
-    return g
+        _check_subscribers(st, tname, info, bool(publishers))
 
 
 def _check_publishers(st: _Build, tname: str, info: TopicInfo, publishers: list[tuple[str, str, Any]]) -> None:
@@ -277,7 +268,7 @@ def _check_publishers(st: _Build, tname: str, info: TopicInfo, publishers: list[
         )
 
 
-def _check_subscribers(st: _Build, g: nx.MultiDiGraph, tname: str, info: TopicInfo, published: bool) -> None:
+def _check_subscribers(st: _Build, tname: str, info: TopicInfo, published: bool) -> None:
     """Each subscriber's topic has a publisher (or is external) and the type its input expects."""
     for n, p in info.subscribers:
         spec_in = st.specs[n].cls.inputs()[p]
@@ -298,7 +289,6 @@ def _check_subscribers(st: _Build, g: nx.MultiDiGraph, tname: str, info: TopicIn
                 f"{tname!r} carries {info.msg_type.__name__}; wire it to a "
                 f"{spec_in.msg_type.__name__} topic"
             )
-        g.add_edge(tname, n, port=p, msg_type=spec_in.msg_type, policy=spec_in.policy)
 
 
 def _check_clock_use(st: _Build) -> None:
