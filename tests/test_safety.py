@@ -24,11 +24,11 @@ from krabgraph.msgs import (
     set_array,
     to_numpy,
 )
-from krabgraph.nodes.demo import FakeRobot
 from krabgraph.nodes.hal_io import CommandParser
 from krabgraph.nodes.robots import load_robot
 from krabgraph.nodes.rotations import quat_from_rpy
 from krabgraph.nodes.safety import Safety
+from tests.faults.recording_nodes import LoggingRobot
 
 R = load_robot("go2")
 NAMES = list(R.joint_names)
@@ -691,21 +691,11 @@ def test_bad_configuration_is_refused(params, message):
 # -- fault injection in whole graphs ---------------------------------------------------------------
 
 
-class RecordingRobot(FakeRobot):
-    """FakeRobot that records each command it receives (graph time, message); mute: no states after."""
-
-    mute_after_s = Param(float, 1e9, "stop publishing states from this time on", unit="s")
-
-    def on_configure(self) -> None:
-        super().on_configure()
-        self.received: list[tuple[int, JointCommand]] = []
-
-    def on_command(self, msg: JointCommand) -> None:
-        self.received.append((self.now_ns(), msg))
-        super().on_command(msg)
+class RecordingRobot(LoggingRobot):
+    """LoggingRobot whose joints keep settling towards their targets while it publishes no states."""
 
     def tick(self) -> None:
-        if self.now_ns() < round(self.mute_after_s * 1e9):
+        if not self.muted():
             super().tick()
         else:
             self.q += self.gain * (self.target - self.q)

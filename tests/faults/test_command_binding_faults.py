@@ -21,6 +21,7 @@ from krabgraph.msgs import CommandSource, JointCommand, RobotState, SafetyStatus
 from krabgraph.nodes.demo import FakeRobot
 from krabgraph.nodes.robots import load_robot
 from krabgraph.nodes.safety import Safety
+from tests.faults.recording_nodes import LoggingRobot, StatusLog
 
 R = load_robot("go2")
 NAMES = list(R.joint_names)
@@ -39,18 +40,6 @@ def command(position: np.ndarray, state: RobotState | None = None) -> JointComma
         msg.robot_id, msg.observation_seq = state.robot_id, state.header.seq
         msg.observation_stamp_ns = state.header.stamp_ns
     return msg
-
-
-class LoggingRobot(FakeRobot):
-    """FakeRobot that keeps every command it receives, with the graph time."""
-
-    def on_configure(self) -> None:
-        super().on_configure()
-        self.received: list[tuple[int, JointCommand]] = []
-
-    def on_command(self, msg: JointCommand) -> None:
-        self.received.append((self.now_ns(), msg))
-        super().on_command(msg)
 
 
 class HonestPolicy(Node):
@@ -117,17 +106,6 @@ class Intruder(Node):
         out.CopyFrom(msg)
         self.sent[kind] += 1
         self.out.publish(out)
-
-
-class StatusLog(Node):
-    kind = "recorder"
-    status = Input(SafetyStatus, queue=100, triggers=False)
-
-    def on_configure(self) -> None:
-        self.got: list[tuple[int, SafetyStatus]] = []
-
-    def on_status(self, msg: SafetyStatus) -> None:
-        self.got.append((self.now_ns(), msg))
 
 
 def run(nodes: dict, duration_s: float) -> Executor:

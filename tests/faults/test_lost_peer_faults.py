@@ -16,35 +16,15 @@ import pytest
 from krabgraph.launch import Executor, Input, Node, Output, Param, build_graph, graph_from_dict
 from krabgraph.launch.api.harness import NodeHarness
 from krabgraph.msgs import CommandSource, JointCommand, RobotState, SafetyStatus, set_array, to_numpy
-from krabgraph.nodes.demo import FakeRobot
 from krabgraph.nodes.policy.node import PolicyNode
 from krabgraph.nodes.robots import load_robot
 from krabgraph.nodes.safety import Safety
+from tests.faults.recording_nodes import MS, LoggingRobot, StatusLog
 
 R = load_robot("go2")
 NAMES = list(R.joint_names)
 DT_NS = round(R.control_dt * 1e9)
-MS = 1_000_000
 Mode = SafetyStatus.Mode
-
-
-class LoggingRobot(FakeRobot):
-    """FakeRobot that keeps every command it receives, with the graph time; mute from ``mute_after_s``."""
-
-    mute_after_s = Param(float, 1e9, "no states from this graph time on", unit="s")
-    skip_ms = Param(list, [], "graph times (ms) of ticks that publish no state (a LowState that came late)", item=int)
-
-    def on_configure(self) -> None:
-        super().on_configure()
-        self.received: list[tuple[int, JointCommand]] = []
-
-    def on_command(self, msg: JointCommand) -> None:
-        self.received.append((self.now_ns(), msg))
-        super().on_command(msg)
-
-    def tick(self) -> None:
-        if self.now_ns() < round(self.mute_after_s * 1e9) and self.now_ns() // MS not in self.skip_ms:
-            super().tick()
 
 
 class LatePolicy(Node):
@@ -79,17 +59,6 @@ class LatePolicy(Node):
             cmd.observation_seq, cmd.observation_stamp_ns = state.header.seq, state.header.stamp_ns
             set_array(cmd.position, R.default_pos + 0.1)
             self.joint_command.publish(cmd)
-
-
-class StatusLog(Node):
-    kind = "recorder"
-    status = Input(SafetyStatus, queue=100, triggers=False)
-
-    def on_configure(self) -> None:
-        self.got: list[tuple[int, SafetyStatus]] = []
-
-    def on_status(self, msg: SafetyStatus) -> None:
-        self.got.append((self.now_ns(), msg))
 
 
 def run(duration_s: float, policy: dict, robot: dict | None = None, safety: dict | None = None) -> Executor:
