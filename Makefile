@@ -81,6 +81,16 @@ train-smoke: $(TRAIN_STAMP)
 launch: $(RUN_STAMP)
 	$(BIN)/krabgraph launch $(GRAPH) $(ARGS)
 
+# `make live GRAPH=parkour`: the graph with its tap, and `krabgraph foxglove` serving it to Foxglove on
+# ws://127.0.0.1:8765 (FOXGLOVE_ARGS: e.g. --teleop command/cmd_vel); Ctrl-C stops both.
+.PHONY: live
+FOXGLOVE_ARGS ?=
+live: $(STAMP)
+	@trap ':' INT TERM; \
+	$(BIN)/krabgraph launch $(GRAPH) --tap $(ARGS) & graph=$$!; \
+	$(BIN)/krabgraph foxglove --timeout 60 $(FOXGLOVE_ARGS); \
+	kill -TERM $$graph 2>/dev/null; wait $$graph
+
 graph: $(RUN_STAMP)
 	$(BIN)/krabgraph graph $(GRAPH) --format html --output build/$(GRAPH).html
 	@echo "open build/$(GRAPH).html in a browser"

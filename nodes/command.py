@@ -42,13 +42,22 @@ class ScriptedVelocity(Node):
     policies are trained (go2_parkour): while the scheduled command is not zero, yaw rate += clip(
     ``heading_gain`` x (heading* - yaw), +-``heading_max``), the yaw from the IMU orientation and
     heading* the yaw when the robot last stood still, turned by the scheduled yaw rate since.
+
+    Dynamic (``krabgraph param set``): a new ``schedule`` plays from the moment it is set;
+    ``heading_gain`` and ``heading_max`` apply from the next tick. (Velocity commands reach the robot
+    through the policy and the safety node, whose limits stay fixed.)
     """
 
     kind = "source"
-    schedule = Param(list, [[5.0, 0.5, 0.0, 0.0]], "phases [duration_s, vx, vy, yaw_rate]", unit="s, m/s, rad/s")
+    schedule = Param(
+        list, [[5.0, 0.5, 0.0, 0.0]], "phases [duration_s, vx, vy, yaw_rate]; set at run time: plays from then",
+        unit="s, m/s, rad/s", dynamic=True,
+    )  # fmt: skip
     rate_hz = Param(float, 50.0, "publication rate", unit="Hz", gt=0)
-    heading_gain = Param(float, 0.0, "yaw rate per rad of heading error; 0 = no heading hold", unit="1/s", ge=0)
-    heading_max = Param(float, 1.0, "largest heading-holding yaw rate", unit="rad/s", gt=0)
+    heading_gain = Param(
+        float, 0.0, "yaw rate per rad of heading error; 0 = no heading hold", unit="1/s", ge=0, dynamic=True
+    )
+    heading_max = Param(float, 1.0, "largest heading-holding yaw rate", unit="rad/s", gt=0, dynamic=True)
 
     cmd_vel = Output(VelocityCommand)
     state = Input(RobotState, required=False, doc="IMU orientation, for the heading hold (heading_gain > 0)")
@@ -68,6 +77,17 @@ class ScriptedVelocity(Node):
         self.last_ns = self.t0_ns
         self.create_timer(1.0 / self.rate_hz, self.tick)
         self.tick()
+
+    def on_param_set(self, name: str, value: Any) -> None:
+        """A new ``schedule`` is checked like the graph file's, then played from now."""
+        if name != "schedule":
+            return
+        phases, problems = parse_schedule(value)
+        if problems:
+            raise ParamError(f"{self.name}: {problems[0]}")
+        self.phases = phases
+        if self.lifecycle == "active":
+            self.t0_ns = self.now_ns()
 
     def command_at(self, t: float) -> tuple[float, float, float]:
         """The (vx, vy, yaw_rate) scheduled ``t`` seconds after activation."""

@@ -30,11 +30,12 @@ from typing import Any, ClassVar
 
 from krabgraph.launch import Input, Node, Output, Param
 from krabgraph.launch.api.checks import ParamProblem
-from krabgraph.msgs import Clock, CommandSource, JointCommand, RobotState, VelocityCommand
+from krabgraph.msgs import Clock, CommandSource, JointCommand, RobotState, SafetyStatus, VelocityCommand
 from krabgraph.nodes.hal_io import CommandError, CommandParser, JointTargets, RobotSnapshot, fill_robot_state
 
 REPORTS_PER_KIND = 16  # distinct rejection messages logged per kind of problem; further ones are counted
 SOURCE_NAMES = {CommandSource.POLICY: "policy", CommandSource.OPERATOR: "operator", CommandSource.SAFETY: "safety"}
+FAULT_TEXT_CHARS = 60  # the safety node's fault reason on the status line is cut to this length
 
 
 class Hal(Node):
@@ -47,7 +48,8 @@ class Hal(Node):
     (``CommandParser``: every joint exactly once, by name, any order; empty velocity/effort/kp/kd
     mean 0, 0 and the description's gains); an invalid one is counted in ``rejected`` and
     ``problems`` (by kind), each distinct message is logged once (at most ``REPORTS_PER_KIND`` per
-    kind), and the last valid targets stay. Every ``status_period_s`` one status line is logged.
+    kind), and the last valid targets stay. Every ``status_period_s`` one status line is logged
+    (dynamic: ``krabgraph param set hal.status_period_s 5`` reschedules it, 0 stops it).
 
     Every state carries ``robot_id`` (``<node name>#<random hex>``, drawn at each configure, so two
     copies of one graph on a host never share it): policies copy it into their commands and the
@@ -62,11 +64,18 @@ class Hal(Node):
 
     status_period_s = Param(
         float, 1.0, "log a one-line status (backend, real-time factor, rejections, command executed); 0 = off",
-        unit="s", ge=0,
+        unit="s", ge=0, dynamic=True,
     )  # fmt: skip
     command = Input(JointCommand, queue=0, triggers=False, doc="joint targets by name; stored, applied by the backend")
     velocity_command = Input(
         VelocityCommand, required=False, triggers=False, doc="the operator's velocity command, shown in the status line"
+    )
+    safety_status = Input(
+        SafetyStatus,
+        queue=4,  # only the latest is shown; a short queue: a mode change and a heartbeat at one instant drop nothing
+        required=False,
+        triggers=False,
+        doc="the safety node's mode (and fault), shown in the status line",
     )
     state = Output(RobotState)
     clock = Output(Clock)
@@ -148,8 +157,19 @@ class Hal(Node):
             self.publish()
         self.create_timer(self.control_dt, self.tick)
         self.extra_timers()
-        if self.status_period_s > 0:
-            self.create_timer(self.status_period_s, self.log_status)
+        self._status_timer = None
+        self._schedule_status()
+
+    def on_param_set(self, name: str, value: Any) -> None:
+        """``status_period_s`` applies at once while active: the status timer is made again (0: none)."""
+        if name == "status_period_s" and self.lifecycle == "active":
+            self._schedule_status()
+
+    def _schedule_status(self) -> None:
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+        period = self.status_period_s
+        self._status_timer = self.create_timer(period, self.log_status) if period > 0 else None
 
     # -- the loop -------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -227,19 +247,36 @@ class Hal(Node):
 
     # -- logging --------------------------------------------------------------------------------
     def log_status(self) -> None:
-        """One line a person can follow in a headless run; with ``velocity_command`` wired, it ends with
-        the command in effect (what the robot is asked to do, beside what it does)."""
+        """One line a person can follow in a headless run; with ``safety_status`` wired, the safety node's
+        mode comes before the command executed (``safety ACTIVE``; with a fault, its reason, shortened);
+        with ``velocity_command`` wired, the line ends with the command in effect (what the robot is asked
+        to do, beside what it does)."""
         wanted = self.velocity_command.latest
         asked = f"  asked vx={wanted.vx:.2f} vy={wanted.vy:.2f} yaw rate={wanted.yaw_rate:.2f}" if wanted else ""
         self.log.info(
-            "t=%6.2fs  %s  rtf=%.1f  rejected=%d  cmd=%s%s",
+            "t=%6.2fs  %s  rtf=%.1f  rejected=%d%s  cmd=%s%s",
             self._sim_ns() * 1e-9 if self.clock_source == "sim" else (self.now_ns() - self.t0_ns) * 1e-9,
             self.status_text(),
             self.rtf,
             self.rejected,
+            safety_text(self.safety_status.latest),
             self.executing,
             asked,
         )
 
 
-__all__ = ["SOURCE_NAMES", "CommandError", "CommandParser", "Hal", "JointTargets", "RobotSnapshot"]
+def safety_text(status: SafetyStatus | None) -> str:
+    """``  safety ACTIVE``, ``  safety DAMPING (attitude trip: roll ...)`` with a fault latched; '' without status."""
+    if status is None:
+        return ""
+    mode = SafetyStatus.Mode.Name(status.mode) if status.mode in SafetyStatus.Mode.values() else str(status.mode)
+    if status.fault == SafetyStatus.Fault.FAULT_NONE:
+        return f"  safety {mode}"
+    fault = SafetyStatus.Fault.Name(status.fault) if status.fault in SafetyStatus.Fault.values() else str(status.fault)
+    reason = " ".join(status.reason.split()) or fault.removeprefix("FAULT_").lower()
+    if len(reason) > FAULT_TEXT_CHARS:
+        reason = reason[: FAULT_TEXT_CHARS - 1].rstrip() + "…"
+    return f"  safety {mode} ({reason})"
+
+
+__all__ = ["SOURCE_NAMES", "CommandError", "CommandParser", "Hal", "JointTargets", "RobotSnapshot", "safety_text"]

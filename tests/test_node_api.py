@@ -66,7 +66,8 @@ def test_port_names_may_not_shadow_node_api():
 
 
 def test_class_introspection():
-    assert set(FakeRobot.inputs()) == {"command", "velocity_command"} and set(FakeRobot.outputs()) == {"state"}
+    assert set(FakeRobot.inputs()) == {"command", "velocity_command", "safety_status"}
+    assert set(FakeRobot.outputs()) == {"state"}
     assert FakeRobot.inputs()["command"].msg_type is JointCommand
     assert FakeRobot.kind == "hal" and "kinematic" in FakeRobot.summary()
 

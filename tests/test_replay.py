@@ -119,7 +119,7 @@ def test_an_overlay_swaps_the_hal_for_a_replay(walk_recording, write_graph):
     )
     graph = load_and_build(overlay)
     assert graph.nodes["hal"].decl.replaced == "mujoco_hal"
-    assert graph.nodes["hal"].inputs == {"command": "safety/joint_command"}  # kept from the base
+    assert graph.nodes["hal"].inputs == {"command": "safety/joint_command", "safety_status": "safety/status"}  # kept
     ex = Executor(graph)
     assert ex.run(duration_s=60.0, handle_signals=False) == 0
     assert ex.nodes["policy"].joint_command.count == 150

@@ -15,6 +15,11 @@ Lifecycle (as in ROS 2 managed nodes): unconfigured → configure() → inactive
 active → deactivate() → inactive → shutdown() → finalized. Callbacks and timers run only while
 active. Create timers in ``on_activate``; deactivation cancels them.
 
+Parameters declared ``Param(..., dynamic=True)`` may change while the graph runs (``krabgraph param
+set``): the runtime calls ``set_param`` on the node's own thread, which checks the value by the
+Param's rules and calls the ``on_param_set`` hook (default: accept), where the node may refuse it or
+make it take effect (e.g. cancel a timer and create another).
+
 Runtime: the executor (or a ``NodeHarness``) attaches one ``NodeContext`` per node
 (``launch/api/context.py``: graph clock, timer scheduling, stop requests, place in the graph); the node
 uses it through ``now_ns()``, ``create_timer()``, ``request_stop()`` and ``clock_mode``, and the runtime
@@ -128,6 +133,7 @@ class Node:
         self.attach(NodeContext(ManualClock()))  # outside any executor (unit tests) until the runtime attaches
         self._timers: list[Timer] = []
         self._timer_order = 0
+        self._changing_param = False  # inside on_param_set: an active node may create timers there
         self._reset_log_limits()
         self._inputs = {k: InputPort(self, spec) for k, spec in cls._input_specs.items()}
         self._outputs = {k: OutputPort(self, spec) for k, spec in cls._output_specs.items()}
@@ -205,7 +211,7 @@ class Node:
     @property
     def timers(self) -> list[Timer]:
         """The node's live timers, in creation order (a copy; deactivation cancels and forgets them)."""
-        return list(self._timers)
+        return [t for t in self._timers if not t.cancelled]
 
     def input_ports(self) -> dict[str, InputPort]:
         """This node's input ports by name (what ``self.<port>`` is)."""
@@ -218,6 +224,41 @@ class Node:
     def param_values(self) -> dict[str, Any]:
         """The running parameter values by name, defaults filled in (a copy)."""
         return dict(self._params)
+
+    @classmethod
+    def dynamic_params(cls) -> list[str]:
+        """The parameters this class lets change at run time (``Param(..., dynamic=True)``)."""
+        return [name for name, spec in cls._param_specs.items() if spec.dynamic]
+
+    def set_param(self, name: str, value: Any) -> Any:
+        """Change dynamic parameter ``name`` while running; returns the value stored (ints widened to float).
+
+        Call on the node's own thread (the runtime does). Raises ``ParamError`` naming the problem: an
+        unknown or fixed parameter, a value its ``Param`` refuses, or a refusal by ``on_param_set``
+        (then the old value stays).
+        """
+        cls = type(self)
+        spec = cls._param_specs.get(name)
+        if spec is None:
+            known = ", ".join(cls._param_specs) or "none"
+            raise ParamError(f"node {self.name!r} ({cls.__name__}) has no parameter {name!r}; parameters: {known}")
+        if not spec.dynamic:
+            dynamic = ", ".join(cls.dynamic_params()) or "none"
+            raise ParamError(
+                f"parameter {name!r} of node {self.name!r} ({cls.__name__}) is fixed while the graph runs; "
+                f"dynamic ones: {dynamic} (set it in the graph file or with `launch --set`)"
+            )
+        new, old = spec.validate(value), self._params[name]
+        self._params[name] = new
+        self._changing_param = True
+        try:
+            self.on_param_set(name, new)
+        except BaseException:
+            self._params[name] = old
+            raise
+        finally:
+            self._changing_param = False
+        return new
 
     # -- runtime API for node authors -------------------------------------------------------
     def now_ns(self) -> int:
@@ -235,13 +276,16 @@ class Node:
         return self._context.clock_mode
 
     def create_timer(self, period_s: float, callback: Callable[[], Any], name: str = "") -> Timer:
-        """Call ``callback`` every ``period_s`` seconds of graph time, first one period from now."""
-        if self.lifecycle != "activating":
+        """Call ``callback`` every ``period_s`` seconds of graph time, first one period from now.
+
+        In ``on_activate``, or in ``on_param_set`` while active (a new period takes effect)."""
+        if self.lifecycle != "activating" and not (self._changing_param and self.lifecycle == "active"):
             raise RuntimeError(f"{self.name}: create timers in on_activate (lifecycle is {self.lifecycle})")
         if not period_s > 0:
             raise ValueError(f"{self.name}: timer period must be > 0 s, got {period_s}")
         period_ns = round(period_s * 1e9)
         self._timer_order += 1
+        self._timers = [t for t in self._timers if not t.cancelled]
         due_ns = self.now_ns() + period_ns
         ctx = self._context
         timer = Timer(self, period_ns, callback, due_ns, name or callback.__name__, self._timer_order, ctx.rank)
@@ -309,6 +353,11 @@ class Node:
 
     def on_shutdown(self) -> None:
         """Release resources."""
+
+    def on_param_set(self, name: str, value: Any) -> None:
+        """Dynamic parameter ``name`` now holds ``value`` (already checked by its ``Param``): make it take
+        effect; raise ``ParamError`` to refuse it (the old value is restored). Runs on the node's thread,
+        active or not; while active it may create timers. Default: accept (the node reads the attribute)."""
 
     # -- lifecycle transitions (called by the executor or a test) ----------------------------
     def configure(self) -> None:

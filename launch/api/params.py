@@ -22,6 +22,9 @@ class Param:
     ``item`` types the elements of a ``list`` parameter. Ints are accepted for floats.
     A float in ``Hz`` or ``s`` is also kept in ``TIME_LIMITS``: 0, or at least 1 mHz (1 µs) in
     magnitude, and at most 10 kHz (10⁹ s) unless ``le``/``lt`` say otherwise.
+    ``dynamic=True``: the node honours a change while it runs (``krabgraph param set``, checked by
+    these same rules, then by the node's ``on_param_set``); others are fixed at start. Never make a
+    safety limit dynamic.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class Param:
         le: float | None = None,
         lt: float | None = None,
         item: type | None = None,
+        dynamic: bool = False,
     ):
         if type not in _TYPES:
             raise TypeError(f"Param type must be one of {[t.__name__ for t in _TYPES]}, got {type!r}")
@@ -51,6 +55,7 @@ class Param:
             if le is None and lt is None:
                 self.bounds["le"] = upper
         self.item = item
+        self.dynamic = dynamic
         self.name = ""
         self.required = default is _REQUIRED
         self.default = None if self.required else default
@@ -82,6 +87,8 @@ class Param:
         parts += [f"{bounds[k]} {v}" for k, v in self.bounds.items() if v is not None]
         if self.choices:
             parts.append("one of " + ", ".join(map(str, self.choices)))
+        if self.dynamic:
+            parts.append("dynamic (krabgraph param set)")
         return f"{'; '.join(parts)}: {self.doc}" if self.doc else "; ".join(parts)
 
     def _check_type(self, value: Any, t: type, what: str) -> Any:

@@ -6,6 +6,10 @@ field (bytes + dtype + shape) becomes its numbers, nested by shape (or a summary
 ``<float64[12]>`` with ``arrays=False``); 64-bit integers stay numbers (the JSON mapping writes them
 as strings); non-finite floats inside arrays are written as the mapping writes them elsewhere
 (``"NaN"``, ``"Infinity"``, ``"-Infinity"``).
+
+``from_data`` is the reverse, for ``krabgraph topic pub``: plain data in that form (arrays as lists of
+numbers, float64) becomes a message; an unknown field, a wrong value or an array summary is an
+``EchoError`` naming the field.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from krabgraph.launch.api.errors import KrabgraphError
-from krabgraph.msgs import Array, to_numpy
+from krabgraph.msgs import Array, set_array, to_numpy
 from krabgraph.msgs.schema import _MODULES, message_class
 
 ARRAY = Array.DESCRIPTOR.full_name
@@ -122,6 +126,86 @@ def array_summary(arr: Array) -> str:
 
 def _repeated(field: FieldDescriptor) -> bool:
     return field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+
+
+def from_data(cls: type[Message], data: Any) -> Message:
+    """A ``cls`` message from plain data in ``to_data``'s form (``None``: an empty message); raises
+    ``EchoError`` naming the field at fault and how it should look."""
+    msg = cls()
+    if data is not None:
+        _fill(msg, data, cls.DESCRIPTOR.name)
+    return msg
+
+
+def _fill(msg: Message, data: Any, where: str) -> None:
+    desc = msg.DESCRIPTOR
+    if not isinstance(data, dict):
+        raise EchoError(f"{where}: expected a mapping of {desc.name} fields, got {_kind(data)}")
+    plain = {}
+    for key, value in data.items():
+        field = desc.fields_by_name.get(key) if isinstance(key, str) else None
+        if field is None:
+            fields = ", ".join(f.name for f in desc.fields)
+            raise EchoError(f"{where}: {desc.name} has no field {key!r}; its fields: {fields}")
+        path = f"{where}.{key}"
+        if _plain(field):
+            plain[key] = value
+        elif _is_map(field):
+            _fill_map(getattr(msg, key), value, path)
+        elif _repeated(field):
+            if not isinstance(value, list):
+                raise EchoError(f"{path}: expected a list of {field.message_type.name}, got {_kind(value)}")
+            for i, item in enumerate(value):
+                _fill_item(getattr(msg, key).add(), item, f"{path}[{i}]")
+        else:
+            _fill_item(getattr(msg, key), value, path)
+    try:
+        json_format.ParseDict(plain, msg)
+    except json_format.ParseError as exc:
+        raise EchoError(f"{where}: {exc}") from None
+
+
+def _plain(field: FieldDescriptor) -> bool:
+    """A field protobuf's JSON mapping reads as it is: scalars, enums, lists and maps of them."""
+    if field.message_type is None:
+        return True
+    return _is_map(field) and field.message_type.fields_by_name["value"].message_type is None
+
+
+def _fill_map(container: Any, value: Any, path: str) -> None:
+    if not isinstance(value, dict):
+        raise EchoError(f"{path}: expected a mapping, got {_kind(value)}")
+    for k, item in value.items():
+        _fill_item(container[k], item, f"{path}[{k!r}]")
+
+
+def _fill_item(msg: Message, value: Any, path: str) -> None:
+    """One message-typed value: an ``Array`` from numbers, any other message from its fields."""
+    if msg.DESCRIPTOR.full_name != ARRAY:
+        _fill(msg, value, path)
+        return
+    if isinstance(value, str):
+        raise EchoError(f"{path}: {value!r} is not an array's numbers; give a list such as [0.0, 0.8, -1.5]")
+    try:
+        values = np.asarray(_finite_back(value), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise EchoError(f"{path}: expected (nested) lists of numbers, got {_kind(value)} ({exc})") from None
+    set_array(msg, values)
+
+
+def _finite_back(value: Any) -> Any:
+    """``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (as ``to_data`` writes them) back to floats."""
+    if isinstance(value, list):
+        return [_finite_back(v) for v in value]
+    if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
+        return float(value.replace("Infinity", "inf"))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {str(value)[:40]!r}" if value is not None else "nothing"
 
 
 def check_path(cls: type[Message], path: str) -> list[str]:

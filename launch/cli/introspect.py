@@ -290,8 +290,14 @@ def node_info(info: dict, name: str) -> dict:
         "thread": node["thread"],
         "counters": {k: node[k] for k in counters},
         "params": node.get("params", {}),
+        "dynamic": _strings(node.get("dynamic")),  # the params `krabgraph param set` may change
         **ports,
     }
+
+
+def _strings(value: Any) -> list[str]:
+    """The strings of a list from a graph description (anything else: none)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _frame_class(tag: bytes) -> type[Message] | None:

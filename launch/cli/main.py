@@ -163,9 +163,13 @@ def _launch(args: argparse.Namespace, signals: StopSignals) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
+    from krabgraph.launch.cli import live_graph
     from krabgraph.launch.graph.render import render
 
+    live_graph.check_options(args)
     graph = _build(args)
+    if args.live or args.once:  # the running graph's figures over its picture (launch/cli/live_graph.py)
+        return live_graph.cmd_live(args, graph)
     out = render(graph, args.format)
     if args.output:
         path = Path(args.output)
@@ -191,6 +195,10 @@ def _client(args: argparse.Namespace):
 def cmd_topic(args: argparse.Namespace) -> int:
     from krabgraph.launch.cli import introspect
 
+    if args.action == "pub":  # through the control channel (launch/cli/act.py)
+        from krabgraph.launch.cli.act import topic_pub
+
+        return topic_pub(args)
     with _client(args) as client:
         if args.action == "list":
             info = client.graph_info()
@@ -259,6 +267,10 @@ def _yaml(data: object) -> str:
 def cmd_node(args: argparse.Namespace) -> int:
     from krabgraph.launch.cli.introspect import node_info, table
 
+    if args.action in ("activate", "deactivate"):  # through the control channel (launch/cli/act.py)
+        from krabgraph.launch.cli.act import node_transition
+
+        return node_transition(args)
     with _client(args) as client:
         info = client.graph_info()
     if args.action == "info":
@@ -391,6 +403,9 @@ def parser() -> argparse.ArgumentParser:
     with_graph(sp)
     sp.add_argument("--format", default="html", choices=["svg", "png", "dot", "mermaid", "html"])
     sp.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
+    from krabgraph.launch.cli.live_graph import add_arguments as add_live_arguments
+
+    add_live_arguments(sp, positive_seconds)
     sp.set_defaults(func=cmd_graph)
 
     sp = sub.add_parser("nodes", help="list the available node classes with their ports and parameters")
@@ -404,11 +419,14 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--key", default="", metavar="CERT", help="CURVE: your secret certificate")
         sp.add_argument("--timeout", type=float, default=3.0, metavar="S", help="wait this long for the graph")
 
-    sp = sub.add_parser("topic", help="list, echo, measure topics of a running graph (needs launch --tap)")
-    sp.add_argument("action", choices=["list", "echo", "info", "hz", "bw"])
+    sp = sub.add_parser("topic", help="list, echo, measure, publish on topics of a running graph (needs launch --tap)")
+    sp.add_argument("action", choices=["list", "echo", "info", "hz", "bw", "pub"])
     sp.add_argument("topic", nargs="?", metavar="TOPIC")
+    sp.add_argument("values", nargs="?", metavar="YAML", help="pub: the message, e.g. '{vx: 0.3}' (echo's format)")
     sp.add_argument("--count", "-n", type=int, default=0, help="echo: stop after N messages")
-    sp.add_argument("--once", action="store_true", help="echo: print one message and stop")
+    sp.add_argument("--once", action="store_true", help="echo: print one message and stop; pub: publish one")
+    sp.add_argument("--times", type=int, metavar="N", help="pub: publish N messages (default: until Ctrl-C)")
+    sp.add_argument("--rate", type=float, default=1.0, metavar="HZ", help="pub: messages per second (default 1)")
     sp.add_argument("--json", action="store_true", help="echo: one JSON object per line instead of YAML")
     sp.add_argument("--field", metavar="A.B", help="echo: print only this field (e.g. joints.position, header.seq)")
     sp.add_argument("--no-arr", action="store_true", help="echo: arrays as a summary like <float64[12]>")
@@ -423,10 +441,14 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_topic)
 
     sp = sub.add_parser("node", help="nodes of a running graph: class, lifecycle state, counters (needs --tap)")
-    sp.add_argument("action", choices=["list", "info"])
-    sp.add_argument("node", nargs="?", metavar="NODE", help="info: the node")
+    sp.add_argument("action", choices=["list", "info", "activate", "deactivate"])
+    sp.add_argument("node", nargs="?", metavar="NODE", help="info, activate, deactivate: the node")
     with_tap(sp)
     sp.set_defaults(func=cmd_node)
+
+    from krabgraph.launch.cli.act import add_parsers as add_act_parsers
+
+    add_act_parsers(sub, with_tap)  # estop, param: through the control channel
 
     sp = sub.add_parser("interface", help="message types: list them, show one's definition (no graph needed)")
     sp.add_argument("action", choices=["list", "show"])
@@ -445,6 +467,12 @@ def parser() -> argparse.ArgumentParser:
     from krabgraph.launch.cli.plot import add_parser as add_plot_parser
 
     add_plot_parser(sub)
+    from krabgraph.launch.cli.bag import add_parser as add_bag_parser
+
+    add_bag_parser(sub)  # info, play (and record)
+    from krabgraph.launch.cli.foxglove import add_parser as add_foxglove_parser
+
+    add_foxglove_parser(sub)
     return p
 
 

@@ -12,7 +12,8 @@ the pair (topic, P) gets an index k in the sorted list of all exported pairs, an
 Processes are on the same host when their ``host`` strings are equal (``127.0.0.1`` and
 ``127.0.0.2`` count as two hosts: that is how tcp is tested on one machine).
 
-The tap's endpoint is checked here too (``check_tap``): loopback, or CURVE keys. Binding,
+The tap's endpoint is checked here too (``check_tap``): loopback, or CURVE keys; and where its control
+channel listens (``control_endpoint``: the tap's port + 1, or its ipc path + ``.control``). Binding,
 instance locks and cleaning up: ``launch/runtime/transport.py``.
 """
 
@@ -108,14 +109,40 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
+CONTROL_SUFFIX = ".control"  # an ipc tap's control channel: the same path with this suffix
+MAX_PORT = 65535
+
+
+def control_endpoint(tap_endpoint: str) -> str:
+    """Where the control channel of a tap on ``tap_endpoint`` listens: tcp on the same host at the
+    tap's port + 1 (port 0, an ephemeral tap: an ephemeral port too, named in the graph description),
+    ipc at the tap's path + ``.control``. Raises ``ValueError`` for anything else."""
+    scheme, sep, rest = tap_endpoint.partition("://")
+    if sep and scheme == "ipc" and rest:
+        return tap_endpoint + CONTROL_SUFFIX
+    host, colon, port = rest.rpartition(":")
+    if not (sep and scheme == "tcp" and colon and host and port.isdigit()):
+        raise ValueError(f"tap endpoint {tap_endpoint!r} must look like tcp://127.0.0.1:7447 or ipc:///path")
+    number = int(port)
+    if number >= MAX_PORT:
+        raise ValueError(f"tap port {number} leaves no port for the control channel (it listens on port + 1)")
+    return f"tcp://{host}:{number + 1 if number else 0}"
+
+
 def check_tap(spec: TapSpec) -> list[str]:
-    """Problems with a tap configuration, each a complete line (empty if fine)."""
+    """Problems with a tap configuration (and so with its control channel), each a complete line (empty if fine)."""
     where = f"{spec.loc}: tap"
     scheme, sep, rest = spec.endpoint.partition("://")
     if not sep or scheme not in ("tcp", "ipc") or not rest:
         return [f"{where}: endpoint {spec.endpoint!r} must look like tcp://127.0.0.1:7447 or ipc:///path"]
     if scheme == "tcp" and not rest.rpartition(":")[2].isdigit():
         return [f"{where}: endpoint {spec.endpoint!r} needs a port, e.g. tcp://127.0.0.1:7447"]
+    if scheme == "tcp" and int(rest.rpartition(":")[2]) >= MAX_PORT:
+        return [f"{where}: endpoint {spec.endpoint!r}: the control channel listens on the tap's port + 1; use a "
+                f"port below {MAX_PORT}"]  # fmt: skip
+    if scheme == "ipc" and len((rest + CONTROL_SUFFIX).encode()) > SUN_PATH_MAX:
+        return [f"{where}: endpoint {spec.endpoint!r}: the control channel's path {rest + CONTROL_SUFFIX!r} is over "
+                f"the {SUN_PATH_MAX}-byte limit of a unix socket path; use a shorter path"]  # fmt: skip
     if bool(spec.secret_key) != bool(spec.clients):
         return [f"{where}: CURVE needs both secret_key (server certificate) and clients (allowed client keys)"]
     if not spec.secret_key:

@@ -103,6 +103,7 @@ class Worker:
         self.thread: threading.Thread | None = None
         self.timer_stats: dict[Timer, TimerStats] = {}
         self.tap: WorkerTap | None = None  # set when the graph has a tap
+        self.control: Any = None  # with the tap: the control channel (main worker) or this worker's inbox
 
     # -- wiring ------------------------------------------------------------------------------
     def add_polled(self, sub: Subscription) -> None:
@@ -276,13 +277,16 @@ class Worker:
         ready, timers = self.ready, self.timers
         spin_ns = int(SPIN_S * 1e9) if clock.mode == "wall" else 0
         max_wait_ns = int(MAX_WAIT_S * 1e9)
-        tap = self.tap
+        tap, control = self.tap, self.control
         while not ex.stopping:
             if ready:
                 self.dispatch(ready.popleft())
                 continue
             if tap is not None:
                 tap.service()
+                control.service()
+                if ready:  # a control request published or delivered something
+                    continue
             now = clock.now_ns()
             if timers:
                 if self.fire_due(now, clock.mode):
@@ -317,7 +321,7 @@ class Worker:
         ready, timers = self.ready, self.timers
         rtf = clock.real_time_factor
         wall0, sim0 = time.monotonic_ns(), clock.t_ns
-        tap = self.tap
+        tap, control = self.tap, self.control
         passes, t_mark = 0, clock.t_ns  # livelock guard: graph time must move every STALL_PASSES passes
         while not ex.stopping:
             passes += 1
@@ -331,6 +335,9 @@ class Worker:
                 continue
             if tap is not None:
                 tap.service()
+                control.service()
+                if ready:  # a control request published or delivered something
+                    continue
             if not timers:
                 log.warning("lockstep graph has no timers left: nothing can happen any more, stopping")
                 ex.stop(0)
@@ -428,12 +435,25 @@ class Executor:
         self.sockets: list[zmq.Socket] = []
         self.subscriptions: list[Subscription] = []
         self.tap: TapHub | None = None
+        self.control: Any = None  # the control channel, opened with the tap (launch/runtime/control.py)
         if graph.decl.tap is not None and process in (None, next(iter(graph.processes))):
             self.tap = TapHub(self.context, graph.decl.tap, graph.name)
             for worker in self.workers:
                 sock = self.tap.worker_socket()
                 worker.tap = WorkerTap(sock, (lambda: describe(self)) if worker.index == 0 else None)
         self._wire()
+        if self.tap is not None:
+            self._open_control()
+
+    def _open_control(self) -> None:
+        """The control channel next to the tap (its keys, its loopback rule); the tap closes if it fails."""
+        from krabgraph.launch.runtime.control import ControlChannel
+
+        try:
+            self.control = ControlChannel(self, self.graph.decl.tap, lambda topic: endpoint(topic, "ext"))
+        except BaseException:
+            self.tap.close()
+            raise
 
     # -- wiring ------------------------------------------------------------------------------
     def _socket(self, kind: int) -> zmq.Socket:
@@ -793,6 +813,7 @@ class Executor:
                 if worker.tap is not None and worker.tap.backlog:
                     worker.tap.flush()
             self.tap.stop()
+            self.control.close()
         self._report_floods()
         for sock in self.sockets:
             sock.close(linger=0)

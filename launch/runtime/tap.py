@@ -15,7 +15,8 @@ itself pays one list append. A graph without a tap runs the unchanged send path.
 
 Messages on the tap are two frames: the topic name, then the wire frame (``<tag> NUL <payload>``).
 The topic ``_tap/graph`` carries JSON describing topics and nodes (name, class, lifecycle state,
-counters), published 4 times a second while someone subscribes to it.
+counters, parameters and which of them are dynamic) and the control channel's endpoint
+(``launch/runtime/control.py``), published 4 times a second while someone subscribes to it.
 """
 
 from __future__ import annotations
@@ -450,10 +451,12 @@ class Described(Protocol):
     failures: list[tuple[str, str, str]]  # (node, where, traceback) per callback error
     restarts: dict[str, int]
     clock: Any  # has now_ns()
+    control: Any  # the control channel (``endpoint``), or None
 
 
 def describe(executor: Described) -> bytes:
-    """The JSON published on ``_tap/graph``: topics and nodes with lifecycle state and counters."""
+    """The JSON published on ``_tap/graph``: topics and nodes with lifecycle state, counters and parameters
+    (``dynamic``: those ``krabgraph param set`` may change); ``control``: the control channel's endpoint."""
     graph = executor.graph
     out_counts: dict[str, int] = {}
     for name, spec in executor.local.items():
@@ -491,6 +494,7 @@ def describe(executor: Described) -> bytes:
                 "errors": errors.get(name, 0),
                 "restarts": executor.restarts.get(name, 0),
                 "params": json.loads(json.dumps(node.param_values(), default=str)),  # the running values
+                "dynamic": type(node).dynamic_params(),
             }
         )
     doc = {
@@ -498,6 +502,7 @@ def describe(executor: Described) -> bytes:
         "clock": graph.clock.mode,
         "time_ns": executor.clock.now_ns(),
         "pid": os.getpid(),
+        "control": executor.control.endpoint if getattr(executor, "control", None) is not None else "",
         "topics": topics,
         "nodes": nodes,
     }

@@ -33,6 +33,7 @@ from mcap_protobuf.schema import build_file_descriptor_set
 from krabgraph.launch.api.errors import KrabgraphError
 
 TAG_KEY = "krabgraph.type_tag"
+VIEW_KEY = "krabgraph.view"  # a channel for viewers only (`krabgraph record`'s /tf, /scene/*, /values): not read
 COMPRESSION = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
 log = logging.getLogger("krabgraph.record")
 SYNC_S = 1.0  # fsync a file being written at most this often (wall time)
@@ -232,7 +233,7 @@ def read_recording(path: str | os.PathLike, topics: list[str] | None = None) -> 
                     if channel is None:
                         raise RecordingError(f"{path}: message on unknown channel {record.channel_id}")
                     topic = channel.topic
-                    if wanted is not None and topic not in wanted:
+                    if (wanted is not None and topic not in wanted) or VIEW_KEY in channel.metadata:
                         continue
                     tag = rec.tags.get(topic)
                     if tag is None:

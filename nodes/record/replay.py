@@ -8,7 +8,7 @@ from functools import reduce
 
 from krabgraph.launch import Input, Node, Output, Param
 from krabgraph.launch.api.ports import AnyMessage, RawMessage
-from krabgraph.msgs import JointCommand
+from krabgraph.msgs import JointCommand, SafetyStatus
 from krabgraph.msgs.schema import type_tag
 from krabgraph.nodes.record.mcapio import RecordingError, read_recording
 
@@ -27,7 +27,7 @@ class Replay(Node):
     present) in ``on_configure``; a malformed or truncated file fails there with one error and
     nothing is published. A file whose recorder was killed (it ends in a provisional footer with no
     summary) is replayed up to its last flushed chunk, with one warning that it was recovered.
-    ``command`` is accepted (and counted) so a replay can stand in for a HAL in an overlay. With
+    ``command`` and ``safety_status`` are accepted (and counted) so a replay can stand in for a HAL in an overlay. With
     ``stop_at_end`` the graph stops one tick after the last message.
     """
 
@@ -38,6 +38,7 @@ class Replay(Node):
 
     frames = Output(AnyMessage, doc="the recorded messages, each on its own topic")
     command = Input(JointCommand, required=False, triggers=False, doc="ignored: lets a replay replace a HAL")
+    safety_status = Input(SafetyStatus, required=False, triggers=False, doc="ignored, like a HAL's status-line input")
 
     def on_configure(self) -> None:
         wired = dict(self.frames.topics)
