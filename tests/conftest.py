@@ -3,6 +3,8 @@ in a subprocess whose stderr is collected."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -11,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,6 +90,28 @@ class Launch:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=5)
+
+
+STAIRS = {"start": 0.5}  # hal.terrain_params of walk_on_stairs_with_tap: the first step 0.5 m ahead
+
+
+@contextlib.contextmanager
+def walk_on_stairs_with_tap(endpoint: str, duration_s: float = 300.0) -> Iterator[Launch]:
+    """The walk graph in lockstep at real time on stairs (first step 0.5 m ahead, inside the height
+    scan from the start) with its tap on ``endpoint``; stopped with SIGTERM (killed if it hangs)."""
+    run = Launch(
+        "walk", "--clock", "sim:1.0", "--tap", endpoint, "--set", "hal.terrain=stairs",
+        "--set", f"hal.terrain_params={json.dumps(STAIRS)}", "--duration", str(duration_s),
+    )  # fmt: skip
+    try:
+        run.wait_for(r"tap open on", 60)
+        yield run
+    finally:
+        run.signal(signal.SIGTERM)
+        try:
+            run.wait(20)
+        except subprocess.TimeoutExpired:
+            run.kill()
 
 
 @pytest.fixture

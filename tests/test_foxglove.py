@@ -37,11 +37,10 @@ from krabgraph.nodes.mujoco.terrain import make_terrain
 from krabgraph.nodes.record.controls import ClientChannel, Controls, parse_estop, parse_twist
 from krabgraph.nodes.robots import load_robot
 
-from .conftest import Launch
+from .conftest import STAIRS, walk_on_stairs_with_tap
 from .test_tap import free_port
 
 SUBPROTOCOLS = ["foxglove.sdk.v1", "foxglove.websocket.v1"]
-TERRAIN = {"start": 0.5}  # stairs: the first step 0.5 m ahead, inside the height scan from the start
 WAIT_S = 30.0  # the longest any single wait may take on a loaded 2-core machine
 
 
@@ -50,19 +49,8 @@ WAIT_S = 30.0  # the longest any single wait may take on a loaded 2-core machine
 def tap() -> Iterator[str]:
     """A lockstep walk on stairs with its tap; its endpoint."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    run = Launch(
-        "walk", "--clock", "sim:1.0", "--tap", endpoint, "--set", "hal.terrain=stairs",
-        "--set", f"hal.terrain_params={json.dumps(TERRAIN)}", "--duration", "300",
-    )  # fmt: skip
-    try:
-        run.wait_for(r"tap open on", 60)
+    with walk_on_stairs_with_tap(endpoint):
         yield endpoint
-    finally:
-        run.signal(signal.SIGTERM)
-        try:
-            run.wait(20)
-        except subprocess.TimeoutExpired:
-            run.kill()
 
 
 class Server:
@@ -292,7 +280,7 @@ def test_robot_scene_holds_the_models_geoms_on_their_bodies(session: Session, go
 
 
 def test_terrain_scene_is_the_hals_terrain(session: Session):
-    terrain = make_terrain("stairs", seed=0, **TERRAIN)
+    terrain = make_terrain("stairs", seed=0, **STAIRS)
     ((_, update),) = decoded(session, "/scene/terrain")[:1]
     entities = {e.id: e for e in update.entities}
     assert set(entities) == {"terrain/boxes", "terrain/ground"}
@@ -308,7 +296,7 @@ def test_terrain_scene_is_the_hals_terrain(session: Session):
 
 
 def test_height_scan_points_lie_on_the_terrain(session: Session):
-    terrain = make_terrain("stairs", seed=0, **TERRAIN)
+    terrain = make_terrain("stairs", seed=0, **STAIRS)
     clouds = [m for _, m in decoded(session, "/scene/height_scan")]
     assert all(c.frame_id == "world" and c.point_stride == 12 for c in clouds)
     on_steps = 0

@@ -5,7 +5,6 @@ plot``) both read. A lockstep walk on stairs runs in a ``krabgraph launch`` subp
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from krabgraph.nodes.record.mcapio import TAG_KEY, VIEW_KEY, WallClockBase, read
 from krabgraph.nodes.record.outlets import McapOutlet
 from krabgraph.nodes.robots import load_robot
 
-from .conftest import Launch
+from .conftest import walk_on_stairs_with_tap
 from .test_tap import free_port
 
 RAW = {"hal/state", "hal/height_scan", "safety/status", "command/cmd_vel", "policy/joint_command"}
@@ -34,19 +33,8 @@ RAW = {"hal/state", "hal/height_scan", "safety/status", "command/cmd_vel", "poli
 @pytest.fixture(scope="module")
 def tap():
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    run = Launch(
-        "walk", "--clock", "sim:1.0", "--tap", endpoint, "--set", "hal.terrain=stairs",
-        "--set", 'hal.terrain_params={"start": 0.5}', "--duration", "120",
-    )  # fmt: skip
-    try:
-        run.wait_for(r"tap open on", 60)
+    with walk_on_stairs_with_tap(endpoint):
         yield endpoint
-    finally:
-        run.signal(signal.SIGTERM)
-        try:
-            run.wait(20)
-        except subprocess.TimeoutExpired:
-            run.kill()
 
 
 def record(tap: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:

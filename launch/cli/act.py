@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from krabgraph.launch.cli.args import add_tap_options
+
 if TYPE_CHECKING:  # imported when a verb runs: building the parser stays light
     from krabgraph.launch.cli.control_client import ControlClient
 
@@ -24,19 +26,19 @@ class UsageError(Exception):
     """A command line that cannot become a request (exit code 2)."""
 
 
-def add_parsers(sub: Any, with_tap: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parsers(sub: Any) -> None:
     """``estop`` and ``param``; ``topic pub`` and ``node activate|deactivate`` live with ``topic``/``node``."""
     sp = sub.add_parser("estop", help="e-stop every safety node of a running graph (latched), or --reset it")
     sp.add_argument("--reason", default="", metavar="TEXT", help="why (shown in the safety node's status and log)")
     sp.add_argument("--reset", action="store_true", help="clear the e-stop (needs a fresh robot state, level)")
-    with_tap(sp)
+    add_tap_options(sp)
     sp.set_defaults(func=cmd_estop)
 
     sp = sub.add_parser("param", help="read or change node parameters of a running graph (set: dynamic ones only)")
     sp.add_argument("action", choices=["get", "set", "list"])
     sp.add_argument("target", metavar="NODE.PARAM|NODE", help="get/set: NODE.PARAM; list: NODE")
     sp.add_argument("value", nargs="?", metavar="VALUE", help="set: the new value, read as YAML (e.g. 0.5, [1, 2])")
-    with_tap(sp)
+    add_tap_options(sp)
     sp.set_defaults(func=cmd_param)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from krabgraph.launch.api.errors import KrabgraphError
-from krabgraph.launch.graph.declaration import DEFAULT_TAP
+from krabgraph.launch.cli.args import add_tap_options, non_negative, positive
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 WALL_CLOCK_FLOOR_NS = 10**18  # log times at or above this are wall-clock time (after 2001-09-09)
@@ -121,18 +120,6 @@ def _stamp(cls: type, payload: bytes) -> int | None:
         return None
 
 
-def _explain(exc: Exception) -> str:
-    from mcap.exceptions import EndOfFile, InvalidMagic
-
-    if isinstance(exc, InvalidMagic):
-        return "no MCAP magic bytes: not an MCAP file"
-    if isinstance(exc, EndOfFile):
-        return "truncated: it ends before its footer"
-    if isinstance(exc, struct.error):
-        return f"truncated or corrupt record: {exc}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 def scan(path: str | Path, on_message: Callable[[Message], None] | None = None) -> Scan:
     """Read a whole recording (CRCs checked), calling ``on_message`` for every krabgraph message.
 
@@ -140,13 +127,11 @@ def scan(path: str | Path, on_message: Callable[[Message], None] | None = None) 
     truncated or corrupt file. A recorder's file that its recorder did not finish (a footer without
     a summary, written at each flush) is read up to its last flushed chunk and said in ``recovered``.
     """
+    from krabgraph.nodes.record.mcapio import explain_read_error as explain
+    from krabgraph.nodes.record.mcapio import open_for_reading
+
     path = Path(path)
-    try:
-        stream = open(path, "rb")  # noqa: SIM115 (closed below)
-    except FileNotFoundError:
-        raise BagError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise BagError(f"{path}: cannot be read ({exc.strerror})") from None
+    stream = open_for_reading(path, BagError)
     with stream:
         size = path.stat().st_size
         if size == 0:
@@ -161,7 +146,7 @@ def scan(path: str | Path, on_message: Callable[[Message], None] | None = None) 
             raise
         except Exception as exc:  # the mcap reader raises assorted errors (McapError, struct, EOF) on bad data
             raise BagError(
-                f"{path}: not a readable MCAP file ({_explain(exc)}; {found.messages} messages before the break)"
+                f"{path}: not a readable MCAP file ({explain(exc)}; {found.messages} messages before the break)"
             ) from None
     return found
 
@@ -492,27 +477,6 @@ def cmd_play(args: argparse.Namespace) -> int:
     return code
 
 
-def _number(text: str, *, zero: bool = False) -> float:
-    """A finite number > 0 (>= 0 with ``zero``), for argparse ``type=``."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number {'>= 0' if zero else '> 0'}, e.g. 2")
-    return value
-
-
-def _positive(text: str) -> float:
-    return _number(text)
-
-
-def _non_negative(text: str) -> float:
-    return _number(text, zero=True)
-
-
 # -- record (krabgraph record) ----------------------------------------------------------------------
 def cmd_record(args: argparse.Namespace) -> int:
     """``krabgraph record [TOPIC_GLOBS...] -o RUN.mcap``: a running graph's topics, read through its tap,
@@ -564,12 +528,11 @@ def _record_summary(output: Path, counts: dict[str, int], pump: Any) -> int:
 
 def add_record_parser(sub: Any) -> None:
     """Register ``record`` on the ``krabgraph`` sub-command parser."""
-    from krabgraph.launch.cli.foxglove import add_tap_options
 
     sp = sub.add_parser("record", help="record a running graph (launch --tap) to MCAP, with Foxglove's /tf, /scene/*")
     sp.add_argument("topics", nargs="*", metavar="TOPIC_GLOB", help="topics to record (names or globs; default: all)")
     sp.add_argument("-o", "--output", metavar="RUN.mcap", help="file to write (default rec_YYYYmmdd-HHMMSS.mcap)")
-    sp.add_argument("--duration", type=_positive, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    sp.add_argument("--duration", type=positive, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
     sp.add_argument("--no-scene", action="store_true", help="no robot model, terrain or height scan (/tf, /scene/*)")
     add_tap_options(sp)
     sp.set_defaults(func=cmd_record)
@@ -585,15 +548,12 @@ def add_parser(sub: Any) -> None:
 
     sp = sub.add_parser("play", help="publish a recording's messages into a running graph (needs launch --tap)")
     sp.add_argument("recording", metavar="RUN.mcap", help="a recording made by the recorder node")
-    sp.add_argument("--rate", type=_positive, default=1.0, metavar="R", help="speed relative to the recording (1.0)")
+    sp.add_argument("--rate", type=positive, default=1.0, metavar="R", help="speed relative to the recording (1.0)")
     sp.add_argument("--topics", nargs="+", metavar="GLOB", help="play only these topics (names or globs: 'command/*')")
     sp.add_argument("--loop", action="store_true", help="start again at the end, until Ctrl-C")
-    sp.add_argument("--start", type=_non_negative, metavar="S", help="skip the first S seconds of the recording")
-    sp.add_argument("--duration", type=_positive, metavar="S", help="play S seconds of the recording")
-    sp.add_argument("--tap", default=DEFAULT_TAP, metavar="ENDPOINT", help=f"the graph's tap (default {DEFAULT_TAP})")
-    sp.add_argument("--server-key", default="", metavar="CERT", help="CURVE: the graph's public certificate")
-    sp.add_argument("--key", default="", metavar="CERT", help="CURVE: your secret certificate")
-    sp.add_argument("--timeout", type=float, default=3.0, metavar="S", help="wait this long for the graph's answers")
+    sp.add_argument("--start", type=non_negative, metavar="S", help="skip the first S seconds of the recording")
+    sp.add_argument("--duration", type=positive, metavar="S", help="play S seconds of the recording")
+    add_tap_options(sp)
     sp.set_defaults(func=cmd_play)
     add_record_parser(sub)
 

@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import fnmatch
 import logging
-import math
 import signal
 import sys
 import time
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from krabgraph.launch.api.errors import KrabgraphError
-from krabgraph.launch.graph.declaration import DEFAULT_TAP
+from krabgraph.launch.cli.args import add_tap_options, positive
 from krabgraph.launch.runtime.wire import SEP
 
 log = logging.getLogger("krabgraph.foxglove")
@@ -28,14 +27,6 @@ log = logging.getLogger("krabgraph.foxglove")
 POLL_MS = 50  # the loop's longest wait for a frame: client events and the deadman are served this often
 BATCH = 2000  # frames read per pass before serving client events
 VELOCITY = "krabgraph.msgs.VelocityCommand"
-
-
-def add_tap_options(sp: argparse.ArgumentParser) -> None:
-    """``--tap``, ``--server-key``, ``--key``, ``--timeout``: as for ``krabgraph topic``."""
-    sp.add_argument("--tap", default=DEFAULT_TAP, metavar="ENDPOINT", help=f"the graph's tap (default {DEFAULT_TAP})")
-    sp.add_argument("--server-key", default="", metavar="CERT", help="CURVE: the graph's public certificate")
-    sp.add_argument("--key", default="", metavar="CERT", help="CURVE: your secret certificate")
-    sp.add_argument("--timeout", type=float, default=3.0, metavar="S", help="wait this long for the graph")
 
 
 def tap_client(args: argparse.Namespace):
@@ -241,23 +232,12 @@ def add_parser(sub: Any) -> None:
         help="accept Foxglove's Teleop panel on this VelocityCommand topic (e.g. command/cmd_vel); off by default",
     )
     sp.add_argument("--estop", action="store_true", help="accept /estop from clients (on with --teleop too)")
-    sp.add_argument("--max-speed", type=_positive, default=1.0, metavar="M/S", help="teleop: clamp vx, vy to this")
-    sp.add_argument("--max-yaw-rate", type=_positive, default=1.0, metavar="RAD/S", help="teleop: clamp the yaw rate")
+    sp.add_argument("--max-speed", type=positive, default=1.0, metavar="M/S", help="teleop: clamp vx, vy to this")
+    sp.add_argument("--max-yaw-rate", type=positive, default=1.0, metavar="RAD/S", help="teleop: clamp the yaw rate")
     sp.add_argument("--no-scene", action="store_true", help="no robot model or terrain (/tf, /scene/*)")
-    sp.add_argument("--duration", type=_positive, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    sp.add_argument("--duration", type=positive, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
     add_tap_options(sp)
     sp.set_defaults(func=cmd_foxglove)
-
-
-def _positive(text: str) -> float:
-    """A command-line number > 0 (for argparse ``type=``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number > 0, e.g. 1.5")
-    return value
 
 
 def _port(text: str) -> int:
@@ -285,4 +265,4 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-__all__ = ["Pump", "add_parser", "add_tap_options", "check_teleop", "cmd_foxglove", "select_topics", "tap_client"]
+__all__ = ["Pump", "add_parser", "check_teleop", "cmd_foxglove", "select_topics", "tap_client"]

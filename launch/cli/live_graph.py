@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from krabgraph.launch.api.errors import KrabgraphError
+from krabgraph.launch.cli.args import positive_seconds
 from krabgraph.launch.graph.declaration import DEFAULT_TAP
 from krabgraph.launch.graph.render import Annotations, NodeFigures, to_html
 
@@ -149,7 +150,7 @@ def check_options(args: argparse.Namespace) -> None:
         )
 
 
-def add_arguments(sp: Any, positive_seconds: Any) -> None:
+def add_arguments(sp: Any) -> None:
     """The ``graph`` verb's live options."""
     sp.add_argument(
         "--live",

@@ -10,25 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from krabgraph.launch.api.errors import GraphError, KrabgraphError
+from krabgraph.launch.cli.args import add_tap_options, positive_seconds
 from krabgraph.launch.graph.declaration import CLI, DEFAULT_TAP, NAME_RE
 
 if TYPE_CHECKING:
     from krabgraph.launch.runtime.executor import StopSignals
 
 MAX_INSTANCE_LEN = 24  # `--instance NAME`: it becomes part of ipc socket paths
-
-
-def positive_seconds(text: str) -> float:
-    """A command-line duration: a finite number of seconds > 0 (for argparse ``type=``)."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds > 0, e.g. 10")
-    return value
 
 
 def _setup_logging(level: str, process: str = "") -> None:
@@ -405,19 +393,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
     from krabgraph.launch.cli.live_graph import add_arguments as add_live_arguments
 
-    add_live_arguments(sp, positive_seconds)
+    add_live_arguments(sp)
     sp.set_defaults(func=cmd_graph)
 
     sp = sub.add_parser("nodes", help="list the available node classes with their ports and parameters")
     sp.set_defaults(func=cmd_nodes)
-
-    def with_tap(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--tap", default=DEFAULT_TAP, metavar="ENDPOINT", help=f"the graph's tap (default {DEFAULT_TAP})"
-        )
-        sp.add_argument("--server-key", default="", metavar="CERT", help="CURVE: the graph's public certificate")
-        sp.add_argument("--key", default="", metavar="CERT", help="CURVE: your secret certificate")
-        sp.add_argument("--timeout", type=float, default=3.0, metavar="S", help="wait this long for the graph")
 
     sp = sub.add_parser("topic", help="list, echo, measure, publish on topics of a running graph (needs launch --tap)")
     sp.add_argument("action", choices=["list", "echo", "info", "hz", "bw", "pub"])
@@ -437,18 +417,18 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--duration", type=positive_seconds, metavar="S", help="stop after S seconds (default: until Ctrl-C)"
     )
-    with_tap(sp)
+    add_tap_options(sp)
     sp.set_defaults(func=cmd_topic)
 
     sp = sub.add_parser("node", help="nodes of a running graph: class, lifecycle state, counters (needs --tap)")
     sp.add_argument("action", choices=["list", "info", "activate", "deactivate"])
     sp.add_argument("node", nargs="?", metavar="NODE", help="info, activate, deactivate: the node")
-    with_tap(sp)
+    add_tap_options(sp)
     sp.set_defaults(func=cmd_node)
 
     from krabgraph.launch.cli.act import add_parsers as add_act_parsers
 
-    add_act_parsers(sub, with_tap)  # estop, param: through the control channel
+    add_act_parsers(sub)  # estop, param: through the control channel
 
     sp = sub.add_parser("interface", help="message types: list them, show one's definition (no graph needed)")
     sp.add_argument("action", choices=["list", "show"])

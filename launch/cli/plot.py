@@ -79,13 +79,10 @@ def read_run(path: str | Path) -> Run:
     Raises ``PlotError`` (one line) for a missing file, a file that is not MCAP, or one that
     breaks before any message; a file that breaks later is read up to the break (``warning``).
     """
+    from krabgraph.nodes.record.mcapio import open_for_reading
+
     path = Path(path)
-    try:
-        stream = open(path, "rb")  # noqa: SIM115 (closed below)
-    except FileNotFoundError:
-        raise PlotError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise PlotError(f"{path}: cannot be read ({exc.strerror})") from None
+    stream = open_for_reading(path, PlotError)
     by_schema = {cls.DESCRIPTOR.full_name: cls for cls, _ in ROLES.values()}
     found: dict[str, tuple[type, list[Any]]] = {}  # topic -> (class, messages)
     run = Run(path)

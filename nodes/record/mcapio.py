@@ -20,6 +20,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from google.protobuf.message import Message
 from mcap.data_stream import RecordBuilder
@@ -254,7 +255,7 @@ def read_recording(path: str | os.PathLike, topics: list[str] | None = None) -> 
     except RecordingError:
         raise
     except Exception as exc:  # the mcap reader raises assorted errors (McapError, struct, EOF) on bad data
-        raise RecordingError(f"{path}: not a readable MCAP file ({_explain(exc)})") from None
+        raise RecordingError(f"{path}: not a readable MCAP file ({explain_read_error(exc)})") from None
     if footer is not None and footer.summary_start == 0 and library.startswith("krabgraph"):
         times = [t for _, t, _ in rec.messages]
         span = (max(times) - min(times)) * 1e-9 if times else 0.0
@@ -269,14 +270,25 @@ def read_recording(path: str | os.PathLike, topics: list[str] | None = None) -> 
     return rec
 
 
-def _explain(exc: Exception) -> str:
+def open_for_reading(path: Path, error: type[Exception]) -> BinaryIO:
+    """``path`` opened for reading, or ``error`` with one line (no such file, or why it cannot be read)."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def explain_read_error(exc: Exception) -> str:
+    """Why the ``mcap`` reader stopped, in words a user can act on."""
     if isinstance(exc, InvalidMagic):
         return "no MCAP magic bytes: not an MCAP file"
     if isinstance(exc, EndOfFile):
         return "truncated: it ends before its footer"
     if isinstance(exc, struct.error):
         return f"truncated or corrupt record: {exc}"
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _tag_from_schema(schema, topic: str) -> str:
