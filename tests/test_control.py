@@ -502,3 +502,17 @@ def test_a_topic_of_another_process_is_refused_naming_it(unique):
     finally:
         ex.stop()
         thread.join(timeout=WAIT_S)
+
+
+def test_a_watch_only_tap_has_no_control_channel(capsys):
+    """`tap: {control: false}`: the tap still shows the graph, and every act is refused with one line
+    saying how to get a control channel; nothing listens on the control port."""
+    tap = {"endpoint": EPHEMERAL, "control": False}
+    with running({**ROBOT, **commander()}, tap=tap) as (ex, endpoint):
+        assert ex.control is None
+        with TapClient(endpoint) as client:
+            assert "safety" in {n["name"] for n in client.graph_info()["nodes"]}
+        code, _, err = cli(capsys, "estop", "--tap", endpoint, "--reason", "x")
+        assert code == 1
+        assert err.count("\n") == 1 and "watch-only" in err and "control: false" in err
+        assert ex.nodes["safety"].estop_reason == ""

@@ -194,7 +194,10 @@ def _control_address(tap_endpoint: str, described: Any) -> str:
     """Where to reach the control channel: the port the graph names, on the host this client reached
     the tap at (a graph listening on every interface names 0.0.0.0)."""
     if not isinstance(described, str) or not described:
-        raise ControlError(f"the graph on {tap_endpoint} has no control channel (a krabgraph without one?)")
+        raise ControlError(
+            f"the graph on {tap_endpoint} has no control channel: its tap is watch-only (`tap: {{control: false}}` in "
+            "its graph file); relaunch it without that to act on it"
+        )
     if described.startswith("tcp://") and tap_endpoint.startswith("tcp://"):
         host = tap_endpoint.removeprefix("tcp://").rpartition(":")[0]
         return f"tcp://{host}:{described.rpartition(':')[2]}"

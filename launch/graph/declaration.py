@@ -52,6 +52,7 @@ class TapSpec:
     secret_key: str = ""
     clients: str = ""
     loc: Loc = CLI
+    control: bool = True  # the control channel next to the tap (topic pub, estop, param, node); false: watch only
 
 
 @dataclass
@@ -205,7 +206,7 @@ def _schema_errors(data: Any, display: str) -> list[str]:
         elif err.validator == "oneOf" and top == "clock":
             what = "clock must be 'wall', 'sim' or {mode: wall|sim|topic, real_time_factor: N, topic: T}"
         elif err.validator == "oneOf" and top == "tap":
-            what = "tap must be true, an endpoint (tcp://127.0.0.1:7447) or {endpoint, secret_key, clients}"
+            what = "tap must be true, an endpoint (tcp://127.0.0.1:7447) or {endpoint, secret_key, clients, control}"
         elif err.validator == "oneOf":
             what = "must be a mapping with class/params/inputs/outputs/thread/on_error (or null to remove)"
         errors.append(f"{loc}: {where}: {what}")
@@ -415,7 +416,7 @@ def _tap(raw: Any, loc: Loc, base: Path) -> TapSpec | None:
     def path(key: str) -> str:
         return str(base / raw[key]) if raw.get(key) else ""
 
-    return TapSpec(raw.get("endpoint", DEFAULT_TAP), path("secret_key"), path("clients"), loc)
+    return TapSpec(raw.get("endpoint", DEFAULT_TAP), path("secret_key"), path("clients"), loc, raw.get("control", True))
 
 
 def _clock(raw: Any) -> ClockSpec:

@@ -284,9 +284,10 @@ class Worker:
                 continue
             if tap is not None:
                 tap.service()
-                control.service()
-                if ready:  # a control request published or delivered something
-                    continue
+                if control is not None:  # None: a watch-only tap (tap: {control: false})
+                    control.service()
+                    if ready:  # a control request published or delivered something
+                        continue
             now = clock.now_ns()
             if timers:
                 if self.fire_due(now, clock.mode):
@@ -335,9 +336,10 @@ class Worker:
                 continue
             if tap is not None:
                 tap.service()
-                control.service()
-                if ready:  # a control request published or delivered something
-                    continue
+                if control is not None:  # None: a watch-only tap (tap: {control: false})
+                    control.service()
+                    if ready:  # a control request published or delivered something
+                        continue
             if not timers:
                 log.warning("lockstep graph has no timers left: nothing can happen any more, stopping")
                 ex.stop(0)
@@ -442,7 +444,7 @@ class Executor:
                 sock = self.tap.worker_socket()
                 worker.tap = WorkerTap(sock, (lambda: describe(self)) if worker.index == 0 else None)
         self._wire()
-        if self.tap is not None:
+        if self.tap is not None and graph.decl.tap.control:
             self._open_control()
 
     def _open_control(self) -> None:
@@ -813,7 +815,8 @@ class Executor:
                 if worker.tap is not None and worker.tap.backlog:
                     worker.tap.flush()
             self.tap.stop()
-            self.control.close()
+            if self.control is not None:
+                self.control.close()
         self._report_floods()
         for sock in self.sockets:
             sock.close(linger=0)
