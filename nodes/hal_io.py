@@ -99,6 +99,10 @@ def few(names: Sequence[str], limit: int = 8) -> str:
     return f"{shown}{more}"
 
 
+def _or(value: bytes | None, default: bytes) -> bytes:
+    return default if value is None else value
+
+
 class CommandError(ValueError):
     """A joint command no HAL applies; the message names the problem and how to fix it.
 
@@ -156,7 +160,8 @@ class CommandParser:
         # The fast path: per name order seen valid (``_columns_checked`` learns them), the gather to
         # description order and the default columns as FLOAT64 bytes in that order.
         self._wire = NamedColumns(JointCommand, COLUMNS)
-        self._gains_format = f"<{2 * self.n}d"
+        self._unpack = struct.Struct(f"<{5 * self.n}d").unpack
+        self._gains = slice(3 * self.n, None)  # kp and kd: the last two of the five columns
 
     @classmethod
     def for_robot(cls, robot: RobotDescription) -> CommandParser:
@@ -176,16 +181,14 @@ class CommandParser:
             (gather, defaults), chunks = fast
             gains_given = chunks[3] is not None or chunks[4] is not None
             if None in chunks:
-                chunks = [defaults[k] if c is None else c for k, c in enumerate(chunks)]
-            flat = b"".join(chunks)
-            values = np.frombuffer(flat, dtype=np.float64)
+                chunks = map(_or, chunks, defaults)
+            flat = bytearray().join(chunks)  # writable: the result is the caller's to change
+            values = self._unpack(flat)
             # The sum is finite only if every value is (Python floats: no NumPy warning on inf or NaN;
             # an overflow merely takes the checked path); the gains are the last two rows.
-            if (
-                math.isfinite(sum(values.tolist()))
-                and min(struct.unpack_from(self._gains_format, flat, 24 * self.n)) >= 0
-            ):
-                return values.reshape(5, self.n).take(gather, 1), gains_given
+            if math.isfinite(sum(values)) and min(values[self._gains]) >= 0:
+                columns = np.frombuffer(flat, dtype=np.float64).reshape(5, self.n)
+                return (columns if gather is None else columns.take(gather, 1)), gains_given
         return self._columns_checked(msg)
 
     def _columns_checked(self, msg: JointCommand) -> tuple[np.ndarray, bool]:
@@ -204,7 +207,8 @@ class CommandParser:
             gather = np.empty(self.n, dtype=np.intp)
             gather[idx] = np.arange(self.n)
             defaults = tuple(self._defaults[k][idx].tobytes() if k in self._defaults else b"" for k in COLUMNS)
-            self._wire.learn(names, (gather, defaults))
+            identity = bool((gather == np.arange(self.n)).all())  # description order: no reordering
+            self._wire.learn(names, (None if identity else gather, defaults))
         return np.stack([t.position, t.velocity, t.effort, t.kp, t.kd]), t.gains_given
 
     def check(

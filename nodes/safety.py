@@ -65,7 +65,7 @@ RECENT_STATES = 16  # states remembered for binding commands to them (more than 
 WATCH_DIVISIONS = 4  # watchdog checks per control period: a trip is seen within a quarter period
 
 
-@dataclass
+@dataclass(slots=True)
 class Target:
     """One full joint command in the robot description's joint order: ``values`` FLOAT64 ``[5, n]``,
     rows position (rad), velocity (rad/s), effort (N·m), kp (N·m/rad), kd (N·m·s/rad). One array, so
@@ -235,7 +235,7 @@ class Safety(Node):
         self._bounds: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self._unpack_q = struct.Struct(f"<{self.n}d").unpack
         self._row_bytes = 8 * self.n
-        self._max_step = self.max_step
+        self._step_offsets = np.array([[-self.max_step], [self.max_step]])  # x + -s is x - s, exactly
         # the defaults in control periods: damping at most 2 periods after the last valid command
         self.command_timeout = 1.75 * r.control_dt if self.command_timeout_s is None else self.command_timeout_s
         self.max_answer_age = 3 * r.control_dt if self.max_answer_age_s is None else self.max_answer_age_s
@@ -320,7 +320,8 @@ class Safety(Node):
             self.robot_id = robot_id
             self._recent.clear()
             self._recent_order.clear()
-        self._remember(msg.header.seq, msg.header.stamp_ns)
+        stamp, seq = self.state_ref
+        self._remember(seq, stamp)
         if self._unanswered_ns is None:
             self._unanswered_ns = self.now_ns()
         roll, pitch = self.tilt
@@ -445,10 +446,26 @@ class Safety(Node):
         )
 
     # -- mode logic ---------------------------------------------------------------------------
-    def _update(self) -> None:
-        """Re-evaluate the mode from latches, watchdogs and the ramp (graph clock)."""
+    def _update(self) -> int | None:
+        """Re-evaluate the mode from latches, watchdogs and the ramp (graph clock); return the commander
+        (``_commander``) it was evaluated with."""
         now = self.now_ns()
         commander = self._commander(now)
+        if (  # the steady state, first: ACTIVE, fresh inputs, nothing latched (what _evaluate decides then)
+            self.mode == ACTIVE
+            and commander is not None
+            and not (self.estop_reason or self.attitude_reason or self.height_reason)
+            and self.q is not None
+            and now - self.state_ns <= self._state_timeout_ns
+        ):
+            self._set_mode(ACTIVE, self._forwarding[commander])
+        else:
+            self._evaluate(now, commander)
+        return commander
+
+    def _evaluate(self, now: int, commander: int | None) -> None:
+        """The mode at ``now`` with ``commander``, in order of precedence: latches, no state yet, the
+        watchdogs, then by mode the ramp and the recovery."""
         if self.estop_reason:
             self._set_mode(ESTOP, self.estop_reason, Fault.ESTOP)
         elif self.attitude_reason:
@@ -547,8 +564,7 @@ class Safety(Node):
         elif msg.robot_id and not self._is_ours(msg):  # operator commands: only a given robot_id is checked
             return
         self.fresh[source] = self.now_ns()
-        self._update()
-        if self.mode == ACTIVE and self._commander(self.now_ns()) == source:
+        if self._update() == source and self.mode == ACTIVE:
             self._send(self._limit(Target(values, source, msg.observation_stamp_ns, msg.observation_seq)))
 
     def _is_ours(self, msg: JointCommand) -> bool:
@@ -568,24 +584,27 @@ class Safety(Node):
         return idx
 
     def _limit(self, t: Target) -> Target:
-        """``t`` clamped to the soft limits, the step limit, the gain caps and the velocity/effort limits."""
-        v = t.values
-        kp = v[3]
-        key = kp.tobytes()
+        """``t`` clamped to the soft limits, the step limit, the gain caps and the velocity/effort limits
+        (``t`` itself, with new values)."""
+        v, n = t.values, self._row_bytes
+        given = v.tobytes()
+        key = given[3 * n : 4 * n]  # kp's bytes
         bounds = self._bounds.get(key)
         if bounds is None:
-            bounds = self._limit_bounds(kp, key)
+            bounds = self._limit_bounds(v[3], key)
         lo, hi = bounds
         out = np.maximum(v, lo)  # every row at once: soft position limits, velocity, effort, kp and kd caps
         np.minimum(out, hi, out=out)
         soft = out.tobytes()
         ref = self.target.values[0] if self.target is not None else self.default
+        step_lo, step_hi = ref + self._step_offsets  # ref - max_step, ref + max_step in one call
         row = out[0]
-        np.maximum(row, ref - self._max_step, out=row)
-        np.minimum(row, ref + self._max_step, out=row)
-        if soft != v.tobytes() or row.tobytes() != soft[: self._row_bytes]:  # anything clamped: count, log
+        np.maximum(row, step_lo, out=row)
+        np.minimum(row, step_hi, out=row)
+        if soft != given or row.tobytes() != soft[:n]:  # anything clamped: count, log
             self._count_clamps(t, np.frombuffer(soft, dtype=np.float64).reshape(v.shape), out)
-        return Target(out, t.source, t.observation_stamp_ns, t.observation_seq)
+        t.values = out
+        return t
 
     def _limit_bounds(self, kp: np.ndarray, key: bytes) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds ``[5, n]`` of a command with gains ``kp`` (cached per kp)."""
@@ -652,8 +671,11 @@ class Safety(Node):
         raw, n = t.values.tobytes(), self._row_bytes
         msg = JointCommand()
         msg.CopyFrom(self._template)
-        for k, key in enumerate(COLUMNS):
-            getattr(msg, key).data = raw[k * n : (k + 1) * n]
+        msg.position.data = raw[:n]  # the rows of COLUMNS
+        msg.velocity.data = raw[n : 2 * n]
+        msg.effort.data = raw[2 * n : 3 * n]
+        msg.kp.data = raw[3 * n : 4 * n]
+        msg.kd.data = raw[4 * n :]
         msg.source = t.source
         msg.observation_stamp_ns = t.observation_stamp_ns
         msg.observation_seq = t.observation_seq
@@ -670,13 +692,16 @@ class Safety(Node):
         fast = self._state_wire.read(msg.joints)  # a name order seen valid, positions FLOAT64 [n]
         if fast is not None and fast[1][0] is not None:
             reorder, (data,) = fast
-            q = reorder(self._unpack_q(data))  # description order
+            q = self._unpack_q(data)
+            if reorder is not None:
+                q = reorder(q)  # description order
             o = msg.imu.orientation
             w, x, y, z = o.w, o.x, o.y, o.z
             norm = math.sqrt(sum((w * w, x * x, y * y, z * z)))
             # the sum is finite only if every position is (an overflow merely takes the checked path)
             if math.isfinite(sum(q)) and math.isfinite(norm) and abs(norm - 1.0) < 0.1:
-                self.q = np.array(q)
+                # in description order already: a read-only view of the message's bytes (never written)
+                self.q = np.array(q) if reorder is not None else np.frombuffer(data, dtype=np.float64)
                 self.tilt = roll_pitch(w / norm, x / norm, y / norm, z / norm)
                 self.state_ns = self.now_ns()
                 header = msg.header
@@ -711,7 +736,8 @@ class Safety(Node):
         if self._state_wire.can_learn(names):
             gather = np.empty(self.n, dtype=np.intp)
             gather[idx] = np.arange(self.n)
-            self._state_wire.learn(names, tuple_getter(gather.tolist()))
+            identity = bool((gather == np.arange(self.n)).all())  # description order: nothing to reorder
+            self._state_wire.learn(names, None if identity else tuple_getter(gather.tolist()))
         return True
 
     def _centre_cells(self, shape: tuple[int, ...], base_x: float, base_y: float) -> np.ndarray:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,13 @@ class PolicyBackend(ABC):
 
     def reset(self) -> None:  # noqa: B027 - optional hook, a no-op for feed-forward policies
         """Clear any recurrent state."""
+
+    def bind(self) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+        """For a caller that runs the network once per tick: ``(x, run)``, where ``x`` is a float32
+        ``[input_dim]`` array to write the observation into and ``run()`` returns ``self(x)``. The
+        result may be a buffer the next ``run()`` overwrites: copy what outlives the tick."""
+        x = np.zeros(self.input_dim or 0, dtype=np.float32)
+        return x, lambda: self(x)
 
 
 # -- ONNX ----------------------------------------------------------------------------------------
@@ -117,6 +124,46 @@ class OnnxBackend(PolicyBackend):
         x = np.asarray(obs, dtype=self._dtype).reshape(self._input_shape)
         out = self.session.run(self._fetch, {self.input_name: x})[0]
         return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def bind(self) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+        """``PolicyBackend.bind`` through an ``IOBinding`` on preallocated arrays: no per-call input
+        checks, allocation or output copy (a few µs of a ~15 µs MLP call). Only on the CPU, for a
+        float32 model with static output shape, and only if one call gives what ``self(x)`` gives;
+        otherwise the plain call."""
+        bound = self._bound_call() if self.session.get_providers()[0] == "CPUExecutionProvider" else None
+        return bound if bound is not None else super().bind()
+
+    def _bound_call(self) -> tuple[np.ndarray, Callable[[], np.ndarray]] | None:
+        import onnxruntime as ort
+
+        out_spec = next(o for o in self.session.get_outputs() if o.name == self.output_name)
+        out_shape = [d if isinstance(d, int) else None for d in out_spec.shape]
+        if self._dtype is not np.float32 or _ONNX_DTYPES.get(out_spec.type) is not np.float32 or None in out_shape:
+            return None
+        x = np.zeros(self._input_shape, dtype=np.float32)
+        y = np.zeros(out_shape, dtype=np.float32)
+        binding = self.session.io_binding()
+        values = ort.OrtValue.ortvalue_from_numpy(x), ort.OrtValue.ortvalue_from_numpy(y)  # views of x and y
+        binding.bind_ortvalue_input(self.input_name, values[0])
+        binding.bind_ortvalue_output(self.output_name, values[1])
+        options = ort.RunOptions()
+        session, raw = getattr(self.session, "_sess", None), getattr(binding, "_iobinding", None)
+        if session is None or raw is None:  # onnxruntime's internals moved: its checked wrapper is slower
+            return None
+        run_bound, flat_x, flat_y = session.run_with_iobinding, x.reshape(-1), y.reshape(-1)
+
+        def run(keep: tuple = (binding, values)) -> np.ndarray:  # ``keep``: the binding lives as long as ``run``
+            run_bound(raw, options)
+            return flat_y
+
+        probe = np.linspace(-1.0, 1.0, flat_x.size, dtype=np.float32)
+        flat_x[:] = probe
+        try:
+            same = np.array_equal(run(), self(probe))
+        except Exception:  # onnxruntime raises its own exception types
+            same = False
+        flat_x[:] = 0.0
+        return (flat_x, run) if same else None
 
 
 def _static_last_dim(shape: list[Any]) -> int | None:

@@ -114,6 +114,26 @@ class ActionMap:
             action = np.minimum(np.maximum(action, self.clip[0]), self.clip[1])
         return action, self.offset + self.scale * action
 
+    def process_into(self, raw: np.ndarray, action: np.ndarray, targets: np.ndarray) -> None:
+        """``process(raw)`` written into ``action`` and ``targets`` (float64 ``[n_joints]``); the same
+        values and errors. On an error ``action`` may hold anything."""
+        # not a flat [n_joints] output, or NaN or inf (an overflowing sum of finite ones too): process
+        # says what it is, or gives the values
+        if raw.shape != action.shape or not math.isfinite(sum(raw.tolist())):
+            action[:], targets[:] = self.process(raw)
+            return
+        if self.clip is None:
+            np.copyto(action, raw)  # float32 -> float64, exact
+        else:  # in float64 (``_clip_low`` is a float64 array): as process does after its exact conversion
+            np.maximum(raw, self._clip_low, out=action)
+            np.minimum(action, self.clip[1], out=action)
+        np.multiply(self.scale, action, out=targets)
+        np.add(self.offset, targets, out=targets)
+
+    @cached_property
+    def _clip_low(self) -> np.ndarray:
+        return np.full(self.scale.shape, -np.inf if self.clip is None else self.clip[0])
+
 
 @dataclass(frozen=True, eq=False)
 class Contract:

@@ -106,6 +106,13 @@ class PolicyNode(Node):
         set_array(self._command_template.kd, self.contract.kd)
         self._observation_template = ArrayStamped(labels=self.builder.labels)
         set_array(self._observation_template.data, np.zeros(self.contract.obs_dim, dtype=np.float32))
+        # The hot path's arrays, allocated once: the observation is built straight into the network's
+        # input, the action map writes the action (next tick's last_action: two buffers in turn, so a
+        # rejected output leaves the last one intact) and the targets.
+        self._obs, self._run = self.backend.bind()
+        self._next_action = np.zeros(n)
+        self._targets = np.zeros(n)
+        self._state_timeout_ns = self.state_timeout_s * 1e9
         privileged = self.contract.privileged_terms
         if privileged:
             self.log.warning(
@@ -138,9 +145,10 @@ class PolicyNode(Node):
         self.create_timer(self.state_timeout_s / 2, self._watch_states)
 
     def on_state(self, msg: RobotState) -> None:
-        now, robot_id, seq = self.now_ns(), msg.robot_id, msg.header.seq
+        header = msg.header
+        now, robot_id, seq = self.now_ns(), msg.robot_id, header.seq
         last = self._state_ns
-        if last is not None and now - last <= self.state_timeout_s * 1e9:  # the robot is publishing
+        if last is not None and now - last <= self._state_timeout_ns:  # the robot is publishing
             if robot_id != self._robot_id:
                 self.rejected += 1
                 text = f"ignored a state of robot {robot_id[:64]!r} while {self._robot_id!r} publishes; no command"
@@ -153,9 +161,10 @@ class PolicyNode(Node):
         elif last is not None:  # after a gap: the same robot back, or another one (a restarted HAL)
             self._states_resumed(now, robot_id)
         self._state_ns, self._robot_id, self._seq = now, robot_id, seq
+        obs, action, targets = self._obs, self._next_action, self._targets
         try:
-            obs = self.builder.observe(msg, self._command, self.height_scan.latest, self.last_action)
-            action, targets = self.contract.actions.process(self.backend(obs))
+            self.builder.observe_into(obs, msg, self._command, self.height_scan.latest, self.last_action)
+            self.contract.actions.process_into(self._run(), action, targets)
         except MissingInputError as exc:
             self._report(f"waiting for {exc.input}", f"waiting for {exc.input}: {exc}; publishing no command")
             return
@@ -164,9 +173,11 @@ class PolicyNode(Node):
             where = str(exc).split(" ", 1)[0].rstrip(":;,")  # the field or term at fault, e.g. RobotState.joints
             self._report(f"{type(exc).__name__} {where}", f"{exc}; publishing no command")
             return
-        self._check_rate(msg.header.stamp_ns)  # of the states that are valid: not of rejected ones
-        self.last_action = action
-        self._publish(msg, obs, targets)
+        stamp = header.stamp_ns
+        if self._stamps_seen <= RATE_CHECK_TICKS:
+            self._check_rate(stamp)  # of the states that are valid: not of rejected ones
+        self._next_action, self.last_action = self.last_action, action
+        self._send(stamp, seq, robot_id, obs, targets)
 
     def on_command(self, msg: VelocityCommand) -> None:
         if math.isfinite(msg.vx) and math.isfinite(msg.vy) and math.isfinite(msg.yaw_rate):
@@ -177,14 +188,17 @@ class PolicyNode(Node):
         self._report("command non-finite", f"rejected velocity command ({bad}); keeping the last valid one")
 
     def _publish(self, state: RobotState, obs: np.ndarray, targets: np.ndarray) -> None:
-        """``targets``: FLOAT64 ``[n]``, ``obs``: FLOAT32 ``[dim]`` (the templates' dtypes and shapes)."""
-        header = state.header
-        stamp = header.stamp_ns
+        """The command answering ``state`` and the observation (``_send`` with the state's fields)."""
+        self._send(state.header.stamp_ns, state.header.seq, state.robot_id, obs, targets)
+
+    def _send(self, stamp: int, seq: int, robot_id: str, obs: np.ndarray, targets: np.ndarray) -> None:
+        """The command answering the state ``stamp``, ``seq`` of ``robot_id``, and the observation.
+        ``targets``: FLOAT64 ``[n]``, ``obs``: FLOAT32 ``[dim]`` (the templates' dtypes and shapes)."""
         cmd = JointCommand()
         cmd.CopyFrom(self._command_template)
         cmd.observation_stamp_ns = stamp
-        cmd.observation_seq = header.seq
-        cmd.robot_id = state.robot_id
+        cmd.observation_seq = seq
+        cmd.robot_id = robot_id
         cmd.position.data = targets.tobytes()
         self.joint_command.publish(cmd)
         debug = ArrayStamped()

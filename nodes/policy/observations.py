@@ -406,6 +406,10 @@ class ObservationBuilder:
 
         Raises ``ObservationError`` (histories untouched) if an input is missing or not finite.
         """
+        return self._finish(self._step(state))
+
+    def _step(self, state: PolicyState) -> np.ndarray:
+        """Every term of ``state`` computed and checked, concatenated (float64, before clip and scale)."""
         values = []
         for term, compute in self._terms:
             value = np.asarray(compute(state, term.options), dtype=np.float64)
@@ -419,7 +423,7 @@ class ObservationBuilder:
                     newest = term.labels[-term.dim :]
                     bad = [newest[i] for i in np.flatnonzero(~np.isfinite(value))[:6]]
                     raise ObservationError(f"observation is not finite at {', '.join(bad)}; check the inputs")
-        return self._finish(step)
+        return step
 
     def observe(
         self,
@@ -432,19 +436,36 @@ class ObservationBuilder:
         errors. With built-in terms only, a well-formed state in a joint order already seen goes
         from the message bytes to the vector without the per-term calls; anything else takes
         ``build(decode(...))``."""
+        obs = np.empty(self.dim, dtype=np.float32)
+        self.observe_into(obs, state, command, height_scan, last_action)
+        return obs
+
+    def observe_into(
+        self,
+        out: np.ndarray,
+        state: RobotState,
+        command: VelocityCommand | None = None,
+        height_scan: HeightScan | None = None,
+        last_action: np.ndarray | None = None,
+    ) -> None:
+        """``observe`` written into ``out`` (float32 ``[dim]``, e.g. the network's input buffer); on an
+        error ``out`` may hold anything."""
         fast = self._fast
-        if fast is not None:
-            obs = fast.observe(state, command, height_scan, last_action)
-            if obs is not None:
-                return obs
-        obs = self.build(self.decode(state, command, height_scan, last_action))
+        if fast is not None and fast.observe_into(out, state, command, height_scan, last_action):
+            return
+        self._finish_into(self._step(self.decode(state, command, height_scan, last_action)), out)
         if fast is not None:
             fast.learn(self.decode)
-        return obs
 
     def _finish(self, step: np.ndarray) -> np.ndarray:
         """Clip, scale, history and the global clip of one step of finite term values (float64,
         terms concatenated; modified in place): the observation, float32."""
+        obs = np.empty(self.dim, dtype=np.float32)
+        self._finish_into(step, obs)
+        return obs
+
+    def _finish_into(self, step: np.ndarray, out: np.ndarray) -> None:
+        """``_finish`` written into ``out`` (float32 ``[dim]``)."""
         if self._clipped:
             np.maximum(step, self._clip_lo, out=step)
             np.minimum(step, self._clip_hi, out=step)
@@ -466,13 +487,15 @@ class ObservationBuilder:
                         buffer[-1] = value
                     self._obs[offset : offset + term.size] = buffer.reshape(-1)
                 offset += term.size
-            obs = self._obs
+            obs = self._obs  # every element rewritten above: the global clip may work in place
         else:
             obs = step  # one step per term: the step is the observation
-        if self.contract.obs_clip is not None:
-            lo, hi = self.contract.obs_clip
-            obs = np.minimum(np.maximum(obs, lo), hi)
-        return obs.astype(np.float32)
+        clip = self.contract.obs_clip
+        if clip is None:
+            np.copyto(out, obs, casting="same_kind")  # float64 -> float32, as astype rounds
+        else:  # the upper bound in float64, then the cast into ``out``: as astype of the clipped vector
+            np.maximum(obs, clip[0], out=obs)
+            np.minimum(obs, clip[1], out=out)
 
 
 # Terms the fast path reads straight from the messages: the source of each element of its step.
@@ -489,12 +512,12 @@ _FAST_TERMS = frozenset({*_JOINT_TERMS, *_VECTOR_TERMS, "last_action", "height_s
 class _FastPath:
     """``ObservationBuilder.observe`` without ``PolicyState``: for contracts of built-in terms only.
 
-    Per joint order seen valid (``learn``), one gather index maps a source vector — the message's
-    joint positions and velocities (as FLOAT64 bytes, ``NamedColumns``), the 3-vectors the terms
-    need, the last action and the height scan — to the step; ``joint_pos_rel`` subtracts the
-    default pose. Any input it does not take as it is (missing, malformed, not finite, another
-    order, dtype or shape) returns None: the caller then runs ``build(decode(...))``, whose result
-    or error is the answer.
+    Per joint order seen valid (``learn``), one gather index maps a source vector — the 3-vectors
+    the terms need, the last action, the height scan, then the message's joint positions and
+    velocities (as FLOAT64 bytes, ``NamedColumns``) — to the step; ``joint_pos_rel`` subtracts the
+    default pose. Source and step are arrays allocated once, per joint order and per builder. Any
+    input it does not take as it is (missing, malformed, not finite, another order, dtype or shape)
+    returns False: the caller then runs ``build(decode(...))``, whose result or error is the answer.
     """
 
     @classmethod
@@ -510,13 +533,22 @@ class _FastPath:
         self.n = len(contract.joints)
         names = {t.name for t in self.terms}
         self.vectors = tuple(v for v in _VECTOR_TERMS if v in names)  # packed in this order
-        self.pack = struct.Struct(f"<{3 * len(self.vectors)}d").pack
+        self.lin_vel, self.ang_vel, self.gravity, self.commands = (v in names for v in _VECTOR_TERMS)
+        self.pack_into = struct.Struct(f"<{3 * len(self.vectors)}d").pack_into
         self.last_action = "last_action" in names
+        self.actions = slice(3 * len(self.vectors), 3 * len(self.vectors) + (self.n if self.last_action else 0))
         scan = next((t for t in self.terms if t.name == "height_scan"), None)
         self.scan = None if scan is None else scan.options
         self.scan_size = 0 if scan is None else scan.dim
+        if scan is not None:  # what _scan compares, as the term reads its options
+            self.scan_shape = list(scan.options["shape"])
+            self.scan_offset = scan.options.get("offset")
+            self.scan_center = scan.options.get("center", (0.0, 0.0))
+        self.cells = slice(self.actions.stop, self.actions.stop + self.scan_size)
+        self.fixed = self.cells.stop  # source values before the joints'
         relative = [contract.default_joint_pos if t.name == "joint_pos_rel" else np.zeros(t.dim) for t in self.terms]
         self.sub = np.concatenate(relative).astype(np.float64) if "joint_pos_rel" in names else None
+        self.step = np.empty(sum(t.dim for t in self.terms))
         self.joints = NamedColumns(JointState, ("position", "velocity"))
 
     def learn(self, decoder: StateDecoder) -> None:
@@ -525,101 +557,119 @@ class _FastPath:
         if names is None or not self.joints.can_learn(names):
             return
         m = len(names)
-        vectors = 2 * m
-        actions = vectors + 3 * len(self.vectors)
-        scan = actions + (self.n if self.last_action else 0)
+        positions = self.fixed
         parts = []
         for term in self.terms:
             if term.name in _JOINT_TERMS:
-                parts.append(index + (0 if _JOINT_TERMS[term.name] == "position" else m))
+                parts.append(index + (positions if _JOINT_TERMS[term.name] == "position" else positions + m))
             elif term.name in _VECTOR_TERMS:
-                parts.append(vectors + 3 * self.vectors.index(term.name) + np.arange(3))
+                parts.append(3 * self.vectors.index(term.name) + np.arange(3))
             elif term.name == "last_action":
-                parts.append(actions + np.arange(self.n))
+                parts.append(self.actions.start + np.arange(self.n))
             else:  # height_scan, flattened x fastest; ``ordering: yx`` is a transpose
                 n_y, n_x = self.scan["shape"]
                 cells = np.arange(n_y * n_x).reshape(n_y, n_x)
-                parts.append(scan + (cells.T if self.scan.get("ordering", "xy") == "yx" else cells).reshape(-1))
-        self.joints.learn(names, np.concatenate(parts).astype(np.intp))
+                parts.append(
+                    self.cells.start + (cells.T if self.scan.get("ordering", "xy") == "yx" else cells).reshape(-1)
+                )
+        source = np.zeros(positions + 2 * m)
+        joints = memoryview(source).cast("B")[8 * positions :]  # the joints' bytes go here as they are
+        self.joints.learn(names, (np.concatenate(parts).astype(np.intp), source, joints))
 
-    def observe(
+    def observe_into(
         self,
+        out: np.ndarray,
         state: RobotState,
         command: VelocityCommand | None,
         height_scan: HeightScan | None,
         last_action: np.ndarray | None,
-    ) -> np.ndarray | None:
-        """The observation, or None for any input this path does not take as it is."""
+    ) -> bool:
+        """Write the observation into ``out``; False (``out`` untouched) for any input this path does
+        not take as it is."""
         fast = self.joints.read(state.joints)
         if fast is None:
-            return None
-        gather, (position, velocity) = fast
+            return False
+        (gather, source, joints), (position, velocity) = fast
         if position is None or velocity is None:
-            return None
+            return False
         imu = state.imu
         o = imu.orientation
         w, x, y, z = o.w, o.x, o.y, o.z
         norm = math.sqrt(w * w + x * x + y * y + z * z)
         if not norm > 1e-6:
-            return None
+            return False
         if self.scan is None and height_scan is not None:
             decode_height_scan(height_scan)  # no term reads it, but decode checks it: the same errors
-        values: list[float] = []
-        for name in self.vectors:  # as the terms compute them, in float64
-            if name == "base_lin_vel":
-                if not state.has_base:
-                    return None
-                v = state.base.linear_velocity
-                values += (v.x, v.y, v.z)
-            elif name == "base_ang_vel":
-                g = imu.angular_velocity
-                values += (g.x, g.y, g.z)
-            elif name == "projected_gravity":
-                w, x, y, z = w / norm, x / norm, y / norm, z / norm
-                values += (-(2.0 * (x * z - w * y)), -(2.0 * (y * z + w * x)), -(1.0 - 2.0 * (x * x + y * y)))
-            elif command is None:
-                values += (0.0, 0.0, 0.0)
-            else:
-                values += (command.vx, command.vy, command.yaw_rate)
-        chunks = [position, velocity, self.pack(*values)]
-        if self.last_action:
-            action = np.zeros(self.n) if last_action is None else np.asarray(last_action, dtype=np.float64)
-            if action.shape != (self.n,):
-                return None
-            chunks.append(action.tobytes())
-        source = np.frombuffer(b"".join(chunks), dtype=np.float64)
+        values: tuple[float, ...] = ()  # the vector terms as they compute them, in float64, in _VECTOR_TERMS order
+        if self.lin_vel:
+            if not state.has_base:
+                return False
+            v = state.base.linear_velocity
+            values += (v.x, v.y, v.z)
+        if self.ang_vel:
+            g = imu.angular_velocity
+            values += (g.x, g.y, g.z)
+        if self.gravity:
+            w, x, y, z = w / norm, x / norm, y / norm, z / norm
+            values += (-(2.0 * (x * z - w * y)), -(2.0 * (y * z + w * x)), -(1.0 - 2.0 * (x * x + y * y)))
+        if self.commands:
+            values += (0.0, 0.0, 0.0) if command is None else (command.vx, command.vy, command.yaw_rate)
+        if self.last_action and not self._actions(source, last_action):
+            return False
         if self.scan is not None:
             heights = self._scan(height_scan)
             if heights is None:
-                return None
-            source = np.concatenate((source, heights))
-        step = source.take(gather)
+                return False
+            source[self.cells] = heights
+        self.pack_into(source, 0, *values)
+        size = len(position)
+        joints[:size] = position
+        joints[size:] = velocity
+        step = self.step
+        source.take(gather, out=step, mode="clip")  # (indices in range by construction)
         if self.sub is not None:
             np.subtract(step, self.sub, out=step)
-        # The sum is finite only if every value is (Python floats: no NumPy warning on inf or NaN;
-        # an overflow merely takes the slow path).
-        if not math.isfinite(sum(step.tolist())):
-            return None
-        return self.builder._finish(step)
+        if not _all_finite(step):
+            return False
+        self.builder._finish_into(step, out)
+        return True
+
+    def _actions(self, source: np.ndarray, last_action: np.ndarray | None) -> bool:
+        """Put the last action (zeros for None) into ``source``; False if it is not ``[n]``."""
+        if last_action is None:
+            source[self.actions] = 0.0
+            return True
+        action = np.asarray(last_action, dtype=np.float64)
+        if action.shape != (self.n,):
+            return False
+        source[self.actions] = action
+        return True
 
     def _scan(self, msg: HeightScan | None) -> np.ndarray | None:
         """The scan's cells (FLOAT32 or FLOAT64, as stored) if it fits the term's grid, offset and centre."""
         if msg is None:
             return None
-        options = self.scan
         heights = msg.heights
-        data, shape = heights.data, heights.shape
         dtype = _SCAN_DTYPES.get(heights.dtype)
-        if dtype is None or len(shape) != 2 or tuple(shape) != options["shape"]:
+        if dtype is None or heights.shape != self.scan_shape:  # (a repeated field equals a list of its values)
             return None
+        data, offset = heights.data, self.scan_offset
         if len(data) != self.scan_size * dtype.itemsize:
             return None
-        if "offset" in options and abs(msg.offset - options["offset"]) > 1e-6:
+        if offset is not None and abs(msg.offset - offset) > 1e-6:
             return None
-        cx, cy = options.get("center", (0.0, 0.0))
+        cx, cy = self.scan_center
         if abs(msg.center_x - cx) > 1e-6 or abs(msg.center_y - cy) > 1e-6:
             return None
         return np.frombuffer(data, dtype=dtype)
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """Whether every value is finite, without a NumPy warning: a short vector's sum in Python floats (finite
+    only if every value is; an overflow merely says False), a long one's ``isfinite``, each the cheaper."""
+    if values.size <= 96:
+        return math.isfinite(sum(values.tolist()))
+    return bool(np.isfinite(values).all())
 
 
 _SCAN_DTYPES = {int(DType.FLOAT32): np.dtype("<f4"), int(DType.FLOAT64): np.dtype("<f8")}
