@@ -63,9 +63,15 @@ def test_info_of_a_recorder_file_gives_counts_rates_times_and_compression(record
     data = yaml.safe_load(capsys.readouterr().out)
     assert main(["info", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == data  # the same figures either way
-    topics = {t["topic"]: t for t in data["topics"]}
+    listed = {t["topic"]: t for t in data["topics"]}
+    topics = {t: e for t, e in listed.items() if not t.endswith("/values")}
     assert {t: e["count"] for t, e in topics.items()} == published
-    assert data["messages"] == sum(published.values())
+    # The recorder's /values twins (arrays as JSON numbers, for Foxglove's Plot) are listed too.
+    twins = {t: e for t, e in listed.items() if t.endswith("/values")}
+    assert {t: (e["encoding"], e["count"]) for t, e in twins.items()} == {
+        f"/{t}/values": ("json", published[t]) for t in ("robot/state", "policy/joint_command", "safety/joint_command")
+    }
+    assert data["messages"] == sum(e["count"] for e in listed.values())
     assert topics["robot/state"]["rate_hz"] == pytest.approx(50.0, abs=1e-6)
     assert topics["command/cmd_vel"]["rate_hz"] == pytest.approx(20.0, abs=1e-6)
     assert topics["robot/state"]["type"] == "krabgraph.msgs.RobotState"

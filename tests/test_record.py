@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mcap.decoder import DecoderFactory as McapDecoderFactory
 from mcap.reader import make_reader
 from mcap_protobuf.decoder import DecoderFactory
 
@@ -17,7 +19,7 @@ from krabgraph.launch import Executor, GraphError, Input, Node, Output, Param, b
 from krabgraph.launch.graph.declaration import NodeDecl, load_graph
 from krabgraph.msgs import ArrayStamped, Diagnostics, VelocityCommand, set_array, to_numpy
 from krabgraph.nodes.record import recorder as recorder_module
-from krabgraph.nodes.record.mcapio import McapFile
+from krabgraph.nodes.record.mcapio import VIEW_KEY, McapFile
 
 
 class Source(Node):
@@ -58,13 +60,23 @@ def published(ex: Executor) -> collections.Counter:
     return counts
 
 
-def read_all(paths: list[Path]) -> list[tuple]:
-    """(schema name, topic, log_time, publish_time, sequence, decoded message) with the mcap reader."""
+class JsonDecoders(McapDecoderFactory):
+    """``json`` messages (the ``/values`` twins) as plain data, as Foxglove reads them."""
+
+    def decoder_for(self, message_encoding: str, schema: object):
+        return json.loads if message_encoding == "json" else None
+
+
+def read_all(paths: list[Path], *, views: bool = False) -> list[tuple]:
+    """(schema name, topic, log_time, publish_time, sequence, decoded message) with the mcap reader;
+    the recorder's raw channels only, unless ``views`` (then its ``/values`` twins too)."""
     out = []
     for path in paths:
         with open(path, "rb") as f:
-            reader = make_reader(f, decoder_factories=[DecoderFactory()])
+            reader = make_reader(f, decoder_factories=[DecoderFactory(), JsonDecoders()])
             for schema, channel, message, proto in reader.iter_decoded_messages(log_time_order=False):
+                if VIEW_KEY in channel.metadata and not views:
+                    continue
                 out.append(
                     (schema.name, channel.topic, message.log_time, message.publish_time, message.sequence, proto)
                 )
@@ -116,6 +128,12 @@ def test_recording_reads_back_with_schemas_stamps_and_sequences(tmp_path, no_thr
     # The dynamically built class (from the embedded schema) decodes the array bytes unchanged.
     assert np.frombuffer(last_image.data.data, dtype=np.float32).reshape(58, 87)[0, 0] == 99
     assert rec.written == 198 and rec.total_dropped == 0
+    # values (default on): each ArrayStamped also as JSON numbers on /src/image/values, at the same log time;
+    # VelocityCommand has no float arrays, so no twin.
+    twins = [r for r in read_all(rec.files, views=True) if r[0].startswith("krabgraph.values.")]
+    assert collections.Counter(r[1] for r in twins) == {"/src/image/values": 99} and rec.values_written == 99
+    images = [r for r in rows if r[1] == "src/image"]
+    assert [(r[2], r[4], r[5]["data"][57][86]) for r in twins] == [(r[2], r[4], float(r[4])) for r in images]
 
 
 @pytest.mark.slow
@@ -165,11 +183,12 @@ def test_rotation_by_graph_time_and_by_size(tmp_path):
         stamps = [log_time for _, _, log_time, *_ in r]
         assert max(stamps) - min(stamps) < 500_000_000
 
-    ex = run_recorder(tmp_path / "size", duration=1.0, max_mb=0.5, compression="none")
+    ex = run_recorder(tmp_path / "size", duration=1.0, max_mb=0.5, compression="none", values=False)
     files = ex.nodes["rec"].files
     assert len(files) == 4  # 99 images of 20 KB = 2 MB
     assert sum(len(read_all([f])) for f in files) == 198
     assert all(f.stat().st_size < 0.6e6 for f in files)  # one message past 0.5 MB, plus records and index
+    # (with /values twins, their bytes count too: tests/test_recorder_values.py)
 
 
 def test_disk_floor_stops_writing_with_one_error_and_counts_the_rest(tmp_path, monkeypatch, caplog):

@@ -48,6 +48,7 @@ class Channel:
     count: int = 0
     first_log_ns: int | None = None
     last_log_ns: int | None = None
+    view: str = ""  # a viewer channel's source topic (``/values`` twins, ``/tf``, ...): derived, never played
 
 
 @dataclass
@@ -83,7 +84,7 @@ def _channel(record: Any, schema: Any) -> Channel:
     """A channel record as a ``Channel``; a protobuf channel of a krabgraph message type gets its wire
     tag (the recorder's channel metadata, else from the schema name) and class."""
     from krabgraph.msgs.schema import message_class, type_tag
-    from krabgraph.nodes.record.mcapio import TAG_KEY  # the recorder's channel metadata: the wire type tag
+    from krabgraph.nodes.record.mcapio import TAG_KEY, VIEW_KEY  # the recorder's channel metadata
 
     channel = Channel(
         record.topic,
@@ -91,6 +92,7 @@ def _channel(record: Any, schema: Any) -> Channel:
         schema.encoding if schema is not None else "",
         record.message_encoding,
         "",
+        view=record.metadata.get(VIEW_KEY, ""),
     )
     if schema is None or schema.encoding != "protobuf" or record.message_encoding != "protobuf":
         return channel
@@ -326,14 +328,15 @@ def playlist(path: str | Path, patterns: list[str] | None, start_s: float, durat
     skipped = {
         c.topic: f"{c.schema or c.encoding or 'unknown'} messages are not krabgraph messages"
         for c in found.channels.values()
-        if wanted(c.topic) and not c.tag
+        if wanted(c.topic) and not c.tag and not c.view
     }
     unstamped = {m.channel.topic for m in kept if m.stamp_ns is None}
     skipped.update({t: "its type has no header stamp (graph time) to time it by" for t in unstamped})
     messages = [m for m in kept if m.channel.topic not in skipped]
     messages.sort(key=lambda m: m.stamp_ns)  # stable: file order among equal stamps
     if not messages:
-        have = ", ".join(f"{c.topic} ({c.count})" for c in sorted(found.channels.values(), key=lambda c: c.topic))
+        playable = sorted((c for c in found.channels.values() if not c.view), key=lambda c: c.topic)
+        have = ", ".join(f"{c.topic} ({c.count})" for c in playable)
         asked = f" on {' '.join(patterns)}" if patterns else ""
         raise BagError(f"{found.path}: no krabgraph messages to play{asked}; the recording has: {have or 'nothing'}")
     t0 = messages[0].stamp_ns + round(start_s * 1e9)

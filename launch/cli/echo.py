@@ -1,11 +1,10 @@
 """Messages as data for ``krabgraph topic echo``, and message types for ``krabgraph interface show``.
 
-A message becomes protobuf's own JSON mapping (``json_format.MessageToDict``, proto field names,
-zero-valued fields included) with three changes that make it readable at a terminal: an ``Array``
-field (bytes + dtype + shape) becomes its numbers, nested by shape (or a summary such as
-``<float64[12]>`` with ``arrays=False``); 64-bit integers stay numbers (the JSON mapping writes them
-as strings); non-finite floats inside arrays are written as the mapping writes them elsewhere
-(``"NaN"``, ``"Infinity"``, ``"-Infinity"``).
+A message becomes plain data with ``to_data`` (``nodes/record/values.py``: the one conversion, which
+the recorder's and Foxglove's ``/values`` twins use too): protobuf's own JSON mapping (proto field
+names, zero-valued fields included) with an ``Array`` field as its numbers, nested by shape (or a
+summary such as ``<float64[12]>`` with ``arrays=False``), 64-bit integers as numbers and non-finite
+floats inside arrays as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 
 ``from_data`` is the reverse, for ``krabgraph topic pub``: plain data in that form (arrays as lists of
 numbers, float64) becomes a message; an unknown field, a wrong value or an array summary is an
@@ -16,8 +15,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -30,102 +27,15 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from krabgraph.launch.api.errors import KrabgraphError
-from krabgraph.msgs import Array, set_array, to_numpy
+from krabgraph.msgs import set_array
 from krabgraph.msgs.schema import _MODULES, message_class
+from krabgraph.nodes.record.values import ARRAY, is_repeated, to_data, to_json
 
-ARRAY = Array.DESCRIPTOR.full_name
-_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
-          FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}  # fmt: skip
 _PROTO_DIR = Path(__file__).resolve().parents[2] / "msgs"
 
 
 class EchoError(KrabgraphError):
     """A field path or message type that does not exist."""
-
-
-def to_data(msg: Message, *, arrays: bool = True) -> dict[str, Any]:
-    """``msg`` as plain data (see the module docstring); ``arrays=False``: arrays as summaries."""
-    try:
-        data = json_format.MessageToDict(msg, always_print_fields_with_no_presence=True,
-                                         preserving_proto_field_name=True)  # fmt: skip
-    except TypeError:  # protobuf < 5
-        data = json_format.MessageToDict(msg, including_default_value_fields=True, preserving_proto_field_name=True)
-    _fix(msg.DESCRIPTOR, msg, data, arrays)
-    return data
-
-
-def _fix(desc: Descriptor, msg: Message, data: dict[str, Any], arrays: bool) -> None:
-    for field in desc.fields:
-        name = field.name
-        if name not in data:
-            continue
-        value = getattr(msg, name)
-        repeated = _repeated(field)
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            inner = field.message_type.fields_by_name["value"]
-            if inner.message_type is not None:
-                for key in value:
-                    data[name][str(key)] = _message(value[key], data[name][str(key)], arrays)
-            elif inner.type in _INT64:
-                data[name] = {k: int(v) for k, v in data[name].items()}
-        elif field.message_type is not None:
-            if repeated:
-                data[name] = [_message(m, d, arrays) for m, d in zip(value, data[name], strict=True)]
-            else:
-                data[name] = _message(value, data[name], arrays)
-        elif field.type in _INT64:
-            data[name] = [int(v) for v in data[name]] if repeated else int(data[name])
-    order = {f.name: f.number for f in desc.fields}  # the mapping lists set fields before defaults
-    items = sorted(data.items(), key=lambda kv: order.get(kv[0], 1 << 30))
-    data.clear()
-    data.update(items)
-
-
-def _message(msg: Message, data: Any, arrays: bool) -> Any:
-    if msg.DESCRIPTOR.full_name == ARRAY:
-        return array_data(msg) if arrays else array_summary(msg)
-    _fix(msg.DESCRIPTOR, msg, data, arrays)
-    return data
-
-
-def _values(arr: Array) -> np.ndarray | str:
-    """The array's values, or ``<bad array: why>`` for a malformed one."""
-    try:
-        return to_numpy(arr)
-    except ValueError as exc:
-        return f"<bad array: {exc}>"
-
-
-def array_data(arr: Array) -> Any:
-    """An ``Array`` as (nested) lists of numbers; a malformed one as ``<bad array: why>``."""
-    values = _values(arr)
-    if isinstance(values, str):
-        return values
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
-        return _nonfinite(values.tolist())
-    return values.tolist()
-
-
-def _nonfinite(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_nonfinite(v) for v in value]
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
-
-
-def array_summary(arr: Array) -> str:
-    """``<float64[12]>``, ``<float32[4,3]>``: an ``Array`` without its numbers."""
-    values = _values(arr)
-    if isinstance(values, str):
-        return values
-    return f"<{values.dtype.name}[{','.join(map(str, values.shape))}]>"
-
-
-def _repeated(field: FieldDescriptor) -> bool:
-    return field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
 
 
 def from_data(cls: type[Message], data: Any) -> Message:
@@ -152,7 +62,7 @@ def _fill(msg: Message, data: Any, where: str) -> None:
             plain[key] = value
         elif _is_map(field):
             _fill_map(getattr(msg, key), value, path)
-        elif _repeated(field):
+        elif is_repeated(field):
             if not isinstance(value, list):
                 raise EchoError(f"{path}: expected a list of {field.message_type.name}, got {_kind(value)}")
             for i, item in enumerate(value):
@@ -225,7 +135,7 @@ def check_path(cls: type[Message], path: str) -> list[str]:
         field = desc.fields_by_name[part]
         done.append(part)
         is_array = field.message_type is not None and field.message_type.full_name == ARRAY
-        indexable = _repeated(field) or is_array
+        indexable = is_repeated(field) or is_array
         desc = None if is_array else field.message_type
     return parts
 
@@ -260,11 +170,6 @@ _Dumper.add_representer(list, _represent_list)
 def to_yaml(data: Any) -> str:
     """YAML text of ``to_data`` output (a scalar alone on its line), ending in a newline."""
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=10_000)
-
-
-def to_json(data: Any) -> str:
-    """One line of JSON."""
-    return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
 
 def message_types() -> dict[str, type[Message]]:
@@ -334,7 +239,7 @@ def field_listing(desc: Descriptor, indent: str = "") -> str:
     lines = [f"# {desc.full_name}"] if not indent else []
     for field in desc.fields:
         kind = _type_name(field)
-        rep = "repeated " if _repeated(field) and not _is_map(field) else ""
+        rep = "repeated " if is_repeated(field) and not _is_map(field) else ""
         lines.append(f"{indent}{field.name}: {rep}{kind}")
         if field.message_type is not None and not _is_map(field) and field.message_type.full_name != ARRAY:
             sub = field_listing(field.message_type, indent + "  ")

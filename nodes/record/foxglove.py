@@ -39,7 +39,7 @@ from krabgraph.msgs.schema import message_class
 from krabgraph.nodes.record import scene
 from krabgraph.nodes.record.mcapio import WallClockBase
 from krabgraph.nodes.record.outlets import LiveOutlet, Outlet, Sink
-from krabgraph.nodes.record.values import has_arrays, json_schema
+from krabgraph.nodes.record.values import has_arrays, json_schema, schema_name, values_topic
 from krabgraph.nodes.record.wsguard import DEFAULT_ORIGINS, TOKEN_ENV, WsGuard, needs_token
 
 log = logging.getLogger("krabgraph.foxglove")
@@ -51,10 +51,6 @@ SCAN_TOPIC = "/scene/height_scan"
 SCENE_TOPICS = (ROBOT_SCENE, TERRAIN_SCENE)
 POSES_KEPT = 16  # base poses by stamp, for height scans that arrive before their state
 SCANS_KEPT = 4  # height scans waiting for the state of their stamp
-
-
-def values_topic(topic: str) -> str:
-    return f"/{topic.lstrip('/')}/values"
 
 
 def image_topic(topic: str) -> str:
@@ -245,7 +241,7 @@ class FoxgloveView:
 
     def _values_sink(self, topic: str, msg: Message) -> Sink | None:
         if topic not in self.values:
-            name = f"krabgraph.values.{msg.DESCRIPTOR.name}"
+            name = schema_name(msg.DESCRIPTOR)
             self.values[topic] = self.outlet.json(values_topic(topic), name, json_schema(msg), topic)
         return self.values[topic]
 

@@ -14,13 +14,14 @@ replaces the tail with the full summary. ``read_recording`` reports such a file 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from google.protobuf.message import Message
 from mcap.data_stream import RecordBuilder
@@ -141,6 +142,20 @@ class McapFile:
                 data = build_file_descriptor_set(cls).SerializeToString()
                 sid = self.schemas[name] = self.writer.register_schema(name, "protobuf", data)
             cid = self.channels[topic] = self.writer.register_channel(topic, "protobuf", sid, {TAG_KEY: tag})
+        return cid
+
+    def json_channel(self, topic: str, name: str, schema: dict[str, Any], source: str) -> int:
+        """A viewer channel of JSON messages with a JSON Schema (a ``/values`` twin of ``source``):
+        its metadata ``VIEW_KEY`` makes krabgraph's reader pass over it. Schemas equal in name and
+        text are registered once."""
+        cid = self.channels.get(topic)
+        if cid is None:
+            text = json.dumps(schema)
+            key = f"jsonschema:{name}:{text}"
+            sid = self.schemas.get(key)
+            if sid is None:
+                sid = self.schemas[key] = self.writer.register_schema(name, "jsonschema", text.encode())
+            cid = self.channels[topic] = self.writer.register_channel(topic, "json", sid, {VIEW_KEY: source})
         return cid
 
     def write(

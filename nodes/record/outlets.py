@@ -169,8 +169,7 @@ class McapOutlet:
         return self._add(topic, channel_id, raw=False)
 
     def json(self, topic: str, name: str, schema: dict[str, Any], source: str) -> McapSink:
-        schema_id = self._schema(name, "jsonschema", json.dumps(schema).encode())
-        return self._derived(topic, schema_id, "json", source)
+        return self._add(topic, self.file.json_channel(topic, name, schema, source), raw=False)
 
     def typed(self, topic: str, message_type: type, source: str) -> McapSink:
         schema = message_type.get_schema()

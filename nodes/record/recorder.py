@@ -9,12 +9,13 @@ import time
 from collections import deque
 from pathlib import Path
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from krabgraph.launch import Input, Node, Output, Param
 from krabgraph.launch.api.ports import AnyMessage, RawMessage
 from krabgraph.msgs import Diagnostics
 from krabgraph.nodes.record.mcapio import COMPRESSION, McapFile, WallClockBase
+from krabgraph.nodes.record.values import has_arrays, json_schema, schema_name, to_data, to_json, values_topic
 
 IDLE_S = 0.005  # the writer's sleep when its queue is empty
 DISK_CHECK_S = 1.0  # how often the writer looks at the free space
@@ -45,6 +46,13 @@ class Recorder(Node):
     write, whatever ``chunk_kb``. A recorder killed with SIGKILL loses at most that much.
     A frame whose payload does not parse as its tagged type (or whose type is unknown) is not
     written: it is counted (``malformed``, ``unknown_type``) and logged once per topic and kind.
+
+    With ``values`` (the default), each message of a type with float arrays also goes, with the same
+    log time and sequence, to ``/<topic>/values``: the message as JSON with its arrays as numbers
+    (``values.py``: ``to_data``, a JSON Schema from the descriptor), so Foxglove's Plot panel can plot
+    ``/hal/state/values.joints.position[0]``. Converted on the writer thread and registered in each
+    file; these viewer channels are marked ``VIEW_KEY`` (krabgraph's reader passes over them), are
+    not counted in ``written`` (``values_written``), and their bytes count towards ``max_mb``.
     """
 
     kind = "recorder"
@@ -57,6 +65,7 @@ class Recorder(Node):
     chunk_kb = Param(int, 1024, "MCAP chunk size", unit="KB", ge=1)
     status_period_s = Param(float, 1.0, "publish diagnostics (and log new drops) this often", unit="s", gt=0)
     flush_s = Param(float, 1.0, "write out the chunk in progress at least this often (graph time)", unit="s", gt=0)
+    values = Param(bool, True, "also write /<topic>/values (arrays as JSON numbers) for Foxglove's Plot panel")
 
     topics = Input(AnyMessage, queue=100_000, triggers=False, doc="the topics to record (a list, globs allowed)")
     diagnostics = Output(Diagnostics, doc="written, dropped (by reason), files; WARN once anything was dropped")
@@ -64,6 +73,9 @@ class Recorder(Node):
     def on_configure(self) -> None:
         self._files: list[Path] = []
         self.written = 0
+        self.values_written = 0  # /values twins written (not in ``written``)
+        self.values_skipped = 0  # twins not written: a message its conversion refused (logged once per topic)
+        self._plottable: dict[type[Message], bool] = {}  # message class -> has float arrays
         # queue_full and after_stop are counted by the graph's thread, the others by the writer's.
         self.dropped: dict[str, int] = {
             "queue_full": 0,
@@ -107,7 +119,8 @@ class Recorder(Node):
             self._thread = None
         self._status()
         files = ", ".join(str(f) for f in self._files) or "none"
-        self.log.info("recorded %d messages to %s; %d not recorded", self.written, files, self.total_dropped)
+        twins = f" (and {self.values_written} on /values channels)" if self.values_written else ""
+        self.log.info("recorded %d messages%s to %s; %d not recorded", self.written, twins, files, self.total_dropped)
 
     def _status(self) -> None:
         dropped = self.total_dropped
@@ -118,6 +131,8 @@ class Recorder(Node):
         msg = Diagnostics(node=self.name, message=self._stopped_reason and f"stopped: {self._stopped_reason}")
         msg.level = Diagnostics.ERROR if self._stopped_reason else Diagnostics.WARN if dropped else Diagnostics.OK
         msg.values["written"] = str(self.written)
+        msg.values["values_written"] = str(self.values_written)
+        msg.values["values_skipped"] = str(self.values_skipped)
         msg.values["dropped"] = str(dropped)
         for key, value in self.dropped.items():
             msg.values[f"dropped_{key}"] = str(value)
@@ -172,8 +187,10 @@ class Recorder(Node):
             self._close_file()
 
     def _write(self, msg: RawMessage) -> None:
-        if not self._valid(msg):
+        parsed = self._parse(msg)
+        if parsed is None:
             return
+        twin = self._twin(msg.topic, parsed) if self.values else None
         header = msg.header
         stamp = header.stamp_ns
         f = self._file
@@ -186,12 +203,14 @@ class Recorder(Node):
         if channel is None:
             channel = f.channel(msg.topic, msg.resolve(), msg.type_name + "@" + _version(msg))
         f.write(channel, msg.payload, stamp, header.seq, self._time_base)
+        if twin is not None:
+            self._write_twin(f, msg.topic, parsed, twin, stamp, header.seq)
         self.written += 1
         if f.chunk_first_ns is not None and stamp - f.chunk_first_ns >= self.flush_s * 1e9:
             self._flush(f)
 
-    def _valid(self, msg: RawMessage) -> bool:
-        """Parse the whole payload (off the graph's thread); count and log once what does not parse."""
+    def _parse(self, msg: RawMessage) -> Message | None:
+        """The whole payload parsed (off the graph's thread); None, counted and logged once, if it does not parse."""
         try:
             cls = msg.resolve()
         except (KeyError, ImportError, AttributeError):
@@ -201,9 +220,9 @@ class Recorder(Node):
                 f"type {msg.type_name!r} is not a krabgraph message; "
                 "fix: publish a type from krabgraph.msgs (or import the module defining it)",
             )
-            return False
+            return None
         try:
-            cls.FromString(msg.payload)
+            parsed = cls.FromString(msg.payload)
             msg.header  # noqa: B018 (parsed and cached here, before anything reads it)
         except DecodeError as exc:
             self._bad(
@@ -212,8 +231,42 @@ class Recorder(Node):
                 f"{len(msg.payload)} payload bytes do not parse as {cls.DESCRIPTOR.full_name} ({exc}); "
                 "fix: the publisher must send SerializeToString() of that type, built from the same msgs/",
             )
-            return False
-        return True
+            return None
+        return parsed
+
+    def _twin(self, topic: str, parsed: Message) -> bytes | None:
+        """The ``/values`` JSON of a message with float arrays; None for other types, or (counted and
+        logged once per topic) for one the conversion refuses: the raw message is recorded anyway."""
+        cls = type(parsed)
+        plottable = self._plottable.get(cls)
+        if plottable is None:
+            plottable = self._plottable[cls] = has_arrays(cls.DESCRIPTOR)
+        if not plottable:
+            return None
+        try:
+            return to_json(to_data(parsed)).encode()
+        except Exception as exc:  # a twin is optional: no value it cannot hold may stop the recording
+            self.values_skipped += 1
+            self.log_once(
+                logging.WARNING,
+                "not writing %s for a message on topic %s (%s: %s); the message itself is recorded, "
+                "further ones are counted in values_skipped (values: false writes no /values channels)",
+                values_topic(topic),
+                topic,
+                type(exc).__name__,
+                exc,
+                key=(topic, "values"),
+            )
+            return None
+
+    def _write_twin(self, f: McapFile, topic: str, parsed: Message, data: bytes, stamp: int, seq: int) -> None:
+        """One ``/values`` message, its channel and schema registered in ``f`` at its first."""
+        name = values_topic(topic)
+        channel = f.channels.get(name)
+        if channel is None:
+            channel = f.json_channel(name, schema_name(parsed.DESCRIPTOR), json_schema(parsed), topic)
+        f.write(channel, data, stamp, seq, self._time_base)
+        self.values_written += 1
 
     def _bad(self, msg: RawMessage, kind: str, why: str) -> None:
         self.dropped[kind] += 1

@@ -5,6 +5,7 @@ killed with SIGKILL in real time and in lockstep. Real MCAP files, the real ``mc
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mcap.decoder import DecoderFactory as McapDecoderFactory
 from mcap.reader import make_reader
 from mcap.records import Chunk
 from mcap.stream_reader import StreamReader
@@ -25,7 +27,7 @@ from krabgraph.launch import Executor, Node, Output, build_graph, graph_from_dic
 from krabgraph.launch.api.ports import AnyMessage, RawMessage
 from krabgraph.launch.runtime.wire import encode, prefix
 from krabgraph.msgs import VelocityCommand
-from krabgraph.nodes.record.mcapio import read_recording
+from krabgraph.nodes.record.mcapio import VIEW_KEY, read_recording
 
 KRABGRAPH = Path(sys.executable).with_name("krabgraph")
 DEMO = Path(krabgraph.__file__).parent / "graphs" / "demo.yaml"
@@ -101,11 +103,19 @@ def _record(tmp_path: Path, source: type[Node], topics: list[str], duration: flo
     return ex
 
 
+class _JsonDecoders(McapDecoderFactory):
+    """The recorder's ``/values`` twins (JSON), as docs/recording.md's reader decodes them."""
+
+    def decoder_for(self, message_encoding: str, schema: object):
+        return json.loads if message_encoding == "json" else None
+
+
 def _read(path: Path) -> list[tuple[str, int, object]]:
-    """(topic, sequence, decoded message) with the documented reader (mcap's make_reader)."""
+    """(topic, sequence, decoded message) of the raw channels with the documented reader (mcap's make_reader)."""
     with open(path, "rb") as f:
-        reader = make_reader(f, decoder_factories=[DecoderFactory()])
-        return [(c.topic, m.sequence, d) for _, c, m, d in reader.iter_decoded_messages(log_time_order=False)]
+        reader = make_reader(f, decoder_factories=[DecoderFactory(), _JsonDecoders()])
+        rows = reader.iter_decoded_messages(log_time_order=False)
+        return [(c.topic, m.sequence, d) for _, c, m, d in rows if VIEW_KEY not in c.metadata]
 
 
 def test_malformed_and_unknown_frames_are_counted_logged_once_and_recording_goes_on(tmp_path, caplog):
