@@ -249,10 +249,11 @@ class OutputPort:
             raise TypeError(
                 f"{self.node.name}.{self.spec.name} publishes {self.spec.msg_type.__name__}, got {type(msg).__name__}"
             )
-        self.seq += 1
+        seq = self.seq + 1
+        self.seq = seq
         self.count += 1
         header = msg.header
-        header.seq = self.seq
+        header.seq = seq
         if not header.stamp_ns:
             header.stamp_ns = self.node.now_ns()
         self._sink(msg)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from krabgraph.launch.api.context import NodeContext
 from krabgraph.launch.api.errors import KrabgraphError, WireError
@@ -30,7 +30,7 @@ from krabgraph.launch.api.ports import InputPort, RawMessage
 from krabgraph.launch.runtime.clock import SimClock, TopicClock, WallClock
 from krabgraph.launch.runtime.tap import BACKLOG as TAP_BACKLOG
 from krabgraph.launch.runtime.tap import TapFlag, TapHub, WorkerTap, describe
-from krabgraph.launch.runtime.wire import Decoder, RawDecoder
+from krabgraph.launch.runtime.wire import VIEW_BYTES, Decoder, RawDecoder
 from krabgraph.launch.runtime.wire import prefix as wire_prefix
 from krabgraph.msgs import Clock
 
@@ -41,7 +41,7 @@ log = logging.getLogger("krabgraph.executor")
 
 MAX_WAIT_S = 0.05  # longest a loop blocks before it looks at the stop flag again
 SPIN_S = 200e-6  # busy-wait this long before a timer deadline (wall clock) for precise firing
-SUB_MS_STEP_NS = 100_000  # sub-millisecond waits sleep in steps this long, polling in between
+SUB_MS_STEP_NS = 100_000  # with other threads, sub-millisecond waits sleep in steps this long, polling between
 MAX_RESTARTS = 3
 HWM = 10_000
 # Inputs fed from other threads or processes (a foreign publisher can flood these): each holds at
@@ -77,9 +77,17 @@ class Subscription:
     deferred: int = 0  # passes that read READ_BUDGET messages and left more for the next pass
     errors: dict[str, int] = field(default_factory=dict)
     recv: Callable[[int], bytes] = field(init=False, repr=False)  # the socket's, bound once for the short path
+    # The short path parses a typed frame itself (one Python call less): the tag it must start with,
+    # its length and the parser; ``parse`` is None for raw inputs, which always go through the decoder.
+    tag: bytes = field(init=False, repr=False)
+    tag_len: int = field(init=False, repr=False)
+    parse: Callable[[bytes], Message] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.recv = self.socket.recv
+        plain = type(self.decoder) is Decoder
+        self.tag, self.tag_len = self.decoder.expected, self.decoder.n
+        self.parse = self.decoder.parse if plain else None
 
 
 @dataclass
@@ -121,14 +129,18 @@ class Worker:
             # The hot path: one same-thread message for a latest-only input. Nothing can be lost
             # between a same-thread send and this read, so no sequence-gap check is needed here.
             sub.pending = 0
-            port = sub.port
+            frame = sub.recv(NOBLOCK)
+            parse = sub.parse
             try:
-                msg = sub.decoder.decode(sub.recv(NOBLOCK))
-            except WireError as exc:
-                port.dropped += 1
-                self.executor.report_wire_error(sub, exc)
+                if parse is not None and len(frame) < VIEW_BYTES and frame.startswith(sub.tag):
+                    msg = parse(frame[sub.tag_len :])  # Decoder.decode, inlined for a small typed frame
+                else:
+                    msg = sub.decoder.decode(frame)
+            except (WireError, DecodeError) as exc:
+                self._refuse(sub, frame, exc)
                 return
             # InputPort.deliver, inlined: one Python call less per message
+            port = sub.port
             port.latest = msg
             port.received_ns = sub.node.now_ns()
             port.count += 1
@@ -170,6 +182,18 @@ class Worker:
                 port.dropped += 1
                 continue
             self._call(sub.node, port.deliver, msg, port.spec.name)
+
+    def _refuse(self, sub: Subscription, frame: bytes, exc: Exception) -> None:
+        """Count and report a frame the short path could not decode (the decoder words the error)."""
+        if not isinstance(exc, WireError):  # the inlined parse failed: let the decoder say why
+            try:
+                sub.decoder.decode(frame)
+            except WireError as wire:
+                exc = wire
+            else:  # cannot happen (the same bytes, the same parser); report what was raised
+                exc = WireError("payload", f"malformed {sub.decoder.name} payload: {exc}")
+        sub.port.dropped += 1
+        self.executor.report_wire_error(sub, exc)
 
     def _read(self, sub: Subscription) -> list[bytes]:
         recv = sub.socket.recv
@@ -244,8 +268,12 @@ class Worker:
             timer.due_ns += skipped * timer.period_ns
         timer.due_ns += timer.period_ns
         heapq.heapreplace(self.timers, timer)
-        if timer.node.lifecycle == "active":
-            self._call(timer.node, timer.callback, None, f"timer {timer.name}")
+        node = timer.node
+        if node.lifecycle == "active":
+            try:
+                timer.callback()
+            except Exception as exc:  # the name is built only here: no string per firing
+                self.executor.node_failed(node, f"timer {timer.name}", exc)
         return True
 
     def poll(self, timeout_ms: int) -> None:
@@ -275,12 +303,15 @@ class Worker:
         ex = self.executor
         clock = ex.clock
         ready, timers = self.ready, self.timers
-        spin_ns = int(SPIN_S * 1e9) if clock.mode == "wall" else 0
+        dispatch, take, fire_due, now_ns, wait = self.dispatch, ready.popleft, self.fire_due, clock.now_ns, self.wait
+        mode = clock.mode
+        spin_ns = int(SPIN_S * 1e9) if mode == "wall" else 0
         max_wait_ns = int(MAX_WAIT_S * 1e9)
         tap, control = self.tap, self.control
+        bare_spin = not self.by_socket and not ex.threaded  # a spin pass has nothing to poll, no GIL to yield
         while not ex.stopping:
             if ready:
-                self.dispatch(ready.popleft())
+                dispatch(take())
                 continue
             if tap is not None:
                 tap.service()
@@ -288,38 +319,42 @@ class Worker:
                     control.service()
                     if ready:  # a control request published or delivered something
                         continue
-            now = clock.now_ns()
+            now = now_ns()
             if timers:
-                if self.fire_due(now, clock.mode):
+                head = timers[0]
+                if head.cancelled or head.due_ns <= now:
+                    fire_due(now, mode)  # fires it (or drops it, cancelled)
                     continue
-                wait_ns = min(timers[0].due_ns - now, max_wait_ns) if clock.mode == "wall" else max_wait_ns
+                wait_ns = head.due_ns - now if mode == "wall" and head.due_ns - now < max_wait_ns else max_wait_ns
             else:
                 wait_ns = max_wait_ns
-            self.wait(wait_ns, spin_ns)
+            if bare_spin and wait_ns - spin_ns < 1_000_000:
+                continue  # under a millisecond to go: spin as tightly as a bare loop
+            wait(wait_ns, spin_ns)
 
     def wait(self, wait_ns: int, spin_ns: int) -> None:
         """Wait up to ``wait_ns`` for messages, blocking for all but the last ``spin_ns``.
 
-        Blocking (zmq_poll or sleep) releases the GIL, so threaded nodes run meanwhile; in the spin
-        window each pass also releases the GIL when other threads exist (a pure-Python spin would
-        starve them until CPython's 5 ms forced switch).
+        As a bare sleep-then-spin loop does: block (zmq_poll, or sleep without polled inputs) for
+        the whole milliseconds that fit before the spin window, then spin, polling for messages on
+        each pass. Blocking releases the GIL, so threaded nodes run meanwhile; with other threads
+        the sub-millisecond rest is slept in ``SUB_MS_STEP_NS`` steps and each spin pass releases the
+        GIL too (a pure-Python spin would starve them until CPython's 5 ms forced switch).
         """
         block_ns = wait_ns - spin_ns
         if block_ns >= 1_000_000:
             self.poll(block_ns // 1_000_000)
-        elif block_ns > 0:  # under a millisecond: zmq_poll's timeout is whole ms, so sleep in steps
-            self.poll(0)
-            time.sleep(min(block_ns, SUB_MS_STEP_NS) / 1e9)
-        else:
-            self.poll(0)
-            if self.executor.threaded:
-                time.sleep(0)
+            return
+        self.poll(0)
+        if self.executor.threaded:
+            time.sleep(min(block_ns, SUB_MS_STEP_NS) / 1e9 if block_ns > 0 else 0)
 
     def run_lockstep(self) -> None:
         """Loop for the sim clock: when nothing is pending, jump time to the next deadline."""
         ex = self.executor
         clock: SimClock = ex.clock
         ready, timers = self.ready, self.timers
+        dispatch, take, fire_due = self.dispatch, ready.popleft, self.fire_due
         rtf = clock.real_time_factor
         wall0, sim0 = time.monotonic_ns(), clock.t_ns
         tap, control = self.tap, self.control
@@ -332,7 +367,7 @@ class Worker:
                     break
                 passes, t_mark = 0, clock.t_ns
             if ready:
-                self.dispatch(ready.popleft())
+                dispatch(take())
                 continue
             if tap is not None:
                 tap.service()
@@ -353,7 +388,7 @@ class Worker:
                         break
             if due > clock.t_ns and not timers[0].cancelled:
                 clock.t_ns = due
-            self.fire_due(clock.t_ns, "sim")
+            fire_due(clock.t_ns, "sim")
 
 
 def _stop_stalled(worker: Worker, passes: int) -> None:
