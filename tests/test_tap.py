@@ -183,5 +183,6 @@ def test_a_bad_tap_value_in_a_graph_file_is_explained(write_graph):
     with pytest.raises(GraphError) as exc:
         load_and_build(path)
     assert exc.value.errors == [
-        f"{path}:1: tap: tap must be true, an endpoint (tcp://127.0.0.1:7447) or {{endpoint, secret_key, clients, control}}"
+        f"{path}:1: tap: tap must be true, an endpoint (tcp://127.0.0.1:7447) or "
+        "{endpoint, secret_key, clients, control}"
     ]
