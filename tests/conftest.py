@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -90,6 +90,17 @@ class Launch:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=5)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Whether ``predicate()`` held within ``timeout`` seconds (polled every 10 ms); never a pass/fail
+    threshold by itself, only a bound on how long a test waits."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
 
 
 STAIRS = {"start": 0.5}  # hal.terrain_params of walk_on_stairs_with_tap: the first step 0.5 m ahead

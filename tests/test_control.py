@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import threading
-import time
 from argparse import Namespace
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,8 @@ from krabgraph.launch.runtime.security import create_keys
 from krabgraph.msgs import RobotState, SafetyStatus, VelocityCommand
 from krabgraph.nodes.demo import FakeRobot
 from krabgraph.nodes.hal import Hal
+
+from .conftest import wait_until
 
 EPHEMERAL = "tcp://127.0.0.1:0"
 WAIT_S = 10.0  # the longest any wait below takes (a loaded 2-core machine); none is a pass/fail threshold
@@ -91,15 +92,6 @@ def running(nodes: dict, tap: object = EPHEMERAL, **extra):
         assert not thread.is_alive()
 
 
-def wait_for(predicate, timeout: float = WAIT_S) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def tapped(ex: Executor, topic: str) -> bool:
     """Whether a listener of the tap has subscribed to ``topic`` on the worker that publishes it."""
     return any(w.tap.flags.get(topic) is not None and w.tap.flags[topic].on for w in ex.workers)
@@ -152,11 +144,11 @@ def test_topic_pub_once_reaches_the_subscriber_and_the_tap(capsys, thread):
         with TapClient(endpoint) as tap:
             reader = threading.Thread(target=echo, args=(tap, "cmd/cmd_vel", "", args, out))
             reader.start()
-            assert wait_for(lambda: tapped(ex, "cmd/cmd_vel"))
+            assert wait_until(lambda: tapped(ex, "cmd/cmd_vel"))
             code, stdout, err = cli(capsys, "topic", "pub", "cmd/cmd_vel", "{vx: 7.5, source: cli}", "--once",
                                     "--tap", endpoint)  # fmt: skip
             listener = ex.nodes["listener"]
-            assert wait_for(lambda: any(vx == 7.5 for vx, _, _ in listener.got))
+            assert wait_until(lambda: any(vx == 7.5 for vx, _, _ in listener.got))
             reader.join(timeout=WAIT_S + 2)
         assert out.getvalue() == "7.5\n"  # `topic echo cmd/cmd_vel --once --field vx --json` printed it
         assert code == 0, err
@@ -175,7 +167,7 @@ def test_topic_pub_times_sends_that_many_at_the_rate(capsys):
         code, out, err = cli(capsys, "topic", "pub", "cmd/cmd_vel", "{vx: 2.5}", "--times", "3", "--rate", "20",
                              "--tap", endpoint)  # fmt: skip
         listener = ex.nodes["listener"]
-        assert wait_for(lambda: sum(vx == 2.5 for vx, _, _ in listener.got) == 3)
+        assert wait_until(lambda: sum(vx == 2.5 for vx, _, _ in listener.got) == 3)
     assert code == 0, err
     assert [line.split(" on ")[0] for line in out.splitlines()] == ["published #1", "published #2", "published #3"]
     assert sum(vx == 2.5 for vx, _, _ in listener.got) == 3
@@ -186,7 +178,7 @@ def test_topic_pub_on_an_external_topic_goes_through_its_endpoint(capsys):
     topics = {"ext/cmd": {"type": "VelocityCommand", "external": True}}
     with running(nodes, topics=topics) as (ex, endpoint):
         code, out, err = cli(capsys, "topic", "pub", "ext/cmd", "{vx: 1.25}", "--once", "--tap", endpoint)
-        assert wait_for(lambda: ex.nodes["listener"].got)
+        assert wait_until(lambda: ex.nodes["listener"].got)
     assert code == 0, err
     assert "via external" in out
     assert ex.nodes["listener"].got[0][0] == 1.25 and ex.nodes["listener"].got[0][2] > 0  # stamped
@@ -200,7 +192,7 @@ def test_topic_pub_through_a_raw_output_port(capsys):
     with running(nodes) as (ex, endpoint):
         code, out, err = cli(capsys, "topic", "pub", "raw/cmd", "{vx: 4.0}", "--times", "2", "--rate", "50",
                              "--tap", endpoint)  # fmt: skip
-        assert wait_for(lambda: len(ex.nodes["listener"].got) == 2)
+        assert wait_until(lambda: len(ex.nodes["listener"].got) == 2)
     assert code == 0, err
     assert "via raw.out" in out and [vx for vx, _, _ in ex.nodes["listener"].got] == [4.0, 4.0]
     assert ex.nodes["raw"].output_ports()["out"].count == 2
@@ -245,7 +237,7 @@ def test_refusals_are_one_line_each_and_the_graph_runs_on(capsys):
             ):
                 client.publish("cmd/cmd_vel", b"", "krabgraph.msgs.VelocityCommand@9")
             assert client.publish("cmd/cmd_vel", VelocityCommand(vx=3.0))["via"] == "cmd.cmd_vel"
-        assert wait_for(lambda: any(vx == 3.0 for vx, _, _ in ex.nodes["listener"].got))
+        assert wait_until(lambda: any(vx == 3.0 for vx, _, _ in ex.nodes["listener"].got))
         assert all(n.lifecycle == "active" for n in ex.nodes.values()) and not ex.failures
 
 
@@ -254,7 +246,7 @@ def test_refusals_are_one_line_each_and_the_graph_runs_on(capsys):
 def test_estop_latches_the_safety_node_and_reset_clears_it(capsys, clock):
     with running(ROBOT, clock=clock) as (ex, endpoint):
         has_state = (SafetyStatus.SOFT_START, SafetyStatus.ACTIVE)
-        assert wait_for(lambda: getattr(ex.nodes["safety"], "mode", None) in has_state)
+        assert wait_until(lambda: getattr(ex.nodes["safety"], "mode", None) in has_state)
         code, out, err = cli(capsys, "estop", "--reason", "test stop", "--tap", endpoint)
         assert (code, err) == (0, "")
         assert out == "e-stop engaged: safety is ESTOP (e-stop engaged: test stop)\n"
@@ -411,7 +403,7 @@ def test_malformed_and_oversized_requests_get_an_error_reply_and_the_graph_runs_
             sock.close(0)
             ctx.term()
         assert ex.control.stats()["malformed"] == 6
-        assert wait_for(lambda: len(ex.nodes["listener"].got) >= 2) and not ex.failures
+        assert wait_until(lambda: len(ex.nodes["listener"].got) >= 2) and not ex.failures
 
 
 class Blocker(Node):
@@ -442,7 +434,7 @@ def test_a_request_for_a_hung_node_thread_is_answered_with_an_error_and_nothing_
                 assert client.param_get("cmd", "rate_hz")["value"] == 5.0  # the main worker answers meanwhile
         finally:
             Blocker.release.set()
-        assert wait_for(lambda: not ex.control.pending)
+        assert wait_until(lambda: not ex.control.pending)
         assert ex.nodes["blocker"].lifecycle == "active"  # the expired request never ran
 
 

@@ -19,6 +19,8 @@ from krabgraph.launch.graph.endpoints import is_loopback
 from krabgraph.launch.runtime.security import create_keys
 from krabgraph.msgs import ArrayStamped, VelocityCommand, set_array
 
+from .conftest import wait_until
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -67,15 +69,6 @@ def running(nodes: dict, tap, clock="wall", duration: float = 30.0):
         assert not thread.is_alive()
 
 
-def wait_for(predicate, timeout: float = 3.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_no_tap_unless_asked(no_thread_leak):
     with running({"p": {"class": Pulse}}, None, duration=0.2) as ex:
         pass
@@ -95,7 +88,7 @@ def test_copies_flow_only_while_someone_listens(no_thread_leak):
             assert flag.on  # still subscribed while frames() runs... until it returns
             assert len(got) >= 30 and got == sorted(got)
             assert got == [float(v) for v in range(int(got[0]), int(got[0]) + len(got))]  # none missing
-        assert wait_for(lambda: not flag.on)  # unsubscribed when the client left
+        assert wait_until(lambda: not flag.on)  # unsubscribed when the client left
         assert not ex.workers[0].tap.flag("p/data").on  # never asked for
 
 
@@ -106,7 +99,7 @@ def test_a_threaded_node_is_tapped_through_the_proxy(no_thread_leak):
         "side": {"class": Pulse, "params": {"period_s": 0.01}, "thread": True},
     }
     with running(nodes, endpoint) as ex, TapClient(endpoint) as client:
-        assert wait_for(lambda: ex.tap.thread is not None)  # the gate thread owns the listening socket
+        assert wait_until(lambda: ex.tap.thread is not None)  # the gate thread owns the listening socket
         side = [decode(f).vx for _, f in client.frames("side/out", duration_s=0.4)]
         main = [decode(f).vx for _, f in client.frames("main/out", duration_s=0.4)]
         assert len(side) >= 20 and len(main) >= 20
