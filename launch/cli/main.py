@@ -27,6 +27,7 @@ def _setup_logging(level: str, process: str = "") -> None:
         format=f"%(asctime)s.%(msecs)03d %(levelname)-5s {tag}%(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL (MuJoCo's renderer) says at INFO what it lacks
 
 
 def _build(args: argparse.Namespace):
