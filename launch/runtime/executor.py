@@ -308,7 +308,8 @@ class Worker:
         spin_ns = int(SPIN_S * 1e9) if mode == "wall" else 0
         max_wait_ns = int(MAX_WAIT_S * 1e9)
         tap, control = self.tap, self.control
-        bare_spin = not self.by_socket and not ex.threaded  # a spin pass has nothing to poll, no GIL to yield
+        no_sockets = not self.by_socket
+        others = threading.active_count  # > 1: another Python thread (a worker, the tap's gate, a recorder's writer...)
         while not ex.stopping:
             if ready:
                 dispatch(take())
@@ -328,8 +329,8 @@ class Worker:
                 wait_ns = head.due_ns - now if mode == "wall" and head.due_ns - now < max_wait_ns else max_wait_ns
             else:
                 wait_ns = max_wait_ns
-            if bare_spin and wait_ns - spin_ns < 1_000_000:
-                continue  # under a millisecond to go: spin as tightly as a bare loop
+            if no_sockets and wait_ns - spin_ns < 1_000_000 and others() == 1:
+                continue  # under a millisecond to go, nothing to poll, no GIL to yield: spin as a bare loop
             wait(wait_ns, spin_ns)
 
     def wait(self, wait_ns: int, spin_ns: int) -> None:
@@ -337,16 +338,17 @@ class Worker:
 
         As a bare sleep-then-spin loop does: block (zmq_poll, or sleep without polled inputs) for
         the whole milliseconds that fit before the spin window, then spin, polling for messages on
-        each pass. Blocking releases the GIL, so threaded nodes run meanwhile; with other threads
-        the sub-millisecond rest is slept in ``SUB_MS_STEP_NS`` steps and each spin pass releases the
-        GIL too (a pure-Python spin would starve them until CPython's 5 ms forced switch).
+        each pass. Blocking releases the GIL, so other threads run meanwhile; while any other Python
+        thread lives (threaded nodes, the tap's gate, a recorder's writer, DDS, ZAP) the
+        sub-millisecond rest is slept in ``SUB_MS_STEP_NS`` steps and each spin pass releases the GIL
+        too (a pure-Python spin would starve them until CPython's 5 ms forced switch).
         """
         block_ns = wait_ns - spin_ns
         if block_ns >= 1_000_000:
             self.poll(block_ns // 1_000_000)
             return
         self.poll(0)
-        if self.executor.threaded:
+        if threading.active_count() > 1:  # not only worker threads: the tap's gate, a recorder's writer, ...
             time.sleep(min(block_ns, SUB_MS_STEP_NS) / 1e9 if block_ns > 0 else 0)
 
     def run_lockstep(self) -> None:
