@@ -298,6 +298,15 @@ class Worker:
                 self.dispatch(self.ready.popleft())
 
     # -- loops -------------------------------------------------------------------------------
+    def serve_outside(self) -> bool:
+        """An idle pass with a tap: its subscriptions and backlog, then the control channel's requests
+        (none on a watch-only tap); True if a request made something ready to dispatch."""
+        self.tap.service()
+        if self.control is None:
+            return False
+        self.control.service()
+        return bool(self.ready)
+
     def run_realtime(self) -> None:
         """Loop for wall and topic clocks: dispatch, fire due timers, otherwise wait."""
         ex = self.executor
@@ -307,19 +316,15 @@ class Worker:
         mode = clock.mode
         spin_ns = int(SPIN_S * 1e9) if mode == "wall" else 0
         max_wait_ns = int(MAX_WAIT_S * 1e9)
-        tap, control = self.tap, self.control
+        tap = self.tap
         no_sockets = not self.by_socket
         others = threading.active_count  # > 1: another Python thread (a worker, the tap's gate, a recorder's writer...)
         while not ex.stopping:
             if ready:
                 dispatch(take())
                 continue
-            if tap is not None:
-                tap.service()
-                if control is not None:  # None: a watch-only tap (tap: {control: false})
-                    control.service()
-                    if ready:  # a control request published or delivered something
-                        continue
+            if tap is not None and self.serve_outside():
+                continue  # a control request published or delivered something
             now = now_ns()
             if timers:
                 head = timers[0]
@@ -359,7 +364,7 @@ class Worker:
         dispatch, take, fire_due = self.dispatch, ready.popleft, self.fire_due
         rtf = clock.real_time_factor
         wall0, sim0 = time.monotonic_ns(), clock.t_ns
-        tap, control = self.tap, self.control
+        tap = self.tap
         passes, t_mark = 0, clock.t_ns  # livelock guard: graph time must move every STALL_PASSES passes
         while not ex.stopping:
             passes += 1
@@ -371,12 +376,8 @@ class Worker:
             if ready:
                 dispatch(take())
                 continue
-            if tap is not None:
-                tap.service()
-                if control is not None:  # None: a watch-only tap (tap: {control: false})
-                    control.service()
-                    if ready:  # a control request published or delivered something
-                        continue
+            if tap is not None and self.serve_outside():
+                continue  # a control request published or delivered something
             if not timers:
                 log.warning("lockstep graph has no timers left: nothing can happen any more, stopping")
                 ex.stop(0)
