@@ -41,6 +41,7 @@ log = logging.getLogger("krabgraph.executor")
 
 MAX_WAIT_S = 0.05  # longest a loop blocks before it looks at the stop flag again
 SPIN_S = 200e-6  # busy-wait this long before a timer deadline (wall clock) for precise firing
+YIELD_EVERY_NS = 1_000_000  # spinning with only service threads alive: yield the GIL and serve the tap this often
 SUB_MS_STEP_NS = 100_000  # with other threads, sub-millisecond waits sleep in steps this long, polling between
 MAX_RESTARTS = 3
 HWM = 10_000
@@ -319,12 +320,12 @@ class Worker:
         tap = self.tap
         no_sockets = not self.by_socket
         others = threading.active_count  # > 1: another Python thread (a worker, the tap's gate, a recorder's writer...)
+        service_only = not ex.threaded  # other threads, if any, are service threads that mostly wait on sockets
+        waited = 0
         while not ex.stopping:
             if ready:
                 dispatch(take())
                 continue
-            if tap is not None and self.serve_outside():
-                continue  # a control request published or delivered something
             now = now_ns()
             if timers:
                 head = timers[0]
@@ -334,8 +335,15 @@ class Worker:
                 wait_ns = head.due_ns - now if mode == "wall" and head.due_ns - now < max_wait_ns else max_wait_ns
             else:
                 wait_ns = max_wait_ns
-            if no_sockets and wait_ns - spin_ns < 1_000_000 and others() == 1:
-                continue  # under a millisecond to go, nothing to poll, no GIL to yield: spin as a bare loop
+            if no_sockets and wait_ns - spin_ns < 1_000_000:
+                # Under a millisecond to go and nothing to poll: spin as a bare loop. Service threads
+                # (the tap's gate...) get the GIL, and the tap and control channel their turn, once
+                # per YIELD_EVERY_NS: doing that on every pass costs each hop microseconds.
+                if others() == 1 or (service_only and now - waited < YIELD_EVERY_NS):
+                    continue
+                waited = now
+            if tap is not None and self.serve_outside():
+                continue  # a control request published or delivered something
             wait(wait_ns, spin_ns)
 
     def wait(self, wait_ns: int, spin_ns: int) -> None:
@@ -343,18 +351,22 @@ class Worker:
 
         As a bare sleep-then-spin loop does: block (zmq_poll, or sleep without polled inputs) for
         the whole milliseconds that fit before the spin window, then spin, polling for messages on
-        each pass. Blocking releases the GIL, so other threads run meanwhile; while any other Python
-        thread lives (threaded nodes, the tap's gate, a recorder's writer, DDS, ZAP) the
-        sub-millisecond rest is slept in ``SUB_MS_STEP_NS`` steps and each spin pass releases the GIL
-        too (a pure-Python spin would starve them until CPython's 5 ms forced switch).
+        each pass. Blocking releases the GIL, so other threads run meanwhile. While another Python
+        thread lives, each spin pass releases the GIL too (a pure-Python spin would starve it until
+        CPython's 5 ms forced switch): a yield where the others are service threads that mostly wait
+        on sockets (the tap's gate, a recorder's writer, DDS, ZAP), and sub-millisecond sleeps in
+        ``SUB_MS_STEP_NS`` steps where other workers run nodes and need the core.
         """
         block_ns = wait_ns - spin_ns
         if block_ns >= 1_000_000:
             self.poll(block_ns // 1_000_000)
             return
         self.poll(0)
-        if threading.active_count() > 1:  # not only worker threads: the tap's gate, a recorder's writer, ...
-            time.sleep(min(block_ns, SUB_MS_STEP_NS) / 1e9 if block_ns > 0 else 0)
+        if threading.active_count() > 1:
+            if self.executor.threaded:
+                time.sleep(min(block_ns, SUB_MS_STEP_NS) / 1e9 if block_ns > 0 else 0)
+            else:
+                time.sleep(0)
 
     def run_lockstep(self) -> None:
         """Loop for the sim clock: when nothing is pending, jump time to the next deadline."""
