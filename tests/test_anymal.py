@@ -84,19 +84,24 @@ def test_isaac_and_mujoco_graphs_run_the_same_contract_with_the_same_policy_and_
     assert isaac.nodes["hal"].class_ref != mj.nodes["hal"].class_ref  # only the HAL differs
 
 
-def test_graph_climbs_a_flight_of_15_cm_stairs():
-    """Through the executor (lockstep, the graph's own stairs): the policy walks up six 15 cm steps
-    onto the landing, with a ground-truth probe on hal/state and safety/status."""
-    stairs = load_graph("anymal_stairs").nodes["hal"].params["terrain_params"]
+def test_graph_walks_up_and_down_a_flight_of_15_cm_stairs():
+    """Through the executor (lockstep, the graph's own stairs and schedule): the policy walks up six
+    15 cm steps, across the landing and down, with a ground-truth probe on hal/state and safety/status."""
+    graph = load_graph("anymal_stairs")
+    stairs = graph.nodes["hal"].params["terrain_params"]
+    schedule = graph.nodes["command"].params["schedule"]
     assert stairs["step_height"] == 0.15 and stairs["step_count"] == 6
     tr = acc.simulate(
-        "anymal_d_rough", [[2.0, 0, 0, 0], [10.0, 0.5, 0, 0]], 12.0, terrain="stairs", terrain_params=stairs
+        "anymal_d_rough", schedule, sum(row[0] for row in schedule), terrain="stairs", terrain_params=stairs
     )
     landing = stairs["start"] + 6 * stairs["step_width"]
+    foot = landing + stairs["landing"] + 6 * stairs["step_width"]  # the foot of the way down
     on_landing = (tr.pos[:, 0] > landing) & (tr.pos[:, 0] < landing + stairs["landing"])
     assert on_landing.any(), f"x reached {tr.pos[:, 0].max():.2f} m"
     assert tr.height[on_landing].min() > 0.45  # standing, 0.9 m up
     assert tr.pos[on_landing, 2].min() > 0.9 + 0.45
+    assert tr.pos[-1, 0] > foot + 0.5, f"stopped at x {tr.pos[-1, 0]:.2f} m, the foot of the stairs is at {foot:.2f} m"
+    assert 0.45 < tr.pos[-1, 2] < 0.8  # standing on the ground again
     assert SafetyStatus.Mode.ACTIVE in {mode for _, mode in tr.modes}
     assert tr.fall_time() == (None, "")  # no attitude or height fall, safety never left ACTIVE
 
