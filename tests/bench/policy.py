@@ -13,6 +13,8 @@ a 187-point height scan), written to ONNX and TorchScript in a temporary directo
   observation, inference, action clip/scale/offset, and publish two messages (the
   ``JointCommand`` and the debug observation). The harness collects published messages in a
   list: it does not serialize or send them (the executor adds that, see the hop rows).
+
+The GPU comparison (``device: cuda``, batch 1) is its own suite, ``policy_gpu.py``.
 """
 
 from __future__ import annotations
@@ -188,10 +190,10 @@ def bare_call(contract_path: Path) -> Callable[[], object]:
     return forward
 
 
-def node_call(contract_path: Path, robot: str) -> tuple[Callable[[], object], dict[str, Callable[[], object]]]:
-    """``PolicyNode.on_state`` for one state (through a NodeHarness), outputs discarded untimed, and
-    the steps around inference on their own (``glue_parts``)."""
-    h = NodeHarness(PolicyNode, bundle=str(contract_path), threads=1).start()
+def start_node(contract_path: Path, robot: str, device: str = "cpu") -> tuple[NodeHarness, Callable[[], None]]:
+    """A started ``PolicyNode`` (through a NodeHarness) on ``device`` and a call that feeds it one state,
+    its outputs discarded untimed; RuntimeError if the first state publishes no command."""
+    h = NodeHarness(PolicyNode, bundle=str(contract_path), threads=1, device=device).start()
     h.feed("command", VelocityCommand(vx=0.5, yaw_rate=0.2))
     scan = height_scan(contract_path)
     if scan is not None:
@@ -212,7 +214,14 @@ def node_call(contract_path: Path, robot: str) -> tuple[Callable[[], object], di
     call()
     if not outs["joint_command"]:
         raise RuntimeError(f"{contract_path.name}: the policy node published no command")
-    return call, glue_parts(h, state)
+    return h, call
+
+
+def node_call(contract_path: Path, robot: str) -> tuple[Callable[[], object], dict[str, Callable[[], object]]]:
+    """``PolicyNode.on_state`` for one state (through a NodeHarness), outputs discarded untimed, and
+    the steps around inference on their own (``glue_parts``)."""
+    h, call = start_node(contract_path, robot)
+    return call, glue_parts(h, robot_state(robot))
 
 
 def glue_parts(h: NodeHarness, state: RobotState) -> dict[str, Callable[[], object]]:
@@ -301,22 +310,4 @@ def run(count: int, repeats: int) -> list[Row]:
                     r_node.note += f"; target ≤ {target}×: {'met' if met else 'MISSED'}"
                     r_node.extra["target_met"] = met
                 rows += [r_bare, r_node]
-    rows.append(gpu_row(where))
     return rows
-
-
-def gpu_row(where: str) -> Row:
-    """The GPU comparison of issue 16 (``device: cuda``, batch 1) is not part of this suite yet."""
-    try:
-        import torch
-
-        cuda = torch.cuda.is_available()
-    except ImportError:
-        cuda = False
-    why = "no CUDA device here" if not cuda else "the suite has no GPU rows yet"
-    return skipped(
-        "policy",
-        f"{GO2}, device cuda (torch; onnxruntime CUDA provider)",
-        f"{why}; the GPU comparison at batch 1 needs a run on an H200-class machine",
-        placement=where,
-    )
