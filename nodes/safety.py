@@ -8,6 +8,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -232,6 +233,7 @@ class Safety(Node):
         self._template = JointCommand(name=self.names)  # FLOAT64 [n] arrays: each send fills in the data
         for key in COLUMNS:
             set_array(getattr(self._template, key), np.zeros(self.n))
+        self._wire, self._wire_rows = self._command_wire()
         self._bounds: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self._unpack_q = struct.Struct(f"<{self.n}d").unpack
         self._row_bytes = 8 * self.n
@@ -666,16 +668,40 @@ class Safety(Node):
     def _repeat(self, t: Target) -> Target:
         return Target(t.values, SAFETY, *self.state_ref)
 
+    def _command_wire(self) -> tuple[bytearray | None, np.ndarray | None]:
+        """The template's wire bytes and a FLOAT64 ``[5, n]`` view of its five data blocks (rows
+        ``COLUMNS``): a send writes its values there and parses the bytes, half the cost of five field
+        assignments. ``(None, None)`` where the blocks are not found once each, evenly spaced."""
+        marks = np.arange(5 * self.n, dtype=np.float64).reshape(5, self.n) + 1000.25  # distinct values
+        probe = JointCommand(name=self.names)
+        for key, row in zip(COLUMNS, marks, strict=True):
+            set_array(getattr(probe, key), row)
+        wire = bytearray(probe.SerializeToString())
+        blocks = [row.tobytes() for row in marks]
+        starts = [wire.find(block) for block in blocks]
+        strides = {b - a for a, b in pairwise(starts)}
+        if len(strides) != 1 or any(wire.count(block) != 1 for block in blocks):
+            return None, None
+        rows = np.ndarray((5, self.n), dtype="<f8", buffer=wire, offset=starts[0], strides=(strides.pop(), 8))
+        rows[...] = 0.0
+        if JointCommand.FromString(bytes(wire)) != self._template:  # the zeros parse back to the template
+            return None, None
+        return wire, rows
+
     def _send(self, t: Target) -> None:
         """Publish ``t`` (its ``values`` fill the template's FLOAT64 ``[n]`` arrays) and make it the target."""
-        raw, n = t.values.tobytes(), self._row_bytes
-        msg = JointCommand()
-        msg.CopyFrom(self._template)
-        msg.position.data = raw[:n]  # the rows of COLUMNS
-        msg.velocity.data = raw[n : 2 * n]
-        msg.effort.data = raw[2 * n : 3 * n]
-        msg.kp.data = raw[3 * n : 4 * n]
-        msg.kd.data = raw[4 * n :]
+        if self._wire_rows is not None:
+            self._wire_rows[...] = t.values
+            msg = JointCommand.FromString(bytes(self._wire))  # bytes: the message may keep them, never changed
+        else:
+            raw, n = t.values.tobytes(), self._row_bytes
+            msg = JointCommand()
+            msg.CopyFrom(self._template)
+            msg.position.data = raw[:n]  # the rows of COLUMNS
+            msg.velocity.data = raw[n : 2 * n]
+            msg.effort.data = raw[2 * n : 3 * n]
+            msg.kp.data = raw[3 * n : 4 * n]
+            msg.kd.data = raw[4 * n :]
         msg.source = t.source
         msg.observation_stamp_ns = t.observation_stamp_ns
         msg.observation_seq = t.observation_seq

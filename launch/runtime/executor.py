@@ -335,13 +335,16 @@ class Worker:
                 wait_ns = head.due_ns - now if mode == "wall" and head.due_ns - now < max_wait_ns else max_wait_ns
             else:
                 wait_ns = max_wait_ns
-            if no_sockets and wait_ns - spin_ns < 1_000_000:
-                # Under a millisecond to go and nothing to poll: spin as a bare loop. Service threads
-                # (the tap's gate...) get the GIL, and the tap and control channel their turn, once
-                # per YIELD_EVERY_NS: doing that on every pass costs each hop microseconds.
-                if others() == 1 or (service_only and now - waited < YIELD_EVERY_NS):
+            # Under a millisecond to go and nothing to poll: spin as a bare loop. Service threads (the
+            # tap's gate...) get the GIL, and the tap and control channel their turn, once per
+            # YIELD_EVERY_NS: doing that (or counting threads, a lock) on every pass costs each hop
+            # and each timer microseconds. Other workers get it on every pass.
+            if no_sockets and service_only and wait_ns - spin_ns < 1_000_000:
+                if now - waited < YIELD_EVERY_NS:
                     continue
                 waited = now
+                if others() == 1:
+                    continue  # alone: nothing to yield to
             if tap is not None and self.serve_outside():
                 continue  # a control request published or delivered something
             wait(wait_ns, spin_ns)

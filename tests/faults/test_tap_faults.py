@@ -78,10 +78,24 @@ def tapped(duration_s: float):
     assert not thread.is_alive()
 
 
+def served_after_flood(endpoint: str, within_s: float = 6.0) -> dict:
+    """The graph description for a client that connects after a flood. Its first connection may go
+    unanswered (measured: about 1 in 6 runs on a loaded 2-core machine; it can land in the flood's
+    last cut of every listener); the client reconnects every second until ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with TapClient(endpoint, timeout_s=1.0) as client:
+                return client.graph_info()
+        except TapClientError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_a_subscription_flood_does_not_stop_the_control_loop_or_grow_memory():
     """Before: 625 k unique subscriptions in 5 s stopped this timer for 12.8 s and took RSS from 57
     to 829 MB (and with a threaded node libzmq aborted the process)."""
-    with tapped(FLOOD_S + 3.0) as (ex, endpoint):
+    with tapped(FLOOD_S + 15.0) as (ex, endpoint):  # stopped at the end of the block; the duration bounds a hang
         time.sleep(0.5)
         before = rss_mb()
         attacker = subprocess.Popen(
@@ -94,8 +108,7 @@ def test_a_subscription_flood_does_not_stop_the_control_loop_or_grow_memory():
             time.sleep(0.05)
         sent = int(attacker.communicate(timeout=10)[0] or 0)
         t1 = time.monotonic_ns()
-        with TapClient(endpoint, timeout_s=3.0) as client:  # the tap still serves a well-behaved client
-            assert client.graph_info()["graph"] == "inline"
+        assert served_after_flood(endpoint)["graph"] == "inline"  # the tap still serves a well-behaved client
     stamps = np.array(ex.nodes["hal"].stamps)
     during = stamps[(stamps >= t0) & (stamps <= t1)]
     gaps_ms = np.diff(during) / 1e6
