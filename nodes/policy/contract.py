@@ -126,13 +126,17 @@ class ActionMap:
             np.copyto(action, raw)  # float32 -> float64, exact
         else:  # in float64 (``_clip_low`` is a float64 array): as process does after its exact conversion
             np.maximum(raw, self._clip_low, out=action)
-            np.minimum(action, self.clip[1], out=action)
+            np.minimum(action, self._clip_high, out=action)
         np.multiply(self.scale, action, out=targets)
         np.add(self.offset, targets, out=targets)
 
     @cached_property
     def _clip_low(self) -> np.ndarray:
         return np.full(self.scale.shape, -np.inf if self.clip is None else self.clip[0])
+
+    @cached_property
+    def _clip_high(self) -> np.ndarray:  # an array: a ufunc on two arrays skips converting a Python float
+        return np.full(self.scale.shape, np.inf if self.clip is None else self.clip[1])
 
 
 @dataclass(frozen=True, eq=False)

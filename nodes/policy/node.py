@@ -110,6 +110,8 @@ class PolicyNode(Node):
         # input, the action map writes the action (next tick's last_action: two buffers in turn, so a
         # rejected output leaves the last one intact) and the targets.
         self._obs, self._run = self.backend.bind()
+        self._observe_into = self.builder.observe_into  # bound once: no two attribute lookups per tick
+        self._process_into = self.contract.actions.process_into
         self._next_action = np.zeros(n)
         self._targets = np.zeros(n)
         self._state_timeout_ns = self.state_timeout_s * 1e9
@@ -163,8 +165,8 @@ class PolicyNode(Node):
         self._state_ns, self._robot_id, self._seq = now, robot_id, seq
         obs, action, targets = self._obs, self._next_action, self._targets
         try:
-            self.builder.observe_into(obs, msg, self._command, self.height_scan.latest, self.last_action)
-            self.contract.actions.process_into(self._run(), action, targets)
+            self._observe_into(obs, msg, self._command, self.height_scan.latest, self.last_action)
+            self._process_into(self._run(), action, targets)
         except MissingInputError as exc:
             self._report(f"waiting for {exc.input}", f"waiting for {exc.input}: {exc}; publishing no command")
             return

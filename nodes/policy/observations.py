@@ -395,6 +395,9 @@ class ObservationBuilder:
         self._clipped = any(t.clip is not None for t in terms)
         self._scaled = bool((self._scale != 1.0).any())
         self._histories = any(t.history > 1 for t in terms)
+        # The global clip's bounds as arrays: a ufunc on two arrays skips converting a Python float per call.
+        clip = contract.obs_clip
+        self._obs_lo, self._obs_hi = (None, None) if clip is None else (np.full(self.dim, b) for b in clip)
         self._fast = _FastPath.of(self)
 
     def reset(self) -> None:
@@ -490,12 +493,11 @@ class ObservationBuilder:
             obs = self._obs  # every element rewritten above: the global clip may work in place
         else:
             obs = step  # one step per term: the step is the observation
-        clip = self.contract.obs_clip
-        if clip is None:
+        if self._obs_lo is None:
             np.copyto(out, obs, casting="same_kind")  # float64 -> float32, as astype rounds
         else:  # the upper bound in float64, then the cast into ``out``: as astype of the clipped vector
-            np.maximum(obs, clip[0], out=obs)
-            np.minimum(obs, clip[1], out=out)
+            np.maximum(obs, self._obs_lo, out=obs)
+            np.minimum(obs, self._obs_hi, out=out)
 
 
 # Terms the fast path reads straight from the messages: the source of each element of its step.
@@ -666,10 +668,12 @@ class _FastPath:
 
 def _all_finite(values: np.ndarray) -> bool:
     """Whether every value is finite, without a NumPy warning: a short vector's sum in Python floats (finite
-    only if every value is; an overflow merely says False), a long one's ``isfinite``, each the cheaper."""
+    only if every value is; an overflow merely says False), a long one's ``isfinite`` reduced by
+    ``logical_and`` (no ``ndarray.all`` wrapper), each the cheaper."""
     if values.size <= 96:
         return math.isfinite(sum(values.tolist()))
-    return bool(np.isfinite(values).all())
+    return bool(_all_true(np.isfinite(values)))
 
 
+_all_true = np.logical_and.reduce
 _SCAN_DTYPES = {int(DType.FLOAT32): np.dtype("<f4"), int(DType.FLOAT64): np.dtype("<f8")}
