@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from krabgraph.launch import Executor, Input, Node, Output, build_graph, graph_from_dict
-from krabgraph.launch.api.ports import AnyMessage, RawMessage
+from krabgraph.launch import Executor, Input, Node, build_graph, graph_from_dict
+from krabgraph.launch.api.ports import RawMessage
 from krabgraph.launch.runtime.wire import VIEW_BYTES, encode, prefix
 from krabgraph.msgs import ArrayStamped, JointCommand, VelocityCommand, set_array, to_numpy
+from tests.faults.recording_nodes import RawTicker
 
 VC = prefix(VelocityCommand)
 BIG = 3 * VIEW_BYTES // 4 // 4 * 4  # floats: a frame of about 3 * VIEW_BYTES bytes
@@ -35,20 +36,11 @@ def _kinds(k: int) -> list[tuple[str, bytes]]:
     ]
 
 
-class Replayer(Node):
+class Replayer(RawTicker):
     """Publishes one frame per 10 ms tick, cycling through ``_kinds``."""
 
-    kind = "source"
-    out = Output(AnyMessage)
-
-    def on_activate(self) -> None:
-        self.k = 0
-        self.create_timer(0.01, self.tick)
-
-    def tick(self) -> None:
-        self.k += 1
-        frames = _kinds(self.k // 7 + 1)
-        topic, frame = frames[self.k % 7]
+    def emit(self, k: int) -> None:
+        topic, frame = _kinds(k // 7 + 1)[k % 7]
         self.out.publish(RawMessage(topic, None, frame, frame.find(b"\0") + 1))
 
 

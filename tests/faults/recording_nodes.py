@@ -1,9 +1,10 @@
-"""Observer nodes the fault tests wire into whole graphs: a robot that keeps every command it
-receives, and a log of every safety status, each with the graph time it arrived."""
+"""Nodes the fault tests wire into whole graphs: a robot that keeps every command it receives and a
+log of every safety status, each with the graph time it arrived, and a ticking raw-frame source."""
 
 from __future__ import annotations
 
-from krabgraph.launch import Input, Node, Param
+from krabgraph.launch import Input, Node, Output, Param
+from krabgraph.launch.api.ports import AnyMessage
 from krabgraph.msgs import JointCommand, SafetyStatus
 from krabgraph.nodes.demo import FakeRobot
 
@@ -44,3 +45,21 @@ class StatusLog(Node):
 
     def on_status(self, msg: SafetyStatus) -> None:
         self.got.append((self.now_ns(), msg))
+
+
+class RawTicker(Node):
+    """A source that calls ``emit(k)`` every 10 ms of graph time, k = 1, 2, ... (frames on ``out``)."""
+
+    kind = "source"
+    out = Output(AnyMessage)
+
+    def on_activate(self) -> None:
+        self.k = 0
+        self.create_timer(0.01, self.tick)
+
+    def tick(self) -> None:
+        self.k += 1
+        self.emit(self.k)
+
+    def emit(self, k: int) -> None:
+        raise NotImplementedError

@@ -23,11 +23,12 @@ from mcap.stream_reader import StreamReader
 from mcap_protobuf.decoder import DecoderFactory
 
 import krabgraph
-from krabgraph.launch import Executor, Node, Output, build_graph, graph_from_dict
-from krabgraph.launch.api.ports import AnyMessage, RawMessage
+from krabgraph.launch import Executor, Node, build_graph, graph_from_dict
+from krabgraph.launch.api.ports import RawMessage
 from krabgraph.launch.runtime.wire import encode, prefix
 from krabgraph.msgs import VelocityCommand
 from krabgraph.nodes.record.mcapio import VIEW_KEY, read_recording
+from tests.faults.recording_nodes import RawTicker
 
 KRABGRAPH = Path(sys.executable).with_name("krabgraph")
 DEMO = Path(krabgraph.__file__).parent / "graphs" / "demo.yaml"
@@ -42,25 +43,7 @@ def _valid_header_then_garbage() -> bytes:
     return head + b"\xff\xff\xff\xff"  # a truncated varint tag: DecodeError
 
 
-class _Ticker(Node):
-    """A source that calls ``emit(k)`` every 10 ms of graph time, k = 1, 2, ..."""
-
-    kind = "source"
-    out = Output(AnyMessage)
-
-    def on_activate(self) -> None:
-        self.k = 0
-        self.create_timer(0.01, self.tick)
-
-    def tick(self) -> None:
-        self.k += 1
-        self.emit(self.k)
-
-    def emit(self, k: int) -> None:
-        raise NotImplementedError
-
-
-class Faulty(_Ticker):
+class Faulty(RawTicker):
     """Publishes VelocityCommand frames on ``src/cmd``; every 5th payload is corrupt, and every 7th
     frame on ``src/odd`` carries a type krabgraph does not know."""
 
@@ -76,7 +59,7 @@ class Faulty(_Ticker):
             self.out.publish(RawMessage("src/odd", None, odd, odd.index(b"\0") + 1))
 
 
-class CorruptHeader(_Ticker):
+class CorruptHeader(RawTicker):
     """One frame whose leading Header itself does not parse, then valid frames."""
 
     def emit(self, k: int) -> None:
