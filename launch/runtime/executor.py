@@ -355,10 +355,11 @@ class Worker:
         As a bare sleep-then-spin loop does: block (zmq_poll, or sleep without polled inputs) for
         the whole milliseconds that fit before the spin window, then spin, polling for messages on
         each pass. Blocking releases the GIL, so other threads run meanwhile. While another Python
-        thread lives, each spin pass releases the GIL too (a pure-Python spin would starve it until
-        CPython's 5 ms forced switch): a yield where the others are service threads that mostly wait
-        on sockets (the tap's gate, a recorder's writer, DDS, ZAP), and sub-millisecond sleeps in
-        ``SUB_MS_STEP_NS`` steps where other workers run nodes and need the core.
+        thread lives, a spin pass that comes here releases the GIL too (a pure-Python spin would
+        starve it until CPython's 5 ms forced switch): a yield where the others are service threads
+        that mostly wait on sockets (the tap's gate, a recorder's writer, DDS, ZAP; ``run_realtime``
+        then comes here once per ``YIELD_EVERY_NS``), and sub-millisecond sleeps in
+        ``SUB_MS_STEP_NS`` steps where other workers run nodes and need the core (every pass).
         """
         block_ns = wait_ns - spin_ns
         if block_ns >= 1_000_000:
