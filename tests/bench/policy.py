@@ -170,18 +170,26 @@ def time_calls(call: Callable[[], object], count: int, warmup: int = 200) -> np.
     return out / 1e3
 
 
-def bare_call(contract_path: Path) -> Callable[[], object]:
-    """One inference on a prebuilt input, with the node's backend's session or module."""
+def bare_call(contract_path: Path, device: str = "cpu", host_io: bool = False) -> Callable[[], object]:
+    """One inference on a prebuilt input, with the node's backend's session or module (one thread) on
+    ``device``. onnxruntime always takes and returns host arrays; torch takes a prebuilt tensor, or
+    with ``host_io`` a host array moved to ``device`` and its result moved back (what the node does)."""
     contract = load_contract(str(contract_path))
-    backend = load_backend(contract, threads=1)
+    backend = load_backend(contract, device=device, threads=1)
     x = np.random.default_rng(2).uniform(-1, 1, (1, contract.obs_dim)).astype(np.float32)
     if hasattr(backend, "session"):
         session, fetch, feed = backend.session, [backend.output_name], {backend.input_name: x}
         return lambda: session.run(fetch, feed)
     import torch
 
-    torch.set_num_threads(1)
-    module, tx = backend.module, torch.from_numpy(x)
+    module, tx, dev = backend.module, torch.from_numpy(x), torch.device(device)
+    if host_io:
+
+        def round_trip() -> object:
+            with torch.inference_mode():
+                return module(torch.from_numpy(x).to(dev)).cpu().numpy()
+
+        return round_trip
 
     def forward() -> object:
         with torch.no_grad():

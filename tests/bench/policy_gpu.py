@@ -40,7 +40,7 @@ from krabgraph.nodes.policy import load_backend, load_contract
 from krabgraph.nodes.policy.contract import BUNDLES_DIR
 
 from . import placement
-from .policy import GO2, mlp_from_onnx, start_node, time_calls, write_contract, write_torchscript
+from .policy import GO2, bare_call, mlp_from_onnx, start_node, time_calls, write_contract, write_torchscript
 from .stats import Row, skipped, summarize
 
 GROUP = "policy on GPU"
@@ -295,26 +295,6 @@ NETWORKS: dict[str, Callable[[Path], Network]] = {"go2_walk": go2_walk_network, 
 # -- timing ------------------------------------------------------------------------------------------------
 
 
-def bare_call(contract_path: Path, device: str) -> Callable[[], object]:
-    """One inference from a host array to a host result on ``device``, with the node's backend's
-    session or module (one CPU thread)."""
-    contract = load_contract(str(contract_path))
-    backend = load_backend(contract, device=device, threads=1)
-    x = np.random.default_rng(2).uniform(-1, 1, (1, contract.obs_dim)).astype(np.float32)
-    if hasattr(backend, "session"):
-        session, fetch, feed = backend.session, [backend.output_name], {backend.input_name: x}
-        return lambda: session.run(fetch, feed)
-    import torch
-
-    module, dev = backend.module, torch.device(device)
-
-    def forward() -> object:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x).to(dev)).cpu().numpy()
-
-    return forward
-
-
 def node_timer(contract_path: Path, robot: str, device: str) -> Callable[[], None]:
     """``PolicyNode.on_state`` with ``device``; RuntimeError if onnxruntime did not put it there."""
     h, call = start_node(contract_path, robot, device)
@@ -338,7 +318,7 @@ def _host_output(fn: Callable[[], object]) -> np.ndarray:
 def measure(net: Network, backend: str, device: str, count: int, repeats: int, where: str) -> list[Row]:
     """The bare and node rows of one network, backend and device (bare first)."""
     path = net.contracts[backend]
-    bare_fn, node_fn = bare_call(path, device), node_timer(path, net.robot, device)
+    bare_fn, node_fn = bare_call(path, device, host_io=True), node_timer(path, net.robot, device)
     bare = summarize(
         GROUP, f"{net.label}, {backend}, {device}: {KINDS[0]}", [time_calls(bare_fn, count) for _ in range(repeats)]
     )
