@@ -225,6 +225,7 @@ class Safety(Node):
         self.known = frozenset(self.names)
         self._index_cache: dict[tuple[str, ...], np.ndarray] = {}
         self._centre_cache: dict[tuple[Any, ...], np.ndarray] = {}
+        self._scan_cells: dict[tuple[Any, ...], tuple[np.dtype, np.ndarray, int, int]] = {}  # see on_height_scan
         self.parser = CommandParser.for_robot(r)
         # The hot path reads from these, computed once: the states' joint positions straight from
         # the wire (per name order, the gather to description order), the output's constant bytes,
@@ -237,7 +238,8 @@ class Safety(Node):
         self._bounds: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self._unpack_q = struct.Struct(f"<{self.n}d").unpack
         self._row_bytes = 8 * self.n
-        self._step_offsets = np.array([[-self.max_step], [self.max_step]])  # x + -s is x - s, exactly
+        self._step = np.full(self.n, self.max_step)  # _limit's step bounds: ref -+ max_step, written per call
+        self._step_lo, self._step_hi = np.empty(self.n), np.empty(self.n)
         # the defaults in control periods: damping at most 2 periods after the last valid command
         self.command_timeout = 1.75 * r.control_dt if self.command_timeout_s is None else self.command_timeout_s
         self.max_answer_age = 3 * r.control_dt if self.max_answer_age_s is None else self.max_answer_age_s
@@ -314,7 +316,8 @@ class Safety(Node):
         robot_id = msg.robot_id
         if robot_id != self.robot_id and not self._may_adopt(robot_id):
             return
-        if not self._read_state(msg):
+        now = self.now_ns()  # one graph time for the whole callback
+        if not self._read_state(msg, now):
             return
         if robot_id != self.robot_id:
             if self.robot_id is not None:
@@ -323,19 +326,41 @@ class Safety(Node):
             self._recent.clear()
             self._recent_order.clear()
         stamp, seq = self.state_ref
-        self._remember(seq, stamp)
+        self._remember(seq, stamp, now)
         if self._unanswered_ns is None:
-            self._unanswered_ns = self.now_ns()
+            self._unanswered_ns = now
         roll, pitch = self.tilt
         if not self.attitude_reason and max(abs(roll), abs(pitch)) > self.max_tilt:
             self.attitude_reason = (
                 f"attitude trip: roll {roll:+.2f} rad, pitch {pitch:+.2f} rad (limit {self.max_tilt} rad)"
             )
-        self._check_height(msg)
-        self._update()
+        self._check_height(msg, now)
+        self._update(now)
 
     def on_height_scan(self, msg: HeightScan) -> None:
         """Keep the base's height above the ground from the scan's centre cells (checked with the next state)."""
+        heights = msg.heights
+        key = (heights.dtype, *heights.shape, len(heights.data), msg.resolution, msg.center_x, msg.center_y)
+        fast = self._scan_cells.get(key)  # a grid seen valid: (dtype, [rows, k] flat indices)
+        if fast is not None:  # a handful of cells per row: Python floats beat NumPy's per-call cost
+            dtype, rows, lo, hi = fast
+            height = -math.inf
+            for row in np.frombuffer(heights.data, dtype=dtype)[rows].tolist():
+                if not math.isfinite(sum(row)):  # a NaN or inf among them: the checked path says what to do
+                    break
+                row.sort()
+                median = row[lo] / 2 + row[hi] / 2  # as _median; the base, then either end: the larger
+                if median > height:
+                    height = median
+            else:
+                self.scan_height = height + msg.offset
+                self.scan_ns = self.now_ns()
+                return
+        self._scan_height_checked(msg, key)
+
+    def _scan_height_checked(self, msg: HeightScan, key: tuple[Any, ...]) -> None:
+        """``on_height_scan`` one step at a time, with the checks and logs: the reference of its fast path,
+        which it teaches a grid whose centre (and ends) have the same number of cells."""
         try:
             heights = to_numpy(msg.heights)
         except (ArrayError, ValueError) as exc:
@@ -349,15 +374,25 @@ class Safety(Node):
         base_x = round((n_x - 1) / 2 - msg.center_x / msg.resolution, 3)
         base_y = round((n_y - 1) / 2 - msg.center_y / msg.resolution, 3)
         flat = heights.reshape(-1)
-        height = _median(flat[self._centre_cells(heights.shape, base_x, base_y)])
-        if height is None:
-            return
+        rows = [self._centre_cells(heights.shape, base_x, base_y)]
         if self.ground_span > 0:  # lower ground at either end of the base: the larger base height
             span = self.ground_span / msg.resolution
-            for end_x in (round(base_x - span, 3), round(base_x + span, 3)):
-                end = _median(flat[self._centre_cells(heights.shape, end_x, base_y)])
-                if end is not None and end > height:
-                    height = end
+            rows += [
+                self._centre_cells(heights.shape, end_x, base_y)
+                for end_x in (round(base_x - span, 3), round(base_x + span, 3))
+            ]
+        if len({r.size for r in rows}) == 1 and rows[0].size:
+            if len(self._scan_cells) >= 24:  # a publisher that changes its grid every message
+                self._scan_cells.clear()
+            k = rows[0].size
+            self._scan_cells[key] = (heights.dtype, np.stack(rows), (k - 1) // 2, k // 2)
+        height = _median(flat[rows[0]])
+        if height is None:
+            return
+        for cells in rows[1:]:
+            end = _median(flat[cells])
+            if end is not None and end > height:
+                height = end
         self.scan_height = height + msg.offset
         self.scan_ns = self.now_ns()
 
@@ -371,7 +406,7 @@ class Safety(Node):
         self._count_and_log(logging.ERROR, "ignored robot state: another robot", text)
         return False
 
-    def _remember(self, seq: int, stamp_ns: int) -> None:
+    def _remember(self, seq: int, stamp_ns: int, now: int) -> None:
         """Keep a valid state's seq and stamp (the last ``RECENT_STATES``) for binding commands to it."""
         recent, order = self._recent, self._recent_order
         entry = recent.get(seq)
@@ -381,9 +416,9 @@ class Safety(Node):
             if len(order) >= RECENT_STATES:
                 del recent[order.popleft()]
             order.append(seq)
-        recent[seq] = [stamp_ns, self.now_ns(), 0]
+        recent[seq] = [stamp_ns, now, 0]
 
-    def _answers_recent_state(self, msg: JointCommand) -> bool:
+    def _answers_recent_state(self, msg: JointCommand, now: int) -> bool:
         """Whether policy command ``msg`` answers one of this robot's recent states (once); else count, log."""
         robot_id, seq, stamp = msg.robot_id, msg.observation_seq, msg.observation_stamp_ns
         name = "policy"
@@ -395,7 +430,7 @@ class Safety(Node):
                 kind = "unknown state"
                 text = f"{name}: command answers state seq {seq} stamp {stamp} ns, none of this robot's recent states"
             else:
-                age = self.now_ns() - entry[1]
+                age = now - entry[1]
                 if age > self._max_answer_age_ns:
                     kind = "stale state"
                     text = (
@@ -448,10 +483,11 @@ class Safety(Node):
         )
 
     # -- mode logic ---------------------------------------------------------------------------
-    def _update(self) -> int | None:
-        """Re-evaluate the mode from latches, watchdogs and the ramp (graph clock); return the commander
-        (``_commander``) it was evaluated with."""
-        now = self.now_ns()
+    def _update(self, now: int | None = None) -> int | None:
+        """Re-evaluate the mode from latches, watchdogs and the ramp at graph time ``now`` (default: the
+        clock's); return the commander (``_commander``) it was evaluated with."""
+        if now is None:
+            now = self.now_ns()
         commander = self._commander(now)
         if (  # the steady state, first: ACTIVE, fresh inputs, nothing latched (what _evaluate decides then)
             self.mode == ACTIVE
@@ -460,7 +496,9 @@ class Safety(Node):
             and self.q is not None
             and now - self.state_ns <= self._state_timeout_ns
         ):
-            self._set_mode(ACTIVE, self._forwarding[commander])
+            reason = self._forwarding[commander]
+            if reason != self.reason or self.fault:  # (else _set_mode would change nothing)
+                self._set_mode(ACTIVE, reason)
         else:
             self._evaluate(now, commander)
         return commander
@@ -559,15 +597,16 @@ class Safety(Node):
             self.rejected += 1
             self._count_and_log(logging.ERROR, f"rejected {exc.kind}", f"{SOURCE_NAMES[source]}: {exc}")
             return
+        now = self.now_ns()
         if source == POLICY:
-            if not self._answers_recent_state(msg):
+            if not self._answers_recent_state(msg, now):
                 return
             self._unanswered_ns = None
         elif msg.robot_id and not self._is_ours(msg):  # operator commands: only a given robot_id is checked
             return
-        self.fresh[source] = self.now_ns()
-        if self._update() == source and self.mode == ACTIVE:
-            self._send(self._limit(Target(values, source, msg.observation_stamp_ns, msg.observation_seq)))
+        self.fresh[source] = now
+        if self._update(now) == source and self.mode == ACTIVE:
+            self._send(self._limit(Target(values, source, msg.observation_stamp_ns, msg.observation_seq)), now)
 
     def _is_ours(self, msg: JointCommand) -> bool:
         """An operator command naming a robot: whether it names this one (else count and log)."""
@@ -599,7 +638,9 @@ class Safety(Node):
         np.minimum(out, hi, out=out)
         soft = out.tobytes()
         ref = self.target.values[0] if self.target is not None else self.default
-        step_lo, step_hi = ref + self._step_offsets  # ref - max_step, ref + max_step in one call
+        step_lo, step_hi, step = self._step_lo, self._step_hi, self._step
+        np.subtract(ref, step, out=step_lo)  # into arrays allocated once: a new [2, n] array and its rows cost 2x
+        np.add(ref, step, out=step_hi)
         row = out[0]
         np.maximum(row, step_lo, out=row)
         np.minimum(row, step_hi, out=row)
@@ -688,8 +729,9 @@ class Safety(Node):
             return None, None
         return wire, rows
 
-    def _send(self, t: Target) -> None:
-        """Publish ``t`` (its ``values`` fill the template's FLOAT64 ``[n]`` arrays) and make it the target."""
+    def _send(self, t: Target, now: int | None = None) -> None:
+        """Publish ``t`` (its ``values`` fill the template's FLOAT64 ``[n]`` arrays) and make it the target;
+        ``now``: the graph time, if the caller has it."""
         if self._wire_rows is not None:
             self._wire_rows[...] = t.values
             msg = JointCommand.FromString(bytes(self._wire))  # bytes: the message may keep them, never changed
@@ -709,11 +751,11 @@ class Safety(Node):
             msg.robot_id = self.robot_id
         self.target = t
         self._sent_since_tick = True
-        self._sent_ns = self.now_ns()
+        self._sent_ns = self.now_ns() if now is None else now
         self.joint_command.publish(msg)
 
     # -- state in -------------------------------------------------------------------------------
-    def _read_state(self, msg: RobotState) -> bool:
+    def _read_state(self, msg: RobotState, now: int) -> bool:
         """Store q, tilt and the state's time if ``msg`` is usable; log (rate-limited) and count if not."""
         fast = self._state_wire.read(msg.joints)  # a name order seen valid, positions FLOAT64 [n]
         if fast is not None and fast[1][0] is not None:
@@ -729,13 +771,13 @@ class Safety(Node):
                 # in description order already: a read-only view of the message's bytes (never written)
                 self.q = np.array(q) if reorder is not None else np.frombuffer(data, dtype=np.float64)
                 self.tilt = roll_pitch(w / norm, x / norm, y / norm, z / norm)
-                self.state_ns = self.now_ns()
+                self.state_ns = now
                 header = msg.header
                 self.state_ref = (header.stamp_ns, header.seq)
                 return True
-        return self._read_state_checked(msg)
+        return self._read_state_checked(msg, now)
 
-    def _read_state_checked(self, msg: RobotState) -> bool:
+    def _read_state_checked(self, msg: RobotState, now: int) -> bool:
         """``_read_state`` one check at a time: the reference, with the logging; learns valid name orders."""
         names = list(msg.joints.name)
         try:
@@ -757,7 +799,7 @@ class Safety(Node):
         q[idx] = pos
         self.q = q
         self.tilt = roll_pitch(*(quat / norm))
-        self.state_ns = self.now_ns()
+        self.state_ns = now
         self.state_ref = (msg.header.stamp_ns, msg.header.seq)
         if self._state_wire.can_learn(names):
             gather = np.empty(self.n, dtype=np.intp)
@@ -781,9 +823,9 @@ class Safety(Node):
             idx = self._centre_cache[key] = (near_y[:, None] * n_x + near_x[None, :]).reshape(-1)
         return idx
 
-    def _check_height(self, msg: RobotState) -> None:
+    def _check_height(self, msg: RobotState, now: int) -> None:
         """Latch a base height trip when the base stays too low in ACTIVE (see the class doc)."""
-        if self.scan_height is not None and self.now_ns() - self.scan_ns <= self._state_timeout_ns:
+        if self.scan_height is not None and now - self.scan_ns <= self._state_timeout_ns:
             height, where = self.scan_height, "the ground under it (height scan)"
         elif msg.has_base:
             height, where = msg.base.position.z, "z = 0 (base pose, no height scan)"
@@ -794,7 +836,6 @@ class Safety(Node):
         if self.mode != ACTIVE or self.height_reason or not height < self.min_height:
             self.low_since_ns = None
             return
-        now = self.now_ns()
         if self.low_since_ns is None:
             self.low_since_ns = now
         if now - self.low_since_ns >= self.min_base_height_s * 1e9:
@@ -822,8 +863,8 @@ def _median(values: np.ndarray) -> float | None:
     n = values.size
     if n == 0:
         return None
-    values = np.sort(values)
-    return float(values[(n - 1) // 2] / 2 + values[n // 2] / 2)  # halves first: no overflow near 1e308
+    values = np.sort(values).tolist()  # Python floats: float64 arithmetic whatever the scan's dtype
+    return values[(n - 1) // 2] / 2 + values[n // 2] / 2  # halves first: no overflow near 1e308
 
 
 __all__ = ["Safety", "Target"]

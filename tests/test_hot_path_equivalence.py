@@ -110,11 +110,14 @@ class ReferenceSafety(Safety):
         super().on_configure()
         self.parser.columns = self.parser._columns_checked  # every command through every check
 
-    def _read_state(self, msg: RobotState) -> bool:
-        return self._read_state_checked(msg)
+    def _read_state(self, msg: RobotState, now: int) -> bool:
+        return self._read_state_checked(msg, now)
 
-    def _update(self) -> int | None:
-        now = self.now_ns()
+    def on_height_scan(self, msg: HeightScan) -> None:
+        self._scan_height_checked(msg, ())  # (teaches a grid that this node never reads)
+
+    def _update(self, now: int | None = None) -> int | None:
+        now = self.now_ns() if now is None else now
         commander = self._commander(now)
         self._evaluate(now, commander)
         return commander
@@ -140,7 +143,7 @@ class ReferenceSafety(Safety):
         self._count_clamps(t, soft, out)
         return Target(out, t.source, t.observation_stamp_ns, t.observation_seq)
 
-    def _send(self, t: Target) -> None:
+    def _send(self, t: Target, now: int | None = None) -> None:
         msg = JointCommand(name=self.names, source=t.source, robot_id=self.robot_id or "")
         msg.observation_stamp_ns, msg.observation_seq = t.observation_stamp_ns, t.observation_seq
         for key, row in zip(COLUMNS, t.values, strict=True):

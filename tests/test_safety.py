@@ -863,8 +863,8 @@ def test_fast_state_read_gives_exactly_what_the_checked_read_gives():
         elif problem == 5:
             msg.joints.position.shape[:] = [N + 1]
         msg = RobotState.FromString(msg.SerializeToString())
-        got = _state_outcome(fast, lambda msg=msg: fast._read_state(msg))
-        assert got == _state_outcome(checked, lambda msg=msg: checked._read_state_checked(msg)), step
+        got = _state_outcome(fast, lambda msg=msg: fast._read_state(msg, fast.now_ns()))
+        assert got == _state_outcome(checked, lambda msg=msg: checked._read_state_checked(msg, checked.now_ns())), step
     assert fast.bad_states > 20 and len(fast._state_wire.orders) == 3
 
 

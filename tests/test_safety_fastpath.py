@@ -1,6 +1,7 @@
-"""Safety's wire-template send (issue 16): the bytes it publishes are those of the plain field-by-field
-message, for every shipped robot and on many random targets, and a later send never changes a message
-already published."""
+"""Safety's fast paths (issue 16) give what their checked references give: the wire-template send
+publishes the bytes of the plain field-by-field message, for every shipped robot and on many random
+targets, and a later send never changes a message already published; the height scan's learned grids
+give the base height the checked path gives, NaN and inf included."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from krabgraph.launch.api.harness import NodeHarness
-from krabgraph.msgs import CommandSource, JointCommand, set_array, to_numpy
+from krabgraph.msgs import CommandSource, HeightScan, JointCommand, set_array, to_numpy
 from krabgraph.nodes.hal_io import COLUMNS
 from krabgraph.nodes.safety import Safety, Target
 
@@ -73,3 +74,33 @@ def test_fallback_send_gives_the_same_bytes_as_the_template_send():
             sent_after(h.node, h, Target(values.copy(), SOURCES[i % 3], i, 2 * i))
     wire = [[m.SerializeToString() for m in h.outputs["joint_command"]] for h in (fast, slow)]
     assert wire[0] == wire[1] and len(wire[0]) >= 200
+
+
+def random_scan(rng: np.random.Generator, shape: tuple[int, int], dtype: type) -> HeightScan:
+    """A scan of ``shape`` with heights of many magnitudes, some cells NaN or ±inf, a random centre."""
+    heights = rng.normal(0.3, 0.2, shape) * 10.0 ** rng.integers(-3, 3, shape)
+    mask = rng.random(shape) < 0.02
+    heights[mask] = rng.choice([np.nan, np.inf, -np.inf], size=int(mask.sum()))
+    msg = HeightScan(resolution=float(rng.choice([0.05, 0.1])), offset=float(rng.normal(0, 0.1)))
+    msg.center_x, msg.center_y = (float(v) for v in rng.choice([0.0, 0.0, 0.1, -0.2, 0.4], size=2))
+    set_array(msg.heights, heights, dtype)
+    return msg
+
+
+@pytest.mark.parametrize("ground_span", [0.0, 0.25])
+def test_height_scan_fast_path_gives_the_checked_base_height(ground_span):
+    """Each scan goes through on_height_scan (fast once its grid is learned) and, on a second node, through
+    the checked path alone: the same base height, or none, every time, on grids of odd and even sizes."""
+    fast = NodeHarness(Safety, ground_span=ground_span).start().node
+    ref = NodeHarness(Safety, ground_span=ground_span).start().node
+    rng = np.random.default_rng(7)
+    learned = 0
+    for i in range(600):
+        shape = ((11, 17), (10, 16), (21, 11))[i % 3]
+        msg = random_scan(rng, shape, (np.float32, np.float64)[i % 2])
+        fast.scan_height = ref.scan_height = None
+        learned += bool(fast._scan_cells)
+        fast.on_height_scan(msg)
+        ref._scan_height_checked(msg, ())
+        assert fast.scan_height == ref.scan_height, i  # None (no finite centre) on both, or equal floats
+    assert learned > 500, "the fast path was never taken"

@@ -212,14 +212,14 @@ class InputPort:
 class OutputPort:
     """Runtime side of an output. Unbound (no executor), published messages collect in ``sent``."""
 
-    __slots__ = ("_sink", "_type", "count", "node", "sent", "seq", "spec", "topics")
+    __slots__ = ("_raw", "_sink", "_type", "node", "sent", "seq", "spec", "topics")
 
     def __init__(self, node: PortOwner, spec: Output):
         self.node = node
         self.spec = spec
         self._type = spec.msg_type
-        self.seq = 0
-        self.count = 0
+        self.seq = 0  # typed messages published (the last one's header.seq)
+        self._raw = 0  # raw frames published (they keep their own seq)
         self.sent: deque[Message] = deque(maxlen=10_000)
         self._sink: Callable[[Message], None] = self.sent.append
         self.topics: dict[str, type[Message] | None] = {}  # where the executor wired it, with each type
@@ -239,11 +239,16 @@ class OutputPort:
 
         self._sink = send_and_observe
 
+    @property
+    def count(self) -> int:
+        """Messages published: typed ones and raw frames."""
+        return self.seq + self._raw
+
     def publish(self, msg: Message) -> None:
         """Publish ``msg``; fills ``header.seq`` and, if unset, ``header.stamp_ns`` (graph clock)."""
         if type(msg) is not self._type:
             if type(msg) is RawMessage and self.spec.raw:  # frames go out as they are: seq, stamp kept
-                self.count += 1
+                self._raw += 1
                 self._sink(msg)
                 return
             raise TypeError(
@@ -251,7 +256,6 @@ class OutputPort:
             )
         seq = self.seq + 1
         self.seq = seq
-        self.count += 1
         header = msg.header
         header.seq = seq
         if not header.stamp_ns:

@@ -62,7 +62,7 @@ def endpoint(topic: str, worker: int | str) -> str:
     return f"inproc://krabgraph{topic if topic.startswith('/') else '/' + topic}#{worker}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscription:
     """One input port's SUB socket and how its messages are decoded and delivered."""
 
@@ -83,9 +83,11 @@ class Subscription:
     tag: bytes = field(init=False, repr=False)
     tag_len: int = field(init=False, repr=False)
     parse: Callable[[bytes], Message] | None = field(init=False, repr=False)
+    now_ns: Callable[[], int] | None = field(init=False, repr=False)  # the node's graph clock, for the short path
 
     def __post_init__(self) -> None:
         self.recv = self.socket.recv
+        self.now_ns = None if self.node is None else self.node.now_ns
         plain = type(self.decoder) is Decoder
         self.tag, self.tag_len = self.decoder.expected, self.decoder.n
         self.parse = self.decoder.parse if plain else None
@@ -143,7 +145,7 @@ class Worker:
             # InputPort.deliver, inlined: one Python call less per message
             port = sub.port
             port.latest = msg
-            port.received_ns = sub.node.now_ns()
+            port.received_ns = sub.now_ns()
             port.count += 1
             callback = port._callback
             if callback is not None:
