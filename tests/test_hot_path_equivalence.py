@@ -379,3 +379,14 @@ def test_walk_graph_runs_byte_for_byte_as_with_the_plain_nodes(bundle):
     fast = _walk(bundle, PolicyNode, Safety)
     assert fast == _walk(bundle, ReferencePolicy, ReferenceSafety)
     assert len(fast["safety/joint_command"]) >= 199 and len(fast["policy/observation"]) >= 150
+
+
+def test_the_debug_observation_is_built_only_while_something_reads_it():
+    """In the walk graph nothing reads policy/observation: the policy builds none (above, a recorder
+    reads it and gets one per command)."""
+    pytest.importorskip("mujoco")
+    decl = load_graph("walk", clock="sim", sets=["hal.status_period_s=0", "policy.bundle=go2_walk"])
+    ex = Executor(build_graph(decl))
+    assert ex.run(duration_s=1.0, handle_signals=False) == 0 and not ex.failures
+    policy = ex.nodes["policy"]
+    assert policy.joint_command.count >= 45 and not policy.observation.wanted and policy.observation.count == 0

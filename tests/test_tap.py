@@ -13,7 +13,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from krabgraph.launch import Executor, GraphError, Node, Output, Param, build_graph, graph_from_dict
+from krabgraph.launch import Executor, GraphError, Input, Node, Output, Param, build_graph, graph_from_dict
 from krabgraph.launch.cli.introspect import TapClient, TapClientError, decode
 from krabgraph.launch.graph.endpoints import is_loopback
 from krabgraph.launch.runtime.security import create_keys
@@ -50,6 +50,16 @@ class Pulse(Node):
         if self.floats:
             self.array.header.stamp_ns = 0
             self.data.publish(self.array)
+
+
+class Echo(Node):
+    """Reads a VelocityCommand and does nothing with it."""
+
+    kind = "other"
+    inp = Input(VelocityCommand)
+
+    def on_inp(self, msg: VelocityCommand) -> None:
+        pass
 
 
 @contextmanager
@@ -90,6 +100,22 @@ def test_copies_flow_only_while_someone_listens(no_thread_leak):
             assert got == [float(v) for v in range(int(got[0]), int(got[0]) + len(got))]  # none missing
         assert wait_until(lambda: not flag.on)  # unsubscribed when the client left
         assert not ex.workers[0].tap.flag("p/data").on  # never asked for
+
+
+def test_an_output_is_wanted_while_a_node_reads_it_or_a_tap_listener_subscribes(no_thread_leak):
+    """``OutputPort.wanted``: a read topic always, an unread one only while a tap listener holds it."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    nodes = {"p": {"class": Pulse, "params": {"period_s": 0.01}}, "q": {"class": Pulse}, "echo": {"class": Echo}}
+    nodes["echo"]["inputs"] = {"inp": "q/out"}
+    with running(nodes, endpoint) as ex:
+        p, q = ex.nodes["p"], ex.nodes["q"]
+        assert q.out.wanted and not q.data.wanted and not p.out.wanted
+        with TapClient(endpoint) as client:
+            got = [decode(frame).vx for _, frame in client.frames("p/out", duration_s=0.3)]
+            assert p.out.wanted and not p.data.wanted and got
+        assert wait_until(lambda: not p.out.wanted)  # the listener left
+    unbound = Pulse(name="alone")
+    assert unbound.out.wanted  # outside an executor: ``sent`` keeps every message
 
 
 def test_a_threaded_node_is_tapped_through_the_proxy(no_thread_leak):

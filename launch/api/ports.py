@@ -212,7 +212,7 @@ class InputPort:
 class OutputPort:
     """Runtime side of an output. Unbound (no executor), published messages collect in ``sent``."""
 
-    __slots__ = ("_raw", "_sink", "_type", "node", "sent", "seq", "spec", "topics")
+    __slots__ = ("_flag", "_listened", "_raw", "_sink", "_type", "node", "sent", "seq", "spec", "topics")
 
     def __init__(self, node: PortOwner, spec: Output):
         self.node = node
@@ -222,11 +222,25 @@ class OutputPort:
         self._raw = 0  # raw frames published (they keep their own seq)
         self.sent: deque[Message] = deque(maxlen=10_000)
         self._sink: Callable[[Message], None] = self.sent.append
+        self._listened = True  # a subscriber or observer gets every message (unbound: ``sent`` keeps them)
+        self._flag: Any = None  # the tap's flag of the topic: ``on`` while a tap listener wants it
         self.topics: dict[str, type[Message] | None] = {}  # where the executor wired it, with each type
 
-    def bind(self, sink: Callable[[Message], None]) -> None:
-        """Route published messages to ``sink`` (done by the executor)."""
+    def bind(self, sink: Callable[[Message], None], listened: bool = True, flag: Any = None) -> None:
+        """Route published messages to ``sink`` (done by the executor); ``listened``: a node of the graph
+        reads the topic; ``flag``: the tap's flag of the topic (``wanted`` reads both)."""
         self._sink = sink
+        self._listened = listened
+        self._flag = flag
+
+    @property
+    def wanted(self) -> bool:
+        """Whether a message published now reaches anyone: a node of the graph (in any process) reads the
+        topic, an in-process observer watches the port, a tap listener subscribes to it, or (outside an
+        executor) ``sent`` keeps it. A node may skip building a message nobody wants (a debug output),
+        as ROS 2 nodes check their publisher's subscription count; ``publish`` works either way."""
+        flag = self._flag
+        return self._listened or (flag is not None and flag.on)
 
     def observe(self, callback: Callable[[Message], None]) -> None:
         """Also hand each published message to ``callback``, after it is sent (in-process observers such
@@ -238,6 +252,7 @@ class OutputPort:
             callback(msg)
 
         self._sink = send_and_observe
+        self._listened = True
 
     @property
     def count(self) -> int:

@@ -593,7 +593,11 @@ class Executor:
                 head = wire_prefix(out.spec.msg_type)
                 local = local_subs.get((topic, worker.index), [])
                 flag = worker.tap.flag(topic) if worker.tap is not None else None
-                out.bind(_sender(sock, head, worker.ready, local, flag, worker.tap))
+                out.bind(
+                    _sender(sock, head, worker.ready, local, flag, worker.tap),
+                    _listened(graph, topic, self.clock),
+                    flag,
+                )
                 out.topics = {topic: out.spec.msg_type}
             for port, topics in spec.raw_outputs.items():
                 out, senders = outputs[port], {}
@@ -927,6 +931,15 @@ def _input_hwm(port: InputPort | None) -> int:
     """RCVHWM of an input fed from another thread or process: bounded, and room for a queued input's queue."""
     queue = port.spec.queue if port is not None else 0
     return max(POLLED_HWM, 2 * queue)
+
+
+def _listened(graph: Graph, topic: str, clock: Any) -> bool:
+    """Whether something of the graph reads ``topic``: a node in any process, the executor's topic clock,
+    or, for a topic open to outside publishers and readers (``external``), possibly anything."""
+    info = graph.topics.get(topic)
+    if info is None or info.external or info.subscribers:
+        return True
+    return isinstance(clock, TopicClock) and clock.topic == topic
 
 
 def _topics_in(spec: Any) -> set[str]:

@@ -35,7 +35,8 @@ class PolicyNode(Node):
     publishes ``joint_command``: position targets (rad) with the contract's kp (N·m/rad) and kd
     (N·m·s/rad), joint names in the policy's order, bound to the state it answers (its ``robot_id``,
     ``header.seq`` and ``header.stamp_ns``: the safety node forwards nothing else). The
-    observation vector and its labels go to ``observation`` for debugging. The policy runs once per
+    observation vector and its labels go to ``observation`` for debugging (built only while something
+    reads it: a node of the graph, a recorder, a tap listener). The policy runs once per
     state: publish states at the contract's ``control_dt`` (a mismatch is logged once). If an input
     the contract needs is missing or the inputs are invalid, nothing is published for that state.
     A velocity command with a non-finite value is rejected on arrival and the last valid one kept.
@@ -203,6 +204,8 @@ class PolicyNode(Node):
         cmd.robot_id = robot_id
         cmd.position.data = targets.tobytes()
         self.joint_command.publish(cmd)
+        if not self.observation.wanted:  # a debug output: built only while something reads it
+            return
         debug = ArrayStamped()
         debug.CopyFrom(self._observation_template)
         debug.header.stamp_ns = stamp
