@@ -82,7 +82,10 @@ class Timer:
         self.cancelled = True
 
     def __lt__(self, other: Timer) -> bool:
-        return (self.due_ns, self.rank, self.order) < (other.due_ns, other.rank, other.order)
+        a, b = self.due_ns, other.due_ns
+        if a != b:  # the common case: no tuples built (the heap compares on every firing)
+            return a < b
+        return (self.rank, self.order) < (other.rank, other.order)
 
 
 def _snake(name: str) -> str:

@@ -253,24 +253,28 @@ class Worker:
 
     def fire_due(self, now_ns: int, clock_mode: str) -> bool:
         """Fire the earliest timer if due; True if one fired (or a cancelled one was dropped)."""
-        timer = self.timers[0]
+        timers = self.timers
+        timer = timers[0]
         if timer.cancelled:
-            heapq.heappop(self.timers)
+            heapq.heappop(timers)
             self.timer_stats.pop(timer, None)
             return True
-        if timer.due_ns > now_ns:
+        due = timer.due_ns
+        if due > now_ns:
             return False
+        late = now_ns - due
         stats = self.timer_stats[timer]
-        late = now_ns - timer.due_ns
-        stats.max_late_ns = max(stats.max_late_ns, late)
+        if late > stats.max_late_ns:
+            stats.max_late_ns = late
         stats.fired += 1
         timer.count += 1
-        if clock_mode == "wall" and late >= timer.period_ns:
-            skipped = late // timer.period_ns
+        period = timer.period_ns
+        if clock_mode == "wall" and late >= period:
+            skipped = late // period
             stats.missed += skipped
-            timer.due_ns += skipped * timer.period_ns
-        timer.due_ns += timer.period_ns
-        heapq.heapreplace(self.timers, timer)
+            due += skipped * period
+        timer.due_ns = due + period
+        heapq.heapreplace(timers, timer)
         node = timer.node
         if node.lifecycle == "active":
             try:
@@ -343,6 +347,10 @@ class Worker:
             # and each timer microseconds. Other workers get it on every pass.
             if no_sockets and service_only and wait_ns - spin_ns < 1_000_000:
                 if now - waited < YIELD_EVERY_NS:
+                    if wait_ns <= spin_ns and timers:  # the last stretch: on the clock alone, as a bare loop
+                        due = timers[0].due_ns  # (nothing can arrive meanwhile: no sockets, no other worker)
+                        while now_ns() < due:
+                            pass
                     continue
                 waited = now
                 if others() == 1:
