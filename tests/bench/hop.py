@@ -29,7 +29,7 @@ from krabgraph.launch.runtime.executor import HWM
 from krabgraph.msgs import ArrayStamped, set_array
 
 from . import placement
-from .stats import Row, skipped, summarize
+from .stats import Row, interleaved, skipped, summarize
 
 SIZES = {"48 floats": (48,), "3 KB obs (753 floats)": (753,), "20 KB depth (58×87)": (58, 87)}
 PERIOD_S = 500e-6  # paced rows (between threads or processes): one message every 500 µs (2 kHz)
@@ -332,9 +332,15 @@ def run(count: int, repeats: int) -> list[Row]:
     one_core = "one thread (both ends on one core)"
     for label, shape in SIZES.items():
         group = f"hop: {label}"
-        floor_bytes = [raw_zmq_hop(shape, count, False) for _ in range(repeats)]
-        floor_pb = [raw_zmq_hop(shape, count, True) for _ in range(repeats)]
-        ours = [executor_hop(shape, count) for _ in range(repeats)]
+        runs = interleaved(
+            {
+                "bytes": lambda s=shape: raw_zmq_hop(s, count, False),
+                "protobuf": lambda s=shape: raw_zmq_hop(s, count, True),
+                "ours": lambda s=shape: executor_hop(s, count),
+            },
+            repeats,
+        )
+        floor_bytes, floor_pb, ours = runs["bytes"], runs["protobuf"], runs["ours"]
         r_bytes = summarize(group, "raw pyzmq inproc, one thread, bytes only", floor_bytes, placement=one_core)
         r_pb = summarize(
             group, "raw pyzmq inproc, one thread, + protobuf", floor_pb, placement=one_core, note="floor for the target"

@@ -22,7 +22,7 @@ from krabgraph.nodes.robots import load_robot
 from krabgraph.nodes.safety import Safety
 
 from . import placement
-from .stats import Row, summarize
+from .stats import Row, interleaved, summarize
 
 RATE_HZ = 1000.0
 WARMUP = 100  # iterations while Safety goes WAITING → SOFT_START → ACTIVE, not counted
@@ -130,16 +130,16 @@ def loop_times(count: int, safety: type[Node]) -> np.ndarray:
 
 def run(count: int, repeats: int) -> list[Row]:
     where = f"one thread, core {placement.main_core()}; HAL timer at {RATE_HZ:.0f} Hz, wall clock"
+    runs = interleaved(
+        {"safety": lambda: loop_times(count, Safety), "pass": lambda: loop_times(count, PassThrough)}, repeats
+    )
     real = summarize(
-        "loop",
-        "hal → policy → Safety → hal (null HAL and policy, real Safety node)",
-        [loop_times(count, Safety) for _ in range(repeats)],
-        placement=where,
+        "loop", "hal → policy → Safety → hal (null HAL and policy, real Safety node)", runs["safety"], placement=where
     )
     bare = summarize(
         "loop",
         "hal → policy → pass-through → hal (null nodes: transport and dispatch only)",
-        [loop_times(count, PassThrough) for _ in range(repeats)],
+        runs["pass"],
         placement=where,
     )
     met = real.p99 <= TARGET_US

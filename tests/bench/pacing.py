@@ -23,7 +23,7 @@ from krabgraph.launch import Executor, Node, Param, build_graph, graph_from_dict
 from krabgraph.launch.runtime.executor import SPIN_S
 
 from . import placement
-from .stats import Row, summarize
+from .stats import Row, interleaved, summarize
 
 RATES_HZ = (100.0, 1000.0)
 FULL_S, SMOKE_S = 60.0, 2.0
@@ -98,8 +98,11 @@ def run(count: int, repeats: int, seconds: float | None = None) -> list[Row]:
     for rate in RATES_HZ:
         period = 1.0 / rate
         measured = {}
-        for label, fn in (("executor", executor_pacing), ("bare", bare_pacing)):
-            runs = [fn(period, each) for _ in range(repeats)]
+        taken = interleaved(
+            {"executor": lambda p=period: executor_pacing(p, each), "bare": lambda p=period: bare_pacing(p, each)},
+            repeats,
+        )
+        for label, runs in taken.items():
             measured[label] = (
                 [r[0] for r in runs],
                 float(np.median([_jitter(r[1], period) for r in runs])),

@@ -37,7 +37,7 @@ from krabgraph.nodes.policy.node import PolicyNode
 from krabgraph.nodes.robots import load_robot
 
 from . import placement
-from .stats import Row, skipped, summarize
+from .stats import Row, interleaved, skipped, summarize
 
 HIDDEN = (512, 256, 128)
 GO2 = "go2_walk (45 → 512 → 256 → 128 → 12)"
@@ -293,8 +293,14 @@ def run(count: int, repeats: int) -> list[Row]:
                 name = f"{network}, {backend}"
                 try:
                     bare_fn, (node_fn, node_parts) = bare_call(path), node_call(path, robot)
-                    bare = [time_calls(bare_fn, count) for _ in range(repeats)]
-                    node = [time_calls(node_fn, count) for _ in range(repeats)]
+                    runs = interleaved(
+                        {
+                            "bare": lambda f=bare_fn: time_calls(f, count),
+                            "node": lambda f=node_fn: time_calls(f, count),
+                        },
+                        repeats,
+                    )
+                    bare, node = runs["bare"], runs["node"]
                     parts = {k: float(np.median(time_calls(f, count))) for k, f in node_parts.items()}
                 except Exception as exc:
                     kinds = ("bare inference", "PolicyNode.on_state")

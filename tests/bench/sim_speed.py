@@ -17,7 +17,7 @@ from krabgraph.launch.graph.declaration import NodeDecl
 from krabgraph.launch.graph.yamlloc import Loc
 from krabgraph.msgs import RobotState
 
-from .stats import Row, summarize
+from .stats import Row, interleaved, summarize
 
 TARGET_RATIO = 0.85  # the graph's real-time factor ≥ 0.85× the bare loop's (issue 16)
 TARGET_RTF = 20.0
@@ -66,8 +66,8 @@ def graph_loop(seconds: float) -> np.ndarray:
 
 def run(count: int, repeats: int) -> list[Row]:
     seconds = max(4.0, count * 0.02 / 20)  # 20 s of simulated time for the full suite
-    bare = [bare_loop(seconds) for _ in range(repeats)]
-    graph = [graph_loop(seconds) for _ in range(repeats)]
+    runs = interleaved({"bare": lambda: bare_loop(seconds), "graph": lambda: graph_loop(seconds)}, repeats)
+    bare, graph = runs["bare"], runs["graph"]
     rb = summarize("sim", "bare loop: MuJoCo + height scan + obs + ONNX, per 20 ms tick", bare, placement="one core")
     rg = summarize("sim", "walk graph, lockstep: hal → policy → safety, per 20 ms tick", graph, placement="one core")
     rtf_bare = [20e3 / r.mean() for r in bare]

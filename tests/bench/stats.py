@@ -7,13 +7,17 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from .placement import CPUS
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,6 +44,16 @@ class Row:
     @property
     def ran(self) -> bool:
         return not math.isnan(self.p50)
+
+
+def interleaved(measures: dict[str, Callable[[], T]], repeats: int) -> dict[str, list[T]]:
+    """``repeats`` runs of each measure, taken in turn (a, b, a, b, ...) rather than all of one first:
+    the sides of a ratio then share the machine's slow drift (a shared VM's speed wanders over minutes)."""
+    runs: dict[str, list[T]] = {k: [] for k in measures}
+    for _ in range(repeats):
+        for key, measure in measures.items():
+            runs[key].append(measure())
+    return runs
 
 
 def summarize(group: str, name: str, runs: list[np.ndarray], **kw) -> Row:

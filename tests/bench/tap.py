@@ -21,7 +21,7 @@ import zmq
 from krabgraph.launch import Executor, build_graph, graph_from_dict
 
 from .hop import _Sink, _Source
-from .stats import Row, summarize
+from .stats import Row, interleaved, summarize
 
 SIZES = {"3 KB obs (753 floats)": (753,), "20 KB depth (58×87)": (58, 87)}
 LISTENER = """
@@ -103,14 +103,11 @@ def run(count: int, repeats: int) -> list[Row]:
     rows = []
     placement = "one thread; listener in another process"
     for label, shape in SIZES.items():
-        runs: dict[str, list[np.ndarray]] = {"off": [], "idle": [], "listener": []}
-        received = []
-        for _ in range(repeats):
-            for mode in runs:  # interleaved, so drift affects every mode alike
-                lat, got = tap_hop(shape, count, mode)
-                runs[mode].append(lat)
-                if mode == "listener":
-                    received.append(got)
+        taken = interleaved(
+            {m: lambda s=shape, m=m: tap_hop(s, count, m) for m in ("off", "idle", "listener")}, repeats
+        )
+        runs = {mode: [lat for lat, _ in results] for mode, results in taken.items()}
+        received = [got for _, got in taken["listener"]]
         base = summarize("tap", f"no tap — {label}", runs["off"], placement=placement)
         idle = summarize("tap", f"tap open, nobody listening — {label}", runs["idle"], placement=placement)
         one = summarize("tap", f"tap, one listener on the topic — {label}", runs["listener"], placement=placement)
