@@ -493,11 +493,10 @@ class ObservationBuilder:
             obs = self._obs  # every element rewritten above: the global clip may work in place
         else:
             obs = step  # one step per term: the step is the observation
-        if self._obs_lo is None:
-            np.copyto(out, obs, casting="same_kind")  # float64 -> float32, as astype rounds
-        else:  # the upper bound in float64, then the cast into ``out``: as astype of the clipped vector
+        if self._obs_lo is not None:  # in float64, in place (a ufunc casting into float32 costs more)
             np.maximum(obs, self._obs_lo, out=obs)
-            np.minimum(obs, self._obs_hi, out=out)
+            np.minimum(obs, self._obs_hi, out=obs)
+        out[...] = obs  # float64 -> float32, rounded as astype rounds
 
 
 # Terms the fast path reads straight from the messages: the source of each element of its step.
@@ -669,7 +668,8 @@ class _FastPath:
 def _all_finite(values: np.ndarray) -> bool:
     """Whether every value is finite, without a NumPy warning: a short vector's sum in Python floats (finite
     only if every value is; an overflow merely says False), a long one's ``isfinite`` reduced by
-    ``logical_and`` (no ``ndarray.all`` wrapper), each the cheaper."""
+    ``logical_and`` (no ``ndarray.all`` wrapper), each the cheaper. (A dot product with zeros would be
+    cheaper still, but an inf in it raises NumPy's invalid-value warning.)"""
     if values.size <= 96:
         return math.isfinite(sum(values.tolist()))
     return bool(_all_true(np.isfinite(values)))
