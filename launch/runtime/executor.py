@@ -108,7 +108,9 @@ class Worker:
         self.index = index
         self.nodes = nodes
         self.ready: deque[Subscription] = deque()
-        self.timers: list[Timer] = []
+        # heap of (due_ns, rank, order, timer): the order Timer defines, compared in C (no Python
+        # __lt__ per comparison); an entry is replaced whenever its timer's deadline moves
+        self.timers: list[tuple[int, int, int, Timer]] = []
         self.poller = zmq.Poller()
         self.by_socket: dict[zmq.Socket, Subscription] = {}
         self.thread: threading.Thread | None = None
@@ -122,7 +124,7 @@ class Worker:
         self.by_socket[sub.socket] = sub
 
     def add_timer(self, timer: Timer) -> None:
-        heapq.heappush(self.timers, timer)
+        heapq.heappush(self.timers, (timer.due_ns, timer.rank, timer.order, timer))
         self.timer_stats[timer] = TimerStats()
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -254,7 +256,7 @@ class Worker:
     def fire_due(self, now_ns: int, clock_mode: str) -> bool:
         """Fire the earliest timer if due; True if one fired (or a cancelled one was dropped)."""
         timers = self.timers
-        timer = timers[0]
+        timer = timers[0][3]
         if timer.cancelled:
             heapq.heappop(timers)
             self.timer_stats.pop(timer, None)
@@ -273,8 +275,9 @@ class Worker:
             skipped = late // period
             stats.missed += skipped
             due += skipped * period
-        timer.due_ns = due + period
-        heapq.heapreplace(timers, timer)
+        due += period
+        timer.due_ns = due
+        heapq.heapreplace(timers, (due, timer.rank, timer.order, timer))
         node = timer.node
         if node.lifecycle == "active":
             try:
@@ -334,11 +337,11 @@ class Worker:
                 continue
             now = now_ns()
             if timers:
-                head = timers[0]
-                if head.cancelled or head.due_ns <= now:
+                due, _, _, head = timers[0]
+                if head.cancelled or due <= now:
                     fire_due(now, mode)  # fires it (or drops it, cancelled)
                     continue
-                wait_ns = head.due_ns - now if mode == "wall" and head.due_ns - now < max_wait_ns else max_wait_ns
+                wait_ns = due - now if mode == "wall" and due - now < max_wait_ns else max_wait_ns
             else:
                 wait_ns = max_wait_ns
             # Under a millisecond to go and nothing to poll: spin as a bare loop. Service threads (the
@@ -348,7 +351,7 @@ class Worker:
             if no_sockets and service_only and wait_ns - spin_ns < 1_000_000:
                 if now - waited < YIELD_EVERY_NS:
                     if wait_ns <= spin_ns and timers:  # the last stretch: on the clock alone, as a bare loop
-                        due = timers[0].due_ns  # (nothing can arrive meanwhile: no sockets, no other worker)
+                        due = timers[0][0]  # (nothing can arrive meanwhile: no sockets, no other worker)
                         while now_ns() < due:
                             pass
                     continue
@@ -408,14 +411,14 @@ class Worker:
                 log.warning("lockstep graph has no timers left: nothing can happen any more, stopping")
                 ex.stop(0)
                 break
-            due = timers[0].due_ns
-            if rtf and not timers[0].cancelled:
+            due, _, _, head = timers[0]
+            if rtf and not head.cancelled:
                 target = wall0 + int((due - sim0) / rtf)
                 while not ex.stopping and (delay := target - time.monotonic_ns()) > 0:
                     self.poll(min(delay, int(MAX_WAIT_S * 1e9)) // 1_000_000)
                     if delay < 1_000_000:
                         break
-            if due > clock.t_ns and not timers[0].cancelled:
+            if due > clock.t_ns and not head.cancelled:
                 clock.t_ns = due
             fire_due(clock.t_ns, "sim")
 
@@ -423,7 +426,7 @@ class Worker:
 def _stop_stalled(worker: Worker, passes: int) -> None:
     """Stop a lockstep graph whose clock no longer moves (a zero-delay publish cycle, a zero-period timer)."""
     pending = sorted({f"{sub.topic} -> {sub.node.name}" for sub in worker.ready})
-    due = [t for t in worker.timers if not t.cancelled and t.due_ns <= worker.executor.clock.t_ns]
+    due = [t for *_, t in worker.timers if not t.cancelled and t.due_ns <= worker.executor.clock.t_ns]
     busy = sorted({f"{t.node.name}.{t.name} (period {t.period_ns} ns)" for t in due})
     log.error(
         "lockstep graph stalled: %d deliveries and timer firings without graph time moving from %.6f s "
