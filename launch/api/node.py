@@ -82,10 +82,7 @@ class Timer:
         self.cancelled = True
 
     def __lt__(self, other: Timer) -> bool:
-        a, b = self.due_ns, other.due_ns
-        if a != b:  # the common case: no tuples built (the heap compares on every firing)
-            return a < b
-        return (self.rank, self.order) < (other.rank, other.order)
+        return (self.due_ns, self.rank, self.order) < (other.due_ns, other.rank, other.order)
 
 
 def _snake(name: str) -> str:

@@ -350,9 +350,8 @@ class Worker:
             # and each timer microseconds. Other workers get it on every pass.
             if no_sockets and service_only and wait_ns - spin_ns < 1_000_000:
                 if now - waited < YIELD_EVERY_NS:
-                    if wait_ns <= spin_ns and timers:  # the last stretch: on the clock alone, as a bare loop
-                        due = timers[0][0]  # (nothing can arrive meanwhile: no sockets, no other worker)
-                        while now_ns() < due:
+                    if wait_ns <= spin_ns:  # the last stretch to the head timer's ``due``: on the clock alone,
+                        while now_ns() < due:  # as a bare loop (nothing can arrive: no sockets, no other worker)
                             pass
                     continue
                 waited = now
